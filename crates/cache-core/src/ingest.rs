@@ -1,0 +1,572 @@
+//! Writing a blob: hash while writing, verify, then publish atomically.
+//!
+//! An [`Ingest`] is the write side of one blob. The caller hands it chunks (as [`Bytes`] or
+//! through [`AsyncWrite`]); a blocking worker writes them to a file in `ingest/` while a
+//! second thread hashes the same chunks, so hashing and disk writes overlap and neither
+//! blocks the async runtime. Chunks travel through bounded channels: memory stays at a few
+//! chunks per ingest whatever the blob's size.
+//!
+//! [`Ingest::commit`] checks size, then digest, fsyncs the file, makes it read-only, renames
+//! it into `blobs/` and fsyncs the directory. Until that rename nothing is visible; if any
+//! check fails the data is discarded.
+//!
+//! An ingest of a *known* digest holds that digest's lock for its whole life and writes to
+//! `ingest/<alg>-<hex>.partial`. If it is interrupted (error, drop, crash), the next ingest
+//! of that digest re-hashes the partial prefix and continues at [`Ingest::offset`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::sync::{OwnedRwLockReadGuard, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::PollSender;
+
+use crate::error::{Error, IoContext, Result};
+use crate::layout::Layout;
+use crate::lock::DigestLock;
+use crate::{Algorithm, Blob, Digest, Hasher, Store};
+
+/// Chunks buffered from small writes are handed to the worker at this size.
+const CHUNK: usize = 256 * 1024;
+/// Chunks queued between the caller and the writer, and between writer and hasher.
+const QUEUE: usize = 4;
+/// Below this many expected bytes, hashing inline is cheaper than a hashing thread.
+const INLINE_HASH_BELOW: u64 = 4 * 1024 * 1024;
+
+/// What the caller expects to ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A known digest (and maybe size): locked, resumable, verified at commit.
+    Known { digest: Digest, size: Option<u64> },
+    /// Digest unknown until the end (imports): a temp file, never resumed.
+    Anonymous { algorithm: Algorithm },
+}
+
+/// The file being written, owned by the worker.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) written: u64,
+    /// Remove the file when the sink is dropped without being committed.
+    pub(crate) discard: Arc<AtomicBool>,
+    pub(crate) committed: bool,
+    // Held until the sink is gone, so no other process touches the partial meanwhile.
+    pub(crate) _lock: Option<DigestLock>,
+    pub(crate) _gate: Option<OwnedRwLockReadGuard<()>>,
+}
+
+impl Sink {
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data).at("write", &self.path)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if !self.committed && self.discard.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Open (or create) the file for `target` and re-hash what it already holds.
+pub(crate) fn open_sink(
+    layout: &Layout,
+    target: Target,
+    lock: Option<DigestLock>,
+    gate: Option<OwnedRwLockReadGuard<()>>,
+) -> Result<(Sink, Hasher)> {
+    std::fs::create_dir_all(layout.ingest_dir()).at("create", &layout.ingest_dir())?;
+    match target {
+        Target::Anonymous { algorithm } => {
+            let path = layout.temp();
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .at("create", &path)?;
+            let sink = Sink {
+                file,
+                path,
+                written: 0,
+                discard: Arc::new(AtomicBool::new(true)),
+                committed: false,
+                _lock: lock,
+                _gate: gate,
+            };
+            Ok((sink, Hasher::new(algorithm)))
+        }
+        Target::Known { digest, size } => {
+            let path = layout.partial(&digest);
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .at("open", &path)?;
+            let mut hasher = Hasher::new(digest.algorithm());
+            let mut len = file.metadata().at("stat", &path)?.len();
+            if size.is_some_and(|s| len > s) {
+                // Longer than the blob can be: the prefix is garbage, start over.
+                file.set_len(0).at("truncate", &path)?;
+                len = 0;
+            }
+            if len > 0 {
+                let mut buf = vec![0u8; CHUNK];
+                let mut reader = (&file).take(len);
+                loop {
+                    let n = reader.read(&mut buf).at("read partial", &path)?;
+                    let Some(data) = buf.get(..n) else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(data);
+                }
+                if hasher.bytes_hashed() != len {
+                    // The file shrank under us; nothing sane to resume from.
+                    file.set_len(0).at("truncate", &path)?;
+                    hasher = Hasher::new(digest.algorithm());
+                }
+            }
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(hasher.bytes_hashed()))
+                .at("seek", &path)?;
+            let sink = Sink {
+                file,
+                written: hasher.bytes_hashed(),
+                path,
+                discard: Arc::new(AtomicBool::new(false)),
+                committed: false,
+                _lock: lock,
+                _gate: gate,
+            };
+            tracing::debug!(%digest, offset = sink.written, "opened ingest");
+            Ok((sink, hasher))
+        }
+    }
+}
+
+/// Verify and publish. Blocking.
+pub(crate) fn finish(
+    layout: &Layout,
+    mut sink: Sink,
+    hasher: Hasher,
+    target: Target,
+) -> Result<(Digest, PathBuf)> {
+    let actual = hasher.finalize();
+    if let Target::Known { digest, size } = target {
+        if let Some(expected) = size
+            && sink.written != expected
+        {
+            sink.discard.store(true, Ordering::Release);
+            return Err(Error::SizeMismatch {
+                digest,
+                expected,
+                actual: sink.written,
+                at_least: false,
+            });
+        }
+        if actual != digest {
+            sink.discard.store(true, Ordering::Release);
+            return Err(Error::DigestMismatch {
+                expected: digest,
+                actual,
+            });
+        }
+    }
+    // Errors from here on are the disk's, not the data's: drop the file, it will be re-fetched.
+    sink.discard.store(true, Ordering::Release);
+    sink.file.sync_data().at("fsync", &sink.path)?;
+    set_read_only(&sink.file, &sink.path)?;
+    let dest = layout.blob(&actual);
+    let parent = dest.parent().unwrap_or(layout.root());
+    let created = ensure_dir(parent)?;
+    std::fs::rename(&sink.path, &dest).at("rename into", &dest)?;
+    sink.committed = true;
+    sync_dir(parent)?;
+    if created && let Some(grand) = parent.parent() {
+        sync_dir(grand)?;
+    }
+    tracing::debug!(digest = %actual, bytes = sink.written, "blob committed");
+    Ok((actual, dest))
+}
+
+fn set_read_only(file: &File, path: &Path) -> Result<()> {
+    let mut perms = file.metadata().at("stat", path)?.permissions();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        perms.set_mode(0o444);
+    }
+    #[cfg(not(unix))]
+    perms.set_readonly(true);
+    file.set_permissions(perms).at("chmod", path)
+}
+
+/// `create_dir_all`, telling whether the last component was new.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).at("create directory", dir)?;
+    Ok(true)
+}
+
+/// fsync a directory so a rename into it survives a power cut.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at("fsync directory", dir)?;
+    }
+    Ok(())
+}
+
+/// The blocking worker: write every chunk, hash it on a second thread when that pays off.
+fn run_worker(
+    mut sink: Sink,
+    mut hasher: Hasher,
+    mut rx: mpsc::Receiver<Bytes>,
+    expected_size: Option<u64>,
+) -> (Result<()>, Sink, Hasher) {
+    let inline = expected_size.is_some_and(|s| s < INLINE_HASH_BELOW);
+    if inline {
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            if let Err(e) = sink.write(&chunk) {
+                return (Err(e), sink, hasher);
+            }
+        }
+        return (Ok(()), sink, hasher);
+    }
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(QUEUE);
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || {
+            for chunk in hash_rx {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let mut result = Ok(());
+        while let Some(chunk) = rx.blocking_recv() {
+            // The hasher only stops when hash_tx is dropped, so this send cannot fail.
+            let _ = hash_tx.send(chunk.clone());
+            if let Err(e) = sink.write(&chunk) {
+                result = Err(e);
+                break;
+            }
+        }
+        drop(hash_tx);
+        match hashing.join() {
+            Ok(hasher) => (result, sink, hasher),
+            Err(_) => (
+                Err(Error::Task {
+                    op: "hashing",
+                    message: "the hashing thread panicked".into(),
+                }),
+                sink,
+                Hasher::new(Algorithm::Sha256),
+            ),
+        }
+    })
+}
+
+type WorkerHandle = JoinHandle<(Result<()>, Sink, Hasher)>;
+
+/// The write side of one blob. See the [module docs](self).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use cache_core::{Algorithm, Begin, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path()).await?;
+/// let body = b"hello blob".repeat(1000);
+/// let digest = Algorithm::Sha256.digest(&body);
+///
+/// let Begin::Write(mut ingest) = store.begin(digest, Some(body.len() as u64)).await? else {
+///     unreachable!("a new store holds nothing");
+/// };
+/// assert_eq!(ingest.offset(), 0);
+/// ingest.write_all(&body).await?;
+/// let blob = ingest.commit().await?;
+/// assert_eq!(&blob[..], &body[..]);
+/// assert_eq!(store.get(&digest)?.map(|b| b.len()), Some(body.len() as u64));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Ingest {
+    store: Store,
+    target: Target,
+    offset: u64,
+    written: u64,
+    buf: BytesMut,
+    tx: PollSender<Bytes>,
+    worker: Option<WorkerHandle>,
+    discard: Arc<AtomicBool>,
+    failed: Option<Error>,
+}
+
+impl Ingest {
+    pub(crate) fn start(store: Store, target: Target, sink: Sink, hasher: Hasher) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let offset = sink.written;
+        let discard = sink.discard.clone();
+        let expected = match target {
+            Target::Known { size, .. } => size,
+            Target::Anonymous { .. } => None,
+        };
+        let worker = tokio::task::spawn_blocking(move || run_worker(sink, hasher, rx, expected));
+        Ingest {
+            store,
+            target,
+            offset,
+            written: offset,
+            buf: BytesMut::new(),
+            tx: PollSender::new(tx),
+            worker: Some(worker),
+            discard,
+            failed: None,
+        }
+    }
+
+    /// How many bytes were already present when this ingest was opened: the caller should
+    /// continue its source from here (e.g. an HTTP `Range: bytes=<offset>-`).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes held so far, including [`offset`](Self::offset).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The digest this ingest must produce, if known.
+    pub fn expected_digest(&self) -> Option<Digest> {
+        match self.target {
+            Target::Known { digest, .. } => Some(digest),
+            Target::Anonymous { .. } => None,
+        }
+    }
+
+    /// Throw away what was written so far (e.g. because the source restarted from byte 0
+    /// and cannot serve a range). The ingest continues, empty, at offset 0.
+    pub async fn restart(self) -> Result<Ingest> {
+        let store = self.store.clone();
+        let target = self.target;
+        let Target::Known { digest, size } = target else {
+            drop(self);
+            return Err(Error::Task {
+                op: "restart",
+                message: "an anonymous ingest cannot be restarted; start a new one".into(),
+            });
+        };
+        self.discard.store(true, Ordering::Release);
+        // Dropping waits for nothing; the worker deletes the partial and releases the lock
+        // when it drains, so begin() below will wait for that lock.
+        drop(self);
+        match store.begin(digest, size).await? {
+            crate::Begin::Write(ingest) => Ok(ingest),
+            crate::Begin::Present(_) => Err(Error::Task {
+                op: "restart",
+                message: format!("{digest} was stored by another writer meanwhile"),
+            }),
+        }
+    }
+
+    fn check_room(&mut self, more: usize) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if let Target::Known {
+            digest,
+            size: Some(expected),
+        } = self.target
+            && self.written + more as u64 > expected
+        {
+            // A body longer than its descriptor: stop now, keep memory and disk bounded.
+            let err = Error::SizeMismatch {
+                digest,
+                expected,
+                actual: self.written + more as u64,
+                at_least: true,
+            };
+            self.discard.store(true, Ordering::Release);
+            self.failed = Some(err.clone());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Append a chunk. Large chunks are passed on without copying.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.len() < CHUNK / 4 {
+            return self.write_all(&chunk).await;
+        }
+        self.check_room(chunk.len())?;
+        self.flush_buf().await?;
+        self.written += chunk.len() as u64;
+        self.send(chunk).await
+    }
+
+    /// Append a slice (copied into the ingest's chunk buffer).
+    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        self.check_room(data.len())?;
+        while !data.is_empty() {
+            if self.buf.len() >= CHUNK {
+                self.flush_buf().await?;
+            }
+            let room = CHUNK - self.buf.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(CHUNK);
+            }
+            self.buf.extend_from_slice(now);
+            self.written += now.len() as u64;
+            data = rest;
+        }
+        Ok(())
+    }
+
+    async fn flush_buf(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.send(chunk).await
+    }
+
+    async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        let sent = match self.tx.get_ref() {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.worker_failure().await)
+        }
+    }
+
+    /// The worker stopped taking chunks: find out why.
+    async fn worker_failure(&mut self) -> Error {
+        if let Some(e) = &self.failed {
+            return e.clone();
+        }
+        let err = match self.worker.take() {
+            Some(handle) => match handle.await {
+                Ok((Err(e), _, _)) => e,
+                Ok((Ok(()), _, _)) => Error::Task {
+                    op: "ingest",
+                    message: "the writer stopped early".into(),
+                },
+                Err(e) => Error::task("ingest", e),
+            },
+            None => Error::Task {
+                op: "ingest",
+                message: "the writer is gone".into(),
+            },
+        };
+        self.failed = Some(err.clone());
+        err
+    }
+
+    /// Verify and publish the blob. See the [module docs](self).
+    #[tracing::instrument(level = "debug", skip(self), fields(expected = ?self.expected_digest(), bytes = self.written))]
+    pub async fn commit(mut self) -> Result<Blob> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.flush_buf().await?;
+        self.tx.close();
+        let Some(worker) = self.worker.take() else {
+            return Err(self.worker_failure().await);
+        };
+        let (result, sink, hasher) = worker.await.map_err(|e| Error::task("ingest", e))?;
+        result?;
+        let layout = self.store.layout().clone();
+        let target = self.target;
+        let (digest, _path) =
+            tokio::task::spawn_blocking(move || finish(&layout, sink, hasher, target))
+                .await
+                .map_err(|e| Error::task("commit", e))??;
+        self.store
+            .get(&digest)?
+            .ok_or_else(|| Error::NotFound {
+                digest,
+                root: self.store.root().to_owned(),
+            })
+    }
+
+    /// Give up and delete what was written (instead of leaving it to be resumed).
+    pub async fn abort(mut self) {
+        self.discard.store(true, Ordering::Release);
+        self.tx.close();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.await;
+        }
+    }
+
+    fn poll_flush_buf(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if ready!(self.tx.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the ingest writer stopped; commit() reports why",
+            )));
+        }
+        let chunk = self.buf.split().freeze();
+        if self.tx.send_item(chunk).is_err() {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the ingest writer stopped; commit() reports why",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Ingest {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.buf.len() >= CHUNK {
+            ready!(this.poll_flush_buf(cx))?;
+        }
+        let n = data.len().min(CHUNK - this.buf.len());
+        if let Err(e) = this.check_room(n) {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e,
+            )));
+        }
+        if this.buf.capacity() == 0 {
+            this.buf.reserve(CHUNK);
+        }
+        this.buf.extend_from_slice(data.get(..n).unwrap_or_default());
+        this.written += n as u64;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_flush_buf(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_flush_buf(cx)
+    }
+}

@@ -1,0 +1,164 @@
+//! Advisory file locks between processes (`flock` through `std::fs::File::lock`).
+//!
+//! Two locks exist. The store lock (`<root>/.lock`) is held shared by every open [`Store`]
+//! and exclusively by gc and clean, so a sweep never races a reader in another process. The
+//! per-digest lock (`ingest/<alg>-<hex>.lock`) makes one process the writer of a digest
+//! while the others wait and then find the finished blob.
+//!
+//! Waiting polls `try_lock` with a growing sleep instead of blocking a thread in `flock`, so
+//! a wait can time out and can be cancelled by dropping its future.
+//!
+//! [`Store`]: crate::Store
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, IoContext, Result};
+
+const FIRST_SLEEP: Duration = Duration::from_millis(5);
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// An exclusive per-digest lock. Dropping it removes the lock file (so `ingest/` does not
+/// fill up with them) and then unlocks.
+#[derive(Debug)]
+pub(crate) struct DigestLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DigestLock {
+    /// Wait (asynchronously) until this process holds the lock at `path`.
+    pub(crate) async fn acquire(path: PathBuf, what: &str, timeout: Duration) -> Result<Self> {
+        let start = Instant::now();
+        let mut sleep = FIRST_SLEEP;
+        loop {
+            if let Some(lock) = Self::try_acquire(&path)? {
+                return Ok(lock);
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::LockTimeout {
+                    what: what.to_owned(),
+                    path,
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(sleep).await;
+            sleep = (sleep * 2).min(MAX_SLEEP);
+        }
+    }
+
+    /// One attempt. The holder deletes the file before unlocking, so after locking we check
+    /// that the path still names the inode we locked; if not, we locked a file that is
+    /// already gone and another process may hold a fresh one: try again.
+    pub(crate) fn try_acquire(path: &Path) -> Result<Option<Self>> {
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(path)
+                .at("open lock file", path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+            }
+            if same_file(&file, path)? {
+                return Ok(Some(DigestLock {
+                    _file: file,
+                    path: path.to_owned(),
+                }));
+            }
+        }
+    }
+
+}
+
+impl Drop for DigestLock {
+    fn drop(&mut self) {
+        // Unlink while still holding the lock: a waiter that then locks the old inode sees
+        // the path gone (or re-created) and retries. The flock goes with the file handle.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata().at("stat lock file", path)?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat lock file", path, e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, _path: &Path) -> Result<bool> {
+    Ok(true)
+}
+
+/// The store-wide lock: shared while the store is open, exclusive during gc/clean.
+#[derive(Debug)]
+pub(crate) struct StoreLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl StoreLock {
+    /// Open the lock file and take it shared, waiting up to `timeout` for a running gc.
+    pub(crate) fn shared(path: PathBuf, timeout: Duration) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .at("open store lock", &path)?;
+        let lock = StoreLock { file, path };
+        lock.wait(timeout, "the store lock (shared)", |f| f.try_lock_shared())?;
+        Ok(lock)
+    }
+
+    /// Upgrade to exclusive (blocking the calling thread, polling up to `timeout`).
+    pub(crate) fn upgrade(&self, timeout: Duration) -> Result<()> {
+        self.wait(
+            timeout,
+            "exclusive use of the store (other pkgload processes have it open)",
+            |f| f.try_lock(),
+        )
+    }
+
+    /// Back to shared after gc/clean.
+    pub(crate) fn downgrade(&self) -> Result<()> {
+        self.file.lock_shared().at("lock", &self.path)
+    }
+
+    fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        attempt: impl Fn(&File) -> std::result::Result<(), TryLockError>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mut sleep = FIRST_SLEEP;
+        loop {
+            match attempt(&self.file) {
+                Ok(()) => return Ok(()),
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &self.path, e)),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::LockTimeout {
+                    what: what.to_owned(),
+                    path: self.path.clone(),
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(MAX_SLEEP);
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! [`Store`]: open, read, write and share blobs.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::RwLock;
+
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::{self, Ingest, Target};
+use crate::layout::Layout;
+use crate::lock::{DigestLock, StoreLock};
+use crate::memory::MemoryTier;
+use crate::{Algorithm, Blob, Digest, Hasher};
+
+/// Tuning knobs for a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Blobs of at least this many bytes are memory-mapped; smaller ones are read into memory.
+    pub mmap_threshold: u64,
+    /// Byte budget of the in-memory tier (0 disables it).
+    pub memory_budget: u64,
+    /// How long to wait for another process's lock (an ingest of the same digest, or gc).
+    pub lock_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            mmap_threshold: 64 * 1024,
+            memory_budget: 256 * 1024 * 1024,
+            lock_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Facts about a stored blob, answered from metadata alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the blob lives.
+    pub path: PathBuf,
+    /// When it was last used (see [`Store::get`]), for LRU trimming.
+    pub last_used: SystemTime,
+}
+
+/// The outcome of [`Store::begin`].
+#[derive(Debug)]
+pub enum Begin {
+    /// The blob is already stored (perhaps another process just finished it).
+    Present(Blob),
+    /// The caller is now the only writer of this digest.
+    Write(Ingest),
+}
+
+/// How [`Store::link_to`] should place a blob's file at another path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Reflink, else hardlink, else copy.
+    Auto,
+    /// Copy-on-write clone only (btrfs, xfs, …).
+    Reflink,
+    /// Hardlink only: shares the inode, so the file stays read-only.
+    Hardlink,
+    /// A plain copy.
+    Copy,
+}
+
+/// What [`Store::link_to`] actually did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// A copy-on-write clone.
+    Reflink,
+    /// A hardlink to the store's file.
+    Hardlink,
+    /// A byte copy.
+    Copy,
+}
+
+/// A tag pointer: which digest a tag named, and when we learned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefEntry {
+    /// The digest the tag pointed to.
+    pub digest: Digest,
+    /// When it was fetched from its registry.
+    pub fetched_at: SystemTime,
+}
+
+impl RefEntry {
+    /// How long ago it was fetched (zero if the clock went backwards).
+    pub fn age(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.fetched_at)
+            .unwrap_or_default()
+    }
+}
+
+type InFlight = Shared<BoxFuture<'static, Result<Blob>>>;
+
+pub(crate) struct Inner {
+    pub(crate) layout: Layout,
+    pub(crate) options: StoreOptions,
+    pub(crate) memory: MemoryTier,
+    inflight: Mutex<HashMap<Digest, InFlight>>,
+    pub(crate) store_lock: StoreLock,
+    /// Ingests hold it shared; gc and clean take it exclusively (in-process counterpart of
+    /// the `.lock` file, which only excludes other processes).
+    pub(crate) gate: Arc<RwLock<()>>,
+}
+
+/// A content-addressed blob store on disk, shared by threads (clone it) and processes (open
+/// the same root).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bytes::Bytes;
+/// use cache_core::{Algorithm, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path()).await?;
+/// let body = Bytes::from_static(b"layer bytes");
+/// let digest = Algorithm::Sha256.digest(&body);
+///
+/// // Every caller of the same digest shares one fill; later callers get the stored blob.
+/// let blob = store
+///     .get_or_ingest(digest, Some(body.len() as u64), move |mut ingest| async move {
+///         ingest.write(body).await?;
+///         Ok::<_, cache_core::Error>(ingest)
+///     })
+///     .await?;
+/// assert_eq!(&blob[..], b"layer bytes");
+/// assert!(store.contains(&digest));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.layout.root())
+            .field("memory", &self.inner.memory)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root` with default options.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        Self::open_with(root, StoreOptions::default()).await
+    }
+
+    /// Open with explicit options.
+    #[tracing::instrument(level = "debug", skip_all, fields(root))]
+    pub async fn open_with(root: impl Into<PathBuf>, options: StoreOptions) -> Result<Store> {
+        let root = root.into();
+        tracing::Span::current().record("root", tracing::field::display(root.display()));
+        let layout = Layout::new(root);
+        let timeout = options.lock_timeout;
+        let l = layout.clone();
+        let store_lock = tokio::task::spawn_blocking(move || {
+            for dir in [l.blobs_dir(), l.ingest_dir(), l.refs_dir(), l.derived_dir()] {
+                std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+            }
+            StoreLock::shared(l.lock_file(), timeout)
+        })
+        .await
+        .map_err(|e| Error::task("open", e))??;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                memory: MemoryTier::new(options.memory_budget),
+                layout,
+                options,
+                inflight: Mutex::new(HashMap::new()),
+                store_lock,
+                gate: Arc::new(RwLock::new(())),
+            }),
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// The in-memory tier.
+    pub fn memory(&self) -> &MemoryTier {
+        &self.inner.memory
+    }
+
+    /// Where a blob is (or would be) stored. The file must be treated as read-only.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.layout.blob(digest)
+    }
+
+    /// True when the blob is stored (one `stat`).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.inner.memory.get(digest).is_some() || self.blob_path(digest).is_file()
+    }
+
+    /// Size and last use of a stored blob, from metadata only.
+    pub fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let path = self.blob_path(digest);
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(Some(BlobInfo {
+                digest: *digest,
+                size: meta.len(),
+                last_used: meta.accessed().or_else(|_| meta.modified()).unwrap_or(SystemTime::UNIX_EPOCH),
+                path,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// The blob, if stored. Never reads a mapped blob's data: a few metadata syscalls and an
+    /// `mmap` (or nothing at all on a memory-tier hit). Blobs below the mmap threshold are read.
+    ///
+    /// This is synchronous on purpose: it costs microseconds, less than a trip through
+    /// `spawn_blocking` would.
+    pub fn get(&self, digest: &Digest) -> Result<Option<Blob>> {
+        if let Some(blob) = self.inner.memory.get(digest) {
+            return Ok(Some(blob));
+        }
+        let path = self.blob_path(digest);
+        let Some(blob) = Blob::load(*digest, &path, self.inner.options.mmap_threshold)? else {
+            return Ok(None);
+        };
+        touch(&path);
+        self.inner.memory.insert(blob.clone());
+        Ok(Some(blob))
+    }
+
+    /// Become the writer of `digest`, or learn that it is already stored.
+    ///
+    /// Waits (up to the lock timeout) while another task or process writes the same digest,
+    /// then returns [`Begin::Present`] if that writer succeeded. A partial download left by an
+    /// interrupted writer is re-hashed and continued: see [`Ingest::offset`].
+    #[tracing::instrument(level = "debug", skip(self), fields(%digest))]
+    pub async fn begin(&self, digest: Digest, size: Option<u64>) -> Result<Begin> {
+        if let Some(blob) = self.get(&digest)? {
+            return Ok(Begin::Present(blob));
+        }
+        let gate = self.inner.gate.clone().read_owned().await;
+        let lock = DigestLock::acquire(
+            self.inner.layout.digest_lock(&digest),
+            &format!("the ingest of {digest}"),
+            self.inner.options.lock_timeout,
+        )
+        .await?;
+        // Whoever held the lock before us may have finished the blob.
+        if let Some(blob) = self.get(&digest)? {
+            return Ok(Begin::Present(blob));
+        }
+        let target = Target::Known { digest, size };
+        let layout = self.inner.layout.clone();
+        let (sink, hasher) = tokio::task::spawn_blocking(move || {
+            ingest::open_sink(&layout, target, Some(lock), Some(gate))
+        })
+        .await
+        .map_err(|e| Error::task("begin", e))??;
+        Ok(Begin::Write(Ingest::start(self.clone(), target, sink, hasher)))
+    }
+
+    /// Start writing a blob whose digest is not known in advance; [`Ingest::commit`] stores it
+    /// under the digest of whatever was written.
+    pub async fn begin_anonymous(&self, algorithm: Algorithm) -> Result<Ingest> {
+        let gate = self.inner.gate.clone().read_owned().await;
+        let target = Target::Anonymous { algorithm };
+        let layout = self.inner.layout.clone();
+        let (sink, hasher) = tokio::task::spawn_blocking(move || {
+            ingest::open_sink(&layout, target, None, Some(gate))
+        })
+        .await
+        .map_err(|e| Error::task("begin", e))??;
+        Ok(Ingest::start(self.clone(), target, sink, hasher))
+    }
+
+    /// The blob for `digest`, running `fill` to produce it only if no one has it yet.
+    ///
+    /// Every concurrent caller in this process shares one in-flight fill (and its result or
+    /// error); callers in other processes wait on the digest's lock and then find the blob.
+    /// `fill` receives the [`Ingest`] positioned at its resume [`offset`](Ingest::offset),
+    /// writes the rest of the data and returns it for commit.
+    pub async fn get_or_ingest<F, Fut, E>(
+        &self,
+        digest: Digest,
+        size: Option<u64>,
+        fill: F,
+    ) -> Result<Blob>
+    where
+        F: FnOnce(Ingest) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Ingest, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Some(blob) = self.get(&digest)? {
+            return Ok(blob);
+        }
+        let fut = {
+            let mut map = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            match map.get(&digest) {
+                Some(fut) => fut.clone(),
+                None => {
+                    let store = self.clone();
+                    let fut = async move {
+                        let result = store.fill_once(digest, size, fill).await;
+                        store
+                            .inner
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|poison| poison.into_inner())
+                            .remove(&digest);
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(digest, fut.clone());
+                    fut
+                }
+            }
+        };
+        fut.await
+    }
+
+    async fn fill_once<F, Fut, E>(&self, digest: Digest, size: Option<u64>, fill: F) -> Result<Blob>
+    where
+        F: FnOnce(Ingest) -> Fut,
+        Fut: Future<Output = std::result::Result<Ingest, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.begin(digest, size).await? {
+            Begin::Present(blob) => Ok(blob),
+            Begin::Write(ingest) => {
+                let ingest = fill(ingest).await.map_err(|e| {
+                    let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
+                    // Keep store errors as they are; wrap everything else.
+                    match boxed.downcast::<Error>() {
+                        Ok(store_err) => *store_err,
+                        Err(other) => Error::Source {
+                            digest,
+                            source: Arc::from(other),
+                        },
+                    }
+                })?;
+                ingest.commit().await
+            }
+        }
+    }
+
+    /// Copy a local file into the store, hashing with `algorithm`.
+    #[tracing::instrument(level = "debug", skip(self), fields(path = %path.as_ref().display()))]
+    pub async fn import_file(&self, path: impl AsRef<Path>, algorithm: Algorithm) -> Result<Blob> {
+        let src = path.as_ref().to_owned();
+        let gate = self.inner.gate.clone().read_owned().await;
+        let layout = self.inner.layout.clone();
+        let (digest, _) = tokio::task::spawn_blocking(move || -> Result<_> {
+            use std::io::Read;
+            let target = Target::Anonymous { algorithm };
+            let (mut sink, mut hasher) = ingest::open_sink(&layout, target, None, Some(gate))?;
+            let mut file = std::fs::File::open(&src).at("open", &src)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf).at("read", &src)?;
+                let Some(data) = buf.get(..n) else { break };
+                if n == 0 {
+                    break;
+                }
+                hasher.update(data);
+                sink.write(data)?;
+            }
+            ingest::finish(&layout, sink, hasher, target)
+        })
+        .await
+        .map_err(|e| Error::task("import", e))??;
+        self.get(&digest)?.ok_or_else(|| Error::NotFound {
+            digest,
+            root: self.root().to_owned(),
+        })
+    }
+
+    /// Place the blob's content at `dest` (which must not exist): reflink, hardlink or copy.
+    ///
+    /// A hardlink shares the store's read-only inode: never make it writable. The other two
+    /// give an independent file.
+    pub async fn link_to(&self, digest: &Digest, dest: impl AsRef<Path>, mode: LinkMode) -> Result<Linked> {
+        let src = self.blob_path(digest);
+        if !src.is_file() {
+            return Err(Error::NotFound {
+                digest: *digest,
+                root: self.root().to_owned(),
+            });
+        }
+        let dest = dest.as_ref().to_owned();
+        tokio::task::spawn_blocking(move || crate::link::link_file(&src, &dest, mode))
+            .await
+            .map_err(|e| Error::task("link", e))?
+    }
+
+    // ----- refs -----
+
+    /// Remember that `key` pointed to `digest` now.
+    pub async fn set_ref(&self, key: &crate::RefKey, digest: &Digest) -> Result<()> {
+        let path = self.inner.layout.tag_ref(key);
+        let fetched = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let body = format!("{digest}\n{fetched}\n");
+        self.write_atomic(path, body.into_bytes()).await
+    }
+
+    /// What `key` pointed to when last fetched.
+    pub fn get_ref(&self, key: &crate::RefKey) -> Result<Option<RefEntry>> {
+        read_ref(&self.inner.layout.tag_ref(key))
+    }
+
+    /// Forget a ref.
+    pub fn remove_ref(&self, key: &crate::RefKey) -> Result<()> {
+        let path = self.inner.layout.tag_ref(key);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    // ----- derived entries -----
+
+    /// Store data derived from `digest` (e.g. a volume index) under `kind`, atomically.
+    pub async fn put_derived(
+        &self,
+        digest: &Digest,
+        kind: &crate::DerivedKind,
+        data: impl Into<bytes::Bytes>,
+    ) -> Result<()> {
+        let path = self.inner.layout.derived(digest, kind);
+        self.write_atomic(path, data.into()).await
+    }
+
+    /// A derived entry, if present (memory-mapped when large). Derived data is not verified
+    /// by digest: its reader must validate what it parses.
+    pub fn get_derived(
+        &self,
+        digest: &Digest,
+        kind: &crate::DerivedKind,
+    ) -> Result<Option<bytes::Bytes>> {
+        let path = self.inner.layout.derived(digest, kind);
+        Ok(Blob::load(*digest, &path, self.inner.options.mmap_threshold)?.map(Blob::into_bytes))
+    }
+
+    /// Write `data` to `path` by temp file + fsync + rename + directory fsync.
+    async fn write_atomic(&self, path: PathBuf, data: impl AsRef<[u8]> + Send + 'static) -> Result<()> {
+        let temp = self.inner.layout.temp();
+        tokio::task::spawn_blocking(move || write_atomic_blocking(&temp, &path, data.as_ref()))
+            .await
+            .map_err(|e| Error::task("write", e))?
+    }
+}
+
+pub(crate) fn write_atomic_blocking(temp: &Path, path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    ingest::ensure_dir(parent)?;
+    let result = (|| {
+        let mut file = std::fs::File::create(temp).at("create", temp)?;
+        file.write_all(data).at("write", temp)?;
+        file.sync_data().at("fsync", temp)?;
+        std::fs::rename(temp, path).at("rename into", path)?;
+        ingest::sync_dir(parent)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
+}
+
+pub(crate) fn read_ref(path: &Path) -> Result<Option<RefEntry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let corrupt = |reason: &str| Error::CorruptFile {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut lines = text.lines();
+    let digest = lines
+        .next()
+        .ok_or_else(|| corrupt("empty ref file"))?
+        .parse::<Digest>()
+        .map_err(|e| corrupt(&e.to_string()))?;
+    let millis: u64 = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| corrupt("missing fetch time"))?;
+    Ok(Some(RefEntry {
+        digest,
+        fetched_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+    }))
+}
+
+/// Record a use for LRU trimming. Explicit, because `noatime`/`relatime` mounts do not keep
+/// access times; rate-limited to one write per hour per blob.
+fn touch(path: &Path) {
+    const EVERY: Duration = Duration::from_secs(3600);
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let stale = meta
+        .accessed()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age > EVERY);
+    if stale && let Ok(file) = std::fs::File::open(path) {
+        let _ = file.set_times(std::fs::FileTimes::new().set_accessed(SystemTime::now()));
+    }
+}
+
+/// Hash a file on disk through a memory map (or a read for small files).
+pub(crate) fn hash_path(path: &Path, algorithm: Algorithm) -> Result<(Digest, u64)> {
+    let file = std::fs::File::open(path).at("open", path)?;
+    let len = file.metadata().at("stat", path)?.len();
+    let mut hasher = Hasher::new(algorithm);
+    if len > 0 {
+        // SAFETY: read-only map of a store file; see `Blob::load`. A concurrent writer could
+        // only make the hash wrong, which is exactly what verification reports.
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.at("mmap", path)?;
+        hasher.update(&map);
+    }
+    Ok((hasher.finalize(), len))
+}
