@@ -103,7 +103,7 @@ fn same_file(_file: &File, _path: &Path) -> Result<bool> {
 /// The store-wide lock: shared while the store is open, exclusive during gc/clean.
 #[derive(Debug)]
 pub(crate) struct StoreLock {
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
