@@ -65,7 +65,12 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.file.write_all(data).at("write", &self.path)?;
+        if let Err(e) = self.file.write_all(data) {
+            // A failed write (full disk, I/O error) leaves an unknown tail: do not keep it
+            // for resuming, and give the space back.
+            self.discard.store(true, Ordering::Release);
+            return Err(Error::io("write", &self.path, e));
+        }
         self.written += data.len() as u64;
         Ok(())
     }
@@ -568,5 +573,18 @@ impl AsyncWrite for Ingest {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.get_mut().poll_flush_buf(cx)
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        // Hand over what is still buffered, so a resumed ingest loses as little as possible.
+        // Best effort: if the queue is full the tail is simply re-fetched later.
+        if !self.buf.is_empty()
+            && self.failed.is_none()
+            && let Some(tx) = self.tx.get_ref()
+        {
+            let _ = tx.try_send(self.buf.split().freeze());
+        }
     }
 }
