@@ -1,0 +1,278 @@
+//! `cargo xtask test`: the one command that checks a change, on a laptop and in CI.
+//!
+//! Steps run in a fixed order and stop at the first failure; a summary of every step
+//! (passed, skipped, failed, not run) is printed either way.
+
+use std::ffi::OsString;
+use std::fmt;
+
+use crate::cmd::{self, Cmd};
+use crate::tools;
+use crate::{Error, Result};
+
+/// What `cargo xtask test` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Run clippy, rustfmt and cargo-deny (off with `--no-lint`).
+    pub lint: bool,
+    /// Everything after `--`, for the test runner.
+    pub runner_args: Vec<OsString>,
+}
+
+impl Options {
+    /// Parses the arguments after `test`; `None` means help was asked for.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Self>> {
+        let mut options = Self {
+            lint: true,
+            runner_args: Vec::new(),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.to_str() {
+                Some("--") => {
+                    options.runner_args = args.collect();
+                    break;
+                }
+                Some("--no-lint") => options.lint = false,
+                Some("-h" | "--help") => return Ok(None),
+                _ => {
+                    return Err(Error::new(format!(
+                        "unknown argument `{}` for `cargo xtask test`; arguments for the test \
+                         runner go after `--`, e.g. `cargo xtask test -- -p cache-core`",
+                        arg.to_string_lossy()
+                    )));
+                }
+            }
+        }
+        Ok(Some(options))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Tools,
+    Tests,
+    Doctests,
+    Clippy,
+    Fmt,
+    Deny,
+}
+
+impl Step {
+    const ALL: [Self; 6] = [
+        Self::Tools,
+        Self::Tests,
+        Self::Doctests,
+        Self::Clippy,
+        Self::Fmt,
+        Self::Deny,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Tests => "tests",
+            Self::Doctests => "doctests",
+            Self::Clippy => "clippy",
+            Self::Fmt => "fmt",
+            Self::Deny => "cargo-deny",
+        }
+    }
+
+    fn is_lint(self) -> bool {
+        matches!(self, Self::Clippy | Self::Fmt | Self::Deny)
+    }
+
+    fn run(self, options: &Options) -> Result<Outcome> {
+        match self {
+            Self::Tools => tools::ensure(tools::REQUIRED).map(Outcome::Passed),
+            Self::Tests => run_tests(&options.runner_args),
+            Self::Doctests => {
+                // nextest does not run doctests, and `--all-targets` leaves them out of
+                // `cargo test` too, so they always get their own run.
+                Cmd::cargo().args(["test", "--workspace", "--doc"]).run()?;
+                Ok(Outcome::Passed(String::new()))
+            }
+            Self::Clippy => {
+                require_component("clippy", "clippy")?;
+                Cmd::cargo()
+                    .args([
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ])
+                    .run()?;
+                Ok(Outcome::Passed(String::new()))
+            }
+            Self::Fmt => {
+                require_component("fmt", "rustfmt")?;
+                Cmd::cargo().args(["fmt", "--all", "--check"]).run()?;
+                Ok(Outcome::Passed(String::new()))
+            }
+            Self::Deny => run_deny(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Passed, with an optional note.
+    Passed(String),
+    Skipped(String),
+    Failed,
+    NotRun,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Passed(note) if note.is_empty() => f.write_str("passed"),
+            Self::Passed(note) => write!(f, "passed ({note})"),
+            Self::Skipped(reason) => write!(f, "skipped ({reason})"),
+            Self::Failed => f.write_str("FAILED"),
+            Self::NotRun => f.write_str("not run (an earlier step failed)"),
+        }
+    }
+}
+
+/// Runs every step in order, stopping at the first failure, and prints a summary.
+pub fn run(options: &Options) -> Result<()> {
+    let mut outcomes = Vec::with_capacity(Step::ALL.len());
+    let mut failure: Option<(Step, Error)> = None;
+    for step in Step::ALL {
+        let outcome = if failure.is_some() {
+            Outcome::NotRun
+        } else if step.is_lint() && !options.lint {
+            Outcome::Skipped("--no-lint".to_owned())
+        } else {
+            eprintln!("==> xtask: running {}", step.name());
+            match step.run(options) {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    failure = Some((step, err));
+                    Outcome::Failed
+                }
+            }
+        };
+        outcomes.push((step, outcome));
+    }
+
+    eprintln!("==> xtask: summary");
+    for (step, outcome) in &outcomes {
+        eprintln!("    {:<10} {outcome}", step.name());
+    }
+    match failure {
+        None => {
+            eprintln!("==> xtask: all steps passed");
+            Ok(())
+        }
+        Some((step, err)) => Err(Error::new(format!("step `{}` failed: {err}", step.name()))),
+    }
+}
+
+fn run_tests(runner_args: &[OsString]) -> Result<Outcome> {
+    let nextest = Cmd::cargo().args(["nextest", "--version"]).probe();
+    let mut tests = if nextest {
+        Cmd::cargo().args(["nextest", "run"])
+    } else {
+        Cmd::cargo().arg("test")
+    };
+    if !cmd::selects_packages(runner_args) {
+        tests = tests.arg("--workspace");
+    }
+    tests
+        .args(["--all-targets", "--no-fail-fast"])
+        .args(runner_args)
+        .run()?;
+    Ok(Outcome::Passed(
+        if nextest {
+            "cargo nextest"
+        } else {
+            "cargo test; cargo-nextest is not installed"
+        }
+        .to_owned(),
+    ))
+}
+
+fn run_deny() -> Result<Outcome> {
+    if !Cmd::cargo().args(["deny", "--version"]).probe() {
+        // Not installed on purpose: building cargo-deny would dominate a CI run.
+        eprintln!(
+            "==> xtask: NOTICE: cargo-deny is not installed, so `cargo deny check licenses bans \
+             sources` was SKIPPED. Install it with `cargo install --locked cargo-deny` to run it."
+        );
+        return Ok(Outcome::Skipped("cargo-deny is not installed".to_owned()));
+    }
+    Cmd::cargo()
+        .args(["deny", "check", "licenses", "bans", "sources"])
+        .run()?;
+    Ok(Outcome::Passed(String::new()))
+}
+
+/// Fails with the rustup command to run when a toolchain component is missing.
+fn require_component(subcommand: &str, component: &str) -> Result<()> {
+    if Cmd::cargo().args([subcommand, "--version"]).probe() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "`cargo {subcommand}` is not available; install it with `rustup component add {component}`"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Options>> {
+        Options::parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn no_arguments_means_everything() {
+        let options = parse(&[]).unwrap().unwrap();
+        assert!(options.lint);
+        assert!(options.runner_args.is_empty());
+    }
+
+    #[test]
+    fn runner_arguments_follow_the_separator_verbatim() {
+        let options = parse(&["--no-lint", "--", "-p", "xtask", "--", "--no-lint"])
+            .unwrap()
+            .unwrap();
+        assert!(!options.lint);
+        assert_eq!(options.runner_args, ["-p", "xtask", "--", "--no-lint"]);
+    }
+
+    #[test]
+    fn help_and_unknown_arguments() {
+        assert_eq!(parse(&["--help"]).unwrap(), None);
+        let err = parse(&["digest"]).unwrap_err().to_string();
+        assert!(err.contains("unknown argument `digest`"), "{err}");
+        assert!(err.contains("after `--`"), "{err}");
+    }
+
+    #[test]
+    fn lint_steps_are_the_last_three() {
+        let lint: Vec<Step> = Step::ALL.into_iter().filter(|s| s.is_lint()).collect();
+        assert_eq!(lint, [Step::Clippy, Step::Fmt, Step::Deny]);
+        assert_eq!(Step::ALL.last(), Some(&Step::Deny));
+    }
+
+    #[test]
+    fn outcomes_read_well_in_the_summary() {
+        assert_eq!(Outcome::Passed(String::new()).to_string(), "passed");
+        assert_eq!(
+            Outcome::Passed("cargo nextest".into()).to_string(),
+            "passed (cargo nextest)"
+        );
+        assert_eq!(
+            Outcome::Skipped("--no-lint".into()).to_string(),
+            "skipped (--no-lint)"
+        );
+        assert_eq!(Outcome::Failed.to_string(), "FAILED");
+    }
+}
