@@ -89,6 +89,46 @@ impl Cmd {
         }
     }
 
+    /// Like [`Cmd::run`], but reads the output as it passes through (echoing it unchanged)
+    /// and hands every line to `on_line`, e.g. to count test results.
+    pub fn run_observed(&self, on_line: &(dyn Fn(&str) + Sync)) -> Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        eprintln!("$ {self}");
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| self.cannot_start(&err))?;
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(Error::new(format!("`{self}`: no output pipes")));
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for line in BufReader::new(err)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                    on_line(&line);
+                }
+            });
+            for line in BufReader::new(out)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                let _ = writeln!(std::io::stdout(), "{line}");
+                on_line(&line);
+            }
+        });
+        let status = child.wait().map_err(|err| self.cannot_start(&err))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::new(format!("`{self}` failed ({status})")))
+        }
+    }
+
     /// Runs it silently: true if it started and exited 0. For probes such as
     /// `cargo nextest --version`.
     pub fn probe(&self) -> bool {

@@ -83,14 +83,16 @@ impl Step {
         matches!(self, Self::Clippy | Self::Fmt | Self::Deny)
     }
 
-    fn run(self, options: &Options) -> Result<Outcome> {
+    fn run(self, options: &Options, counts: &Counts) -> Result<Outcome> {
         match self {
             Self::Tools => tools::ensure(tools::REQUIRED).map(Outcome::Passed),
-            Self::Tests => run_tests(&options.runner_args),
+            Self::Tests => run_tests(&options.runner_args, counts),
             Self::Doctests => {
-                // nextest does not run doctests, and `--all-targets` leaves them out of
+                // nextest does not run doctests, and the target filters leave them out of
                 // `cargo test` too, so they always get their own run.
-                Cmd::cargo().args(["test", "--workspace", "--doc"]).run()?;
+                Cmd::cargo()
+                    .args(["test", "--workspace", "--doc"])
+                    .run_observed(&|line| counts.observe(line))?;
                 Ok(Outcome::Passed(String::new()))
             }
             Self::Clippy => {
@@ -140,6 +142,15 @@ impl fmt::Display for Outcome {
 
 /// Runs every step in order, stopping at the first failure, and prints a summary.
 pub fn run(options: &Options) -> Result<()> {
+    let counts = Counts::default();
+    let result = run_steps(options, &counts);
+    // The last line is the plain total that CI logs are read for.
+    let (passed, failed) = counts.totals();
+    eprintln!("tests: {passed} passed, {failed} failed");
+    result
+}
+
+fn run_steps(options: &Options, counts: &Counts) -> Result<()> {
     let mut outcomes = Vec::with_capacity(Step::ALL.len());
     let mut failure: Option<(Step, Error)> = None;
     for step in Step::ALL {
@@ -149,7 +160,7 @@ pub fn run(options: &Options) -> Result<()> {
             Outcome::Skipped("--no-lint".to_owned())
         } else {
             eprintln!("==> xtask: running {}", step.name());
-            match step.run(options) {
+            match step.run(options, counts) {
                 Ok(outcome) => outcome,
                 Err(err) => {
                     failure = Some((step, err));
@@ -173,7 +184,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
 }
 
-fn run_tests(runner_args: &[OsString]) -> Result<Outcome> {
+fn run_tests(runner_args: &[OsString], counts: &Counts) -> Result<Outcome> {
     let nextest = Cmd::cargo().args(["nextest", "--version"]).probe();
     let mut tests = if nextest {
         Cmd::cargo().args(["nextest", "run"])
@@ -183,10 +194,18 @@ fn run_tests(runner_args: &[OsString]) -> Result<Outcome> {
     if !cmd::selects_packages(runner_args) {
         tests = tests.arg("--workspace");
     }
+    // Not `--all-targets`: that would also run the criterion benches, whose fixtures are
+    // gigabytes. Clippy's `--all-targets` still compiles them on every run.
     tests
-        .args(["--all-targets", "--no-fail-fast"])
+        .args(["--lib", "--bins", "--tests", "--examples", "--no-fail-fast"])
         .args(runner_args)
-        .run()?;
+        .run_observed(&|line| {
+            // nextest echoes each failing test's own `test result:` line; count only its
+            // summary there.
+            if !nextest || line.contains(" run: ") {
+                counts.observe(line);
+            }
+        })?;
     Ok(Outcome::Passed(
         if nextest {
             "cargo nextest"
@@ -195,6 +214,47 @@ fn run_tests(runner_args: &[OsString]) -> Result<Outcome> {
         }
         .to_owned(),
     ))
+}
+
+/// Test totals, summed from the runners' own summary lines.
+#[derive(Debug, Default)]
+struct Counts(std::sync::Mutex<(u64, u64)>);
+
+impl Counts {
+    fn observe(&self, line: &str) {
+        if let Some((passed, failed)) = parse_counts(line) {
+            let mut totals = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            totals.0 += passed;
+            totals.1 += failed;
+        }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Passed and failed counts from a `cargo test` (`test result: ok. 6 passed; 0 failed; …`)
+/// or nextest (`Summary [ 4.2s] 51 tests run: 50 passed, 1 failed, 0 skipped`) summary line.
+fn parse_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = if let Some(i) = line.find("test result: ") {
+        line.get(i..)?
+    } else if let Some(i) = line
+        .find(" tests run: ")
+        .or_else(|| line.find(" test run: "))
+    {
+        line.get(i..)?.split_once(": ")?.1
+    } else {
+        return None;
+    };
+    let number_before = |word: &str| -> u64 {
+        rest.split([';', ','])
+            .filter_map(|part| part.trim().strip_suffix(word))
+            .filter_map(|n| n.trim().rsplit(' ').next()?.parse().ok())
+            .next()
+            .unwrap_or(0)
+    };
+    Some((number_before("passed"), number_before("failed")))
 }
 
 fn run_deny() -> Result<Outcome> {
@@ -226,6 +286,36 @@ fn require_component(subcommand: &str, component: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_lines_are_counted() {
+        assert_eq!(
+            parse_counts(
+                "test result: ok. 6 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.05s"
+            ),
+            Some((6, 0))
+        );
+        assert_eq!(
+            parse_counts("test result: FAILED. 15 passed; 3 failed; 0 ignored"),
+            Some((15, 3))
+        );
+        assert_eq!(
+            parse_counts("     Summary [   4.294s] 51 tests run: 51 passed, 0 skipped"),
+            Some((51, 0))
+        );
+        assert_eq!(
+            parse_counts("     Summary [   4.294s] 51 tests run: 49 passed, 2 failed, 0 skipped"),
+            Some((49, 2))
+        );
+        assert_eq!(
+            parse_counts("        PASS [   0.015s] ( 1/51) cache-core digest"),
+            None
+        );
+        let counts = Counts::default();
+        counts.observe("test result: ok. 6 passed; 1 failed; 0 ignored");
+        counts.observe("Summary [ 1s] 10 tests run: 10 passed, 0 skipped");
+        assert_eq!(counts.totals(), (16, 1));
+    }
 
     fn parse(args: &[&str]) -> Result<Option<Options>> {
         Options::parse(args.iter().map(OsString::from))

@@ -69,13 +69,17 @@ impl fmt::Display for Algorithm {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseDigestError {
     /// No `:` separates algorithm and hex.
-    #[error("invalid digest {input:?}: expected `algorithm:hex`, e.g. `sha256:` followed by 64 hex digits")]
+    #[error(
+        "invalid digest {input:?}: expected `algorithm:hex`, e.g. `sha256:` followed by 64 hex digits"
+    )]
     MissingSeparator {
         /// The rejected input (truncated to a sane length).
         input: String,
     },
     /// The algorithm is not one we support.
-    #[error("invalid digest {input:?}: unknown algorithm {algorithm:?} (supported: sha256, sha512, blake3)")]
+    #[error(
+        "invalid digest {input:?}: unknown algorithm {algorithm:?} (supported: sha256, sha512, blake3)"
+    )]
     UnknownAlgorithm {
         /// The rejected input (truncated to a sane length).
         input: String,
@@ -330,7 +334,10 @@ impl Hasher {
 
     /// Every digest, in the order the algorithms were given.
     pub fn finalize_all(self) -> Vec<Digest> {
-        self.states.into_iter().filter_map(State::finalize).collect()
+        self.states
+            .into_iter()
+            .filter_map(State::finalize)
+            .collect()
     }
 }
 

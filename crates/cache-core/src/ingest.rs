@@ -506,12 +506,10 @@ impl Ingest {
             tokio::task::spawn_blocking(move || finish(&layout, sink, hasher, target))
                 .await
                 .map_err(|e| Error::task("commit", e))??;
-        self.store
-            .get(&digest)?
-            .ok_or_else(|| Error::NotFound {
-                digest,
-                root: self.store.root().to_owned(),
-            })
+        self.store.get(&digest)?.ok_or_else(|| Error::NotFound {
+            digest,
+            root: self.store.root().to_owned(),
+        })
     }
 
     /// Give up and delete what was written (instead of leaving it to be resumed).
@@ -554,15 +552,13 @@ impl AsyncWrite for Ingest {
         }
         let n = data.len().min(CHUNK - this.buf.len());
         if let Err(e) = this.check_room(n) {
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e,
-            )));
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
         }
         if this.buf.capacity() == 0 {
             this.buf.reserve(CHUNK);
         }
-        this.buf.extend_from_slice(data.get(..n).unwrap_or_default());
+        this.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
         this.written += n as u64;
         Poll::Ready(Ok(n))
     }

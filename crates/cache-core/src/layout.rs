@@ -116,9 +116,10 @@ impl DerivedKind {
     pub fn new(kind: &str) -> crate::Result<Self> {
         let ok = !kind.is_empty()
             && kind.len() <= 32
-            && kind.bytes().enumerate().all(|(i, b)| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-')
-            });
+            && kind
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-'));
         if ok {
             Ok(DerivedKind(kind.to_owned()))
         } else {

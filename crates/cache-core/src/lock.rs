@@ -73,7 +73,6 @@ impl DigestLock {
             }
         }
     }
-
 }
 
 impl Drop for DigestLock {

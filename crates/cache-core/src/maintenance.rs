@@ -80,6 +80,9 @@ pub struct VerifyReport {
     pub pruned: usize,
 }
 
+/// Lists the digests a blob refers to; see [`GcOptions::children`].
+pub type ChildrenFn = Arc<dyn Fn(&Digest, &[u8]) -> Vec<Digest> + Send + Sync>;
+
 /// Options for [`Store::gc`].
 #[derive(Clone)]
 pub struct GcOptions {
@@ -94,7 +97,7 @@ pub struct GcOptions {
     pub ingest_max_age: Duration,
     /// The digests a blob refers to (e.g. an OCI manifest's config and layers), so that
     /// marking follows them. Called only on blobs that are marked and present.
-    pub children: Option<Arc<dyn Fn(&Digest, &[u8]) -> Vec<Digest> + Send + Sync>>,
+    pub children: Option<ChildrenFn>,
 }
 
 impl Default for GcOptions {
@@ -159,11 +162,13 @@ impl Store {
         blocking("verify", move || {
             let (blobs, strays) = scan_blobs(store.layout())?;
             let mut report = verify_all(&blobs);
-            report.problems.extend(strays.into_iter().map(|path| Problem {
-                digest: None,
-                path,
-                kind: ProblemKind::Stray,
-            }));
+            report
+                .problems
+                .extend(strays.into_iter().map(|path| Problem {
+                    digest: None,
+                    path,
+                    kind: ProblemKind::Stray,
+                }));
             if mode == VerifyMode::Prune {
                 for p in &report.problems {
                     if matches!(p.kind, ProblemKind::Unreadable { .. }) {
@@ -322,9 +327,7 @@ fn scan_blobs(layout: &Layout) -> Result<(Vec<BlobInfo>, Vec<PathBuf>)> {
 
 fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .collect::<std::io::Result<Vec<_>>>()
-            .at("list", dir),
+        Ok(rd) => rd.collect::<std::io::Result<Vec<_>>>().at("list", dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(Error::io("list", dir, e)),
     }

@@ -5,8 +5,8 @@
 //! keeps alive. The store evicts a digest whenever it deletes the file, so the tier never
 //! pins a deleted file.
 
-use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use quick_cache::{OptionsBuilder, Weighter};
 
 use crate::{Blob, Digest};
 
@@ -20,7 +20,13 @@ impl Weighter<Digest, Blob> for ByLength {
     }
 }
 
+const SHARDS: usize = 2;
+
 /// A byte-bounded cache of blobs.
+///
+/// A blob heavier than about `budget / 2` is never kept (it would evict everything else);
+/// such blobs are simply re-mapped on each [`Store::get`](crate::Store::get), which costs
+/// microseconds.
 pub struct MemoryTier {
     cache: Cache<Digest, Blob, ByLength>,
     budget: u64,
@@ -31,10 +37,22 @@ impl MemoryTier {
     pub fn new(budget: u64) -> Self {
         // quick_cache sizes its tables from an item estimate; assume ~64 KiB per blob.
         let estimate = usize::try_from((budget / (64 * 1024)).clamp(16, 1 << 20)).unwrap_or(16);
-        MemoryTier {
-            cache: Cache::with_weighter(estimate, budget.max(1), ByLength),
-            budget,
-        }
+        // Each shard owns an equal slice of the budget and refuses entries heavier than its
+        // slice, so few shards keep large (mapped) blobs admissible; contention is not a
+        // concern at the rate a package loader looks blobs up.
+        let options = OptionsBuilder::new()
+            .shards(SHARDS)
+            .estimated_items_capacity(estimate)
+            .weight_capacity(budget.max(1))
+            .build();
+        let cache = match options {
+            Ok(options) => {
+                Cache::with_options(options, ByLength, Default::default(), Default::default())
+            }
+            // Only reachable with nonsensical options; fall back to the library defaults.
+            Err(_) => Cache::with_weighter(estimate, budget.max(1), ByLength),
+        };
+        MemoryTier { cache, budget }
     }
 
     /// Look a blob up.

@@ -52,6 +52,9 @@ pub struct BlobInfo {
 }
 
 /// The outcome of [`Store::begin`].
+// Returned once and matched at once, never stored in bulk: boxing the writer would only
+// cost an allocation per ingest.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Begin {
     /// The blob is already stored (perhaps another process just finished it).
@@ -218,7 +221,10 @@ impl Store {
             Ok(meta) => Ok(Some(BlobInfo {
                 digest: *digest,
                 size: meta.len(),
-                last_used: meta.accessed().or_else(|_| meta.modified()).unwrap_or(SystemTime::UNIX_EPOCH),
+                last_used: meta
+                    .accessed()
+                    .or_else(|_| meta.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
                 path,
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -272,7 +278,12 @@ impl Store {
         })
         .await
         .map_err(|e| Error::task("begin", e))??;
-        Ok(Begin::Write(Ingest::start(self.clone(), target, sink, hasher)))
+        Ok(Begin::Write(Ingest::start(
+            self.clone(),
+            target,
+            sink,
+            hasher,
+        )))
     }
 
     /// Start writing a blob whose digest is not known in advance; [`Ingest::commit`] stores it
@@ -399,7 +410,12 @@ impl Store {
     ///
     /// A hardlink shares the store's read-only inode: never make it writable. The other two
     /// give an independent file.
-    pub async fn link_to(&self, digest: &Digest, dest: impl AsRef<Path>, mode: LinkMode) -> Result<Linked> {
+    pub async fn link_to(
+        &self,
+        digest: &Digest,
+        dest: impl AsRef<Path>,
+        mode: LinkMode,
+    ) -> Result<Linked> {
         let src = self.blob_path(digest);
         if !src.is_file() {
             return Err(Error::NotFound {
@@ -465,7 +481,11 @@ impl Store {
     }
 
     /// Write `data` to `path` by temp file + fsync + rename + directory fsync.
-    async fn write_atomic(&self, path: PathBuf, data: impl AsRef<[u8]> + Send + 'static) -> Result<()> {
+    async fn write_atomic(
+        &self,
+        path: PathBuf,
+        data: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<()> {
         let temp = self.inner.layout.temp();
         tokio::task::spawn_blocking(move || write_atomic_blocking(&temp, &path, data.as_ref()))
             .await

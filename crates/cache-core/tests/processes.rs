@@ -4,6 +4,14 @@
 //! This binary is its own harness (libtest-mimic) so it can also act as the child process:
 //! when `CACHE_CORE_CHILD` is set, `main` plays that role instead of running tests.
 
+// Test code: a panic is how a check fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,10 +31,17 @@ fn main() {
     let root_only = |name: &'static str, f: fn() -> Result<(), Failed>| {
         let trial = Trial::test(name, f);
         // Mounting needs root. Reported as ignored (never as passed) elsewhere.
-        if is_root() { trial } else { trial.with_ignored_flag(true) }
+        if is_root() {
+            trial
+        } else {
+            trial.with_ignored_flag(true)
+        }
     };
     let trials = vec![
-        Trial::test("crash_during_ingest_never_leaves_a_bad_blob", crash_during_ingest),
+        Trial::test(
+            "crash_during_ingest_never_leaves_a_bad_blob",
+            crash_during_ingest,
+        ),
         Trial::test("many_processes_read_the_source_once", many_processes),
         root_only("full_disk_is_a_clear_error_and_leaves_nothing", full_disk),
         root_only("read_only_store_is_a_clear_error", read_only_store),
@@ -180,7 +195,9 @@ fn crash_during_ingest() -> Result<(), Failed> {
                 }
             }
             let blob = store.get(&digest)?.ok_or("blob missing after ingest")?;
-            check(blob[..] == data[..], || format!("trial {trial}: content differs"))?;
+            check(blob[..] == data[..], || {
+                format!("trial {trial}: content differs")
+            })?;
             drop(blob);
             store.retain(|_| false).await?;
             Ok::<_, Failed>(())
@@ -251,7 +268,9 @@ fn many_processes() -> Result<(), Failed> {
             format!("{report:?}")
         })?;
         let entries: Vec<_> = std::fs::read_dir(store_dir.join("v1/ingest"))?.collect();
-        check(entries.is_empty(), || format!("ingest/ not empty: {entries:?}"))
+        check(entries.is_empty(), || {
+            format!("ingest/ not empty: {entries:?}")
+        })
     })?;
     eprintln!("{PROCS} processes, 1 read, {:?}", start.elapsed());
     Ok(())
@@ -267,7 +286,9 @@ impl Mount {
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(at)
             .status()?;
-        check(status.success(), || format!("mount tmpfs at {} failed", at.display()))?;
+        check(status.success(), || {
+            format!("mount tmpfs at {} failed", at.display())
+        })?;
         Ok(Mount(at.to_owned()))
     }
 }
@@ -298,21 +319,31 @@ fn full_disk() -> Result<(), Failed> {
         }
         let err = match result {
             Err(e) => e,
-            Ok(()) => ingest.commit().await.err().ok_or("a 3 MiB blob fit in 1 MiB")?,
+            Ok(()) => ingest
+                .commit()
+                .await
+                .err()
+                .ok_or("a 3 MiB blob fit in 1 MiB")?,
         };
-        check(err.io_kind() == Some(std::io::ErrorKind::StorageFull), || {
-            format!("expected a full-disk error, got {err}")
-        })?;
+        check(
+            err.io_kind() == Some(std::io::ErrorKind::StorageFull),
+            || format!("expected a full-disk error, got {err}"),
+        )?;
         let text = err.to_string();
-        check(text.contains(mnt.to_str().unwrap_or("?")) && text.contains("disk is full"), || {
-            format!("error should name the path and the cause: {text}")
-        })?;
+        check(
+            text.contains(mnt.to_str().unwrap_or("?")) && text.contains("disk is full"),
+            || format!("error should name the path and the cause: {text}"),
+        )?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        check(!store.contains(&digest), || "a partial blob became visible".into())?;
+        check(!store.contains(&digest), || {
+            "a partial blob became visible".into()
+        })?;
         let left: Vec<_> = std::fs::read_dir(mnt.join("store/v1/ingest"))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()?;
-        check(left.is_empty(), || format!("partial data left behind: {left:?}"))?;
+        check(left.is_empty(), || {
+            format!("partial data left behind: {left:?}")
+        })?;
         // Space was given back: a small blob still fits.
         let small = b"small enough".to_vec();
         let d = Algorithm::Sha256.digest(&small);
