@@ -20,10 +20,8 @@ pub struct Tool {
     pub why: &'static str,
 }
 
-/// Every external program the workspace's tests run.
-///
-/// Empty for now: no test starts an external program yet. Add a row in the same change as
-/// the first test that needs it. Rows already planned by DESIGN.md:
+/// Every external program the workspace's tests run. Add a row in the same change as the
+/// first test that needs it. Rows planned by DESIGN.md for later issues:
 ///
 /// ```text
 /// docker-registry  docker-registry  fetch-http/loader integration tests against a real OCI registry
@@ -31,13 +29,23 @@ pub struct Tool {
 /// skopeo           skopeo           fixtures: copying images into OCI layouts
 /// zstd             zstd             fixtures: zstd-compressed layers
 /// ```
-///
-/// written as, for example:
-///
-/// ```text
-/// Tool { binary: "docker-registry", package: "docker-registry", why: "..." },
-/// ```
-pub const REQUIRED: &[Tool] = &[];
+pub const REQUIRED: &[Tool] = &[
+    Tool {
+        binary: "mount",
+        package: "mount",
+        why: "cache-core processes tests: a full disk and a read-only store on small tmpfs mounts",
+    },
+    Tool {
+        binary: "umount",
+        package: "mount",
+        why: "cache-core processes tests: removing their tmpfs mounts",
+    },
+    Tool {
+        binary: "setpriv",
+        package: "util-linux",
+        why: "cache-core processes tests: a permission error, seen by an unprivileged user",
+    },
+];
 
 /// Searched after PATH: a minimal PATH may lack them, and Debian packages install there
 /// (`docker-registry` lands in /usr/bin).

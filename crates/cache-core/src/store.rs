@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, WeakShared};
 use tokio::sync::RwLock;
 
 use crate::error::{Error, IoContext, Result};
@@ -103,9 +103,15 @@ impl RefEntry {
             .duration_since(self.fetched_at)
             .unwrap_or_default()
     }
+
+    /// True when it was fetched less than `ttl` ago: use it without asking the registry.
+    /// (Offline loads use a ref whatever its age.)
+    pub fn is_fresh(&self, ttl: Duration) -> bool {
+        self.age() < ttl
+    }
 }
 
-type InFlight = Shared<BoxFuture<'static, Result<Blob>>>;
+type InFlight = WeakShared<BoxFuture<'static, Result<Blob>>>;
 
 pub(crate) struct Inner {
     pub(crate) layout: Layout,
@@ -326,8 +332,11 @@ impl Store {
                 .inflight
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
-            match map.get(&digest) {
-                Some(fut) => fut.clone(),
+            // The map holds the fill weakly: when every caller has given up (dropped its
+            // future), the fill is dropped too, which releases the digest lock and leaves
+            // the partial for the next attempt instead of pinning both for the store's life.
+            match map.get(&digest).and_then(WeakShared::upgrade) {
+                Some(fut) => fut,
                 None => {
                     let store = self.clone();
                     let fut = async move {
@@ -342,7 +351,9 @@ impl Store {
                     }
                     .boxed()
                     .shared();
-                    map.insert(digest, fut.clone());
+                    if let Some(weak) = fut.downgrade() {
+                        map.insert(digest, weak);
+                    }
                     fut
                 }
             }

@@ -45,6 +45,7 @@ fn main() {
         Trial::test("many_processes_read_the_source_once", many_processes),
         root_only("full_disk_is_a_clear_error_and_leaves_nothing", full_disk),
         root_only("read_only_store_is_a_clear_error", read_only_store),
+        root_only("permission_denied_is_a_clear_error", permission_denied),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -69,6 +70,15 @@ fn env(name: &str) -> String {
 /// The child roles. Exit code 0 on success; errors go to stderr.
 fn child(role: &str) -> i32 {
     let store_dir = PathBuf::from(env("STORE"));
+    if role == "open-store" {
+        return match runtime().block_on(Store::open(&store_dir)) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                3
+            }
+        };
+    }
     let digest: Digest = env("DIGEST").parse().expect("digest");
     let result = runtime().block_on(async move {
         let store = Store::open(&store_dir).await?;
@@ -371,5 +381,31 @@ fn read_only_store() -> Result<(), Failed> {
             && text.contains(mnt.to_str().unwrap_or("?"))
             && text.contains("PKGLOAD_CACHE_DIR"),
         || format!("unexpected error: {text}"),
+    )
+}
+
+/// A user who may not write the cache directory gets an error naming it, with a hint.
+/// Run as `nobody` (root cannot be refused a write), through util-linux's `setpriv`.
+fn permission_denied() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let owned_by_root = dir.path().join("cache");
+    std::fs::create_dir(&owned_by_root)?;
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe()?)
+        .env("CACHE_CORE_CHILD", "open-store")
+        .env("STORE", &owned_by_root)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check(out.status.code() == Some(3), || {
+        format!("expected the store to refuse ({:?}): {stderr}", out.status)
+    })?;
+    check(
+        stderr.contains(owned_by_root.to_str().unwrap_or("?"))
+            && stderr.contains("Permission denied")
+            && stderr.contains("PKGLOAD_CACHE_DIR"),
+        || format!("unexpected error: {stderr}"),
     )
 }

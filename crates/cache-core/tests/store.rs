@@ -326,6 +326,50 @@ async fn a_failed_fill_is_shared_then_retried() {
     assert_eq!(&blob[..], b"payload");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_on_a_fill_releases_its_lock_and_keeps_the_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let data = body(100_000, 30);
+    let digest = Algorithm::Sha256.digest(&data);
+    let head = data[..40_000].to_vec();
+    let stalled = store.get_or_ingest(digest, Some(100_000), move |mut ingest| async move {
+        ingest.write_all(&head).await?;
+        std::future::pending::<()>().await; // a source that never finishes
+        Ok::<_, Error>(ingest)
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), stalled)
+            .await
+            .is_err()
+    );
+    // Another writer (here: another handle, as another process would be) gets the lock
+    // promptly and resumes where the abandoned fill stopped.
+    let other = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            lock_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let Begin::Write(mut ingest) = other.begin(digest, Some(100_000)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(ingest.offset(), 40_000);
+    ingest.write_all(&data[40_000..]).await.unwrap();
+    ingest.commit().await.unwrap();
+    // The first handle sees the blob, and its in-flight map holds nothing stale.
+    let blob = store
+        .get_or_ingest(digest, Some(100_000), |_| async {
+            Err::<cache_core::Ingest, _>(std::io::Error::other("must not be called"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(&blob[..], &data[..]);
+}
+
 #[tokio::test]
 async fn a_held_digest_lock_times_out_clearly() {
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +450,8 @@ async fn refs_and_derived_entries() {
     let entry = store.get_ref(&key).unwrap().unwrap();
     assert_eq!(entry.digest, d2);
     assert!(entry.age() < Duration::from_secs(60));
+    assert!(entry.is_fresh(Duration::from_secs(60)));
+    assert!(!entry.is_fresh(Duration::ZERO));
     let all = store.refs().await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all.contains(&(nested.clone(), store.get_ref(&nested).unwrap().unwrap())));
