@@ -323,6 +323,32 @@ impl Store {
         Fut: Future<Output = std::result::Result<Ingest, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let store = self.clone();
+        self.get_or_fetch(digest, move || async move {
+            match store.begin(digest, size).await? {
+                Begin::Present(blob) => Ok(blob),
+                Begin::Write(ingest) => {
+                    let ingest = fill(ingest).await.map_err(|e| source_error(digest, e))?;
+                    ingest.commit().await
+                }
+            }
+        })
+        .await
+    }
+
+    /// The blob for `digest`, running `fetch` to produce it only if no one has it yet.
+    ///
+    /// The general form of [`get_or_ingest`](Self::get_or_ingest): `fetch` drives
+    /// [`begin`](Self::begin) and [`Ingest::commit`] itself, as often as it needs to (a
+    /// downloader retries a corrupt transfer with a fresh ingest), and every concurrent
+    /// caller in this process shares that one operation. Errors of `fetch` that are not
+    /// this crate's become [`Error::Source`].
+    pub async fn get_or_fetch<F, Fut, E>(&self, digest: Digest, fetch: F) -> Result<Blob>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Blob, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         if let Some(blob) = self.get(&digest)? {
             return Ok(blob);
         }
@@ -340,7 +366,7 @@ impl Store {
                 None => {
                     let store = self.clone();
                     let fut = async move {
-                        let result = store.fill_once(digest, size, fill).await;
+                        let result = fetch().await.map_err(|e| source_error(digest, e));
                         store
                             .inner
                             .inflight
@@ -359,31 +385,6 @@ impl Store {
             }
         };
         fut.await
-    }
-
-    async fn fill_once<F, Fut, E>(&self, digest: Digest, size: Option<u64>, fill: F) -> Result<Blob>
-    where
-        F: FnOnce(Ingest) -> Fut,
-        Fut: Future<Output = std::result::Result<Ingest, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        match self.begin(digest, size).await? {
-            Begin::Present(blob) => Ok(blob),
-            Begin::Write(ingest) => {
-                let ingest = fill(ingest).await.map_err(|e| {
-                    let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
-                    // Keep store errors as they are; wrap everything else.
-                    match boxed.downcast::<Error>() {
-                        Ok(store_err) => *store_err,
-                        Err(other) => Error::Source {
-                            digest,
-                            source: Arc::from(other),
-                        },
-                    }
-                })?;
-                ingest.commit().await
-            }
-        }
     }
 
     /// Copy a local file into the store, hashing with `algorithm`.
@@ -501,6 +502,18 @@ impl Store {
         tokio::task::spawn_blocking(move || write_atomic_blocking(&temp, &path, data.as_ref()))
             .await
             .map_err(|e| Error::task("write", e))?
+    }
+}
+
+/// Keep this crate's errors as they are; wrap everything else as the source's failure.
+fn source_error(digest: Digest, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
+    match boxed.downcast::<Error>() {
+        Ok(store_err) => *store_err,
+        Err(other) => Error::Source {
+            digest,
+            source: Arc::from(other),
+        },
     }
 }
 
