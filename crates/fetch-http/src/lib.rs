@@ -1,10 +1,41 @@
 //! HTTP transport and OCI distribution for pkgload.
 //!
-//! This crate will hold one shared, pooled HTTP client that streams response bodies straight
-//! into [`cache-core`](../cache_core/index.html)'s ingest (hashing while writing, resuming
-//! with `Range` after an interrupted transfer, retrying transient failures), the OCI
-//! distribution protocol (manifests, blobs, tags, the token flow) and OCI image layout
-//! directories on top of it.
+//! One [`HttpClient`] per process: pooled connections, a global and a per-host concurrency
+//! limit, timeouts, retries with backoff, credentials that never leave their origin, and
+//! [`HttpClient::fetch_blob`], which streams a blob straight into a [`cache_core::Store`]:
 //!
-//! It is specified by issue 4 and not written yet: there is deliberately no API here so that
-//! nothing can depend on a placeholder.
+//! - **cache-first**: a blob already stored costs no request;
+//! - **shared**: concurrent fetches of one digest (in this process and others) download once;
+//! - **verified while streaming**: hashed as it is written, cut off past its declared size,
+//!   retried from scratch when the digest does not match;
+//! - **resumable**: an interrupted body continues with `Range` (and `If-Range`);
+//! - **decoded**: `gzip`/`zstd` content encodings, stacked or not, as a stream.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use fetch_http::{BlobRequest, BlobSource, ClientConfig, Credentials, HttpClient};
+//!
+//! let store = cache_core::Store::open("/tmp/pkgload-cache").await?;
+//! let client = HttpClient::new(ClientConfig::default(), Credentials::from_docker_config()?)?;
+//! let digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse()?;
+//! let source = BlobSource::parse("https://example.com/empty.bin")?;
+//! let blob = client.fetch_blob(BlobRequest::new(source, digest, Some(0)), &store).await?;
+//! assert!(blob.is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! The OCI distribution API (manifests, tags, push) and OCI image layouts build on this
+//! transport; they are the next slice of this crate.
+
+mod auth;
+mod blob;
+mod client;
+mod encoding;
+mod error;
+mod retry;
+
+pub use auth::{Credential, Credentials};
+pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
+pub use client::{ClientConfig, HttpClient};
+pub use error::{Error, Result};
+pub use retry::{RetryPolicy, parse_retry_after};

@@ -1,0 +1,697 @@
+//! [`HttpClient`]: one pooled client, its limits, redirects and authentication.
+//!
+//! Every request goes through [`HttpClient::send`]: it takes a global and a per-host
+//! permit, adds credentials for the request's origin only, follows redirects itself (so the
+//! `Authorization` header provably never leaves the origin it was meant for), answers one
+//! `401` challenge, and classifies every failure as worth retrying or final.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::{self, Challenge, Credential, Credentials, Token, TokenCache, TokenResponse};
+use crate::error::{Error, Result, redact};
+use crate::retry::{self, RetryPolicy};
+
+/// How the client behaves; build once, share the [`HttpClient`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `User-Agent` of every request.
+    pub user_agent: String,
+    /// Time to establish a connection (TCP + TLS).
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response before the attempt fails.
+    pub read_timeout: Duration,
+    /// Longest a whole request may take, body included (`None`: no limit, as a multi-GiB
+    /// layer on a slow link can legitimately take hours; the read timeout still applies).
+    pub request_timeout: Option<Duration>,
+    /// Requests in flight at once, across all hosts.
+    pub max_concurrent: usize,
+    /// Requests in flight at once to one host.
+    pub max_per_host: usize,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Hosts (`host[:port]`) that may be spoken to over plain HTTP. Loopback always may.
+    pub insecure_hosts: Vec<String>,
+    /// Redirects followed per request.
+    pub max_redirects: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            user_agent: format!("pkgload/{}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            request_timeout: None,
+            max_concurrent: 16,
+            max_per_host: 8,
+            retry: RetryPolicy::default(),
+            insecure_hosts: Vec::new(),
+            max_redirects: 10,
+        }
+    }
+}
+
+/// A failed attempt: try again (after a delay), or give up.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Retry {
+        cause: String,
+        retry_after: Option<Duration>,
+    },
+    Final(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Final(e)
+    }
+}
+
+/// A request to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+    /// The token scope this request needs (e.g. `repository:acme/app:pull`), so a token
+    /// can be fetched before the first 401.
+    pub(crate) scope: Option<String>,
+}
+
+impl Request {
+    pub(crate) fn get(url: Url) -> Self {
+        Request {
+            method: Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            scope: None,
+        }
+    }
+
+    pub(crate) fn header(mut self, name: header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub(crate) fn scope(mut self, scope: Option<String>) -> Self {
+        self.scope = scope;
+        self
+    }
+}
+
+/// A successful response, holding its concurrency permits until dropped.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) inner: reqwest::Response,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// The shared HTTP client. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    credentials: Credentials,
+    tokens: TokenCache,
+    global: Arc<Semaphore>,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("config", &self.inner.config)
+            .field("credentials", &self.inner.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client with `config` and `credentials`.
+    pub fn new(config: ClientConfig, credentials: Credentials) -> Result<Self> {
+        // reqwest is built without a bundled crypto provider; ring is ours. An application
+        // that installed another provider first keeps it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            // We follow redirects ourselves: see `send`.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(config.max_per_host.max(1))
+            .tcp_nodelay(true);
+        if let Some(total) = config.request_timeout {
+            builder = builder.timeout(total);
+        }
+        let http = builder.build().map_err(|e| Error::Transport {
+            url: String::new(),
+            message: format!("cannot build the HTTP client: {e}"),
+        })?;
+        Ok(HttpClient {
+            inner: Arc::new(Inner {
+                http,
+                global: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+                config,
+                credentials,
+                tokens: TokenCache::default(),
+                hosts: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// True when `host` (`host[:port]`) may be spoken to over plain HTTP.
+    pub fn allows_plain_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.inner.config.insecure_hosts.iter().any(|h| h == host)
+    }
+
+    async fn permits(&self, host: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let per_host = {
+            let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            hosts
+                .entry(host.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.inner.config.max_per_host.max(1))))
+                .clone()
+        };
+        // Neither semaphore is ever closed, so acquiring cannot fail; the fallback keeps the
+        // types honest without a panic path.
+        loop {
+            if let (Ok(g), Ok(h)) = (
+                self.inner.global.clone().acquire_owned().await,
+                per_host.clone().acquire_owned().await,
+            ) {
+                return (g, h);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Send one request: permits, credentials, redirects, one auth round trip.
+    pub(crate) async fn send(&self, req: Request) -> Result<Response, Failure> {
+        let shown = redact(&req.url);
+        let origin = Origin::of(&req.url).ok_or_else(|| Error::Refused {
+            url: shown.clone(),
+            reason: "not an http(s) URL with a host".into(),
+        })?;
+        self.check_scheme(&req.url)?;
+        let permits = self.permits(&origin.host_port).await;
+        let mut authorization = self.authorization(&origin.host_port, req.scope.as_deref()).await?;
+        let mut reauthenticated = false;
+        let mut method = req.method.clone();
+        let mut body = req.body.clone();
+        let mut url = req.url.clone();
+        let mut redirects = 0;
+        loop {
+            let mut builder = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .headers(req.headers.clone());
+            // Credentials go to the origin they belong to, never to a redirect target.
+            if Origin::of(&url).as_ref() == Some(&origin)
+                && let Some(value) = &authorization
+            {
+                builder = builder.header(header::AUTHORIZATION, value);
+            }
+            if let Some(b) = &body {
+                builder = builder.body(b.clone());
+            }
+            let resp = builder.send().await.map_err(|e| transport_failure(&url, e))?;
+            let status = resp.status();
+            if status.is_redirection()
+                && let Some(next) = location(&resp, &url)
+            {
+                redirects += 1;
+                if redirects > self.inner.config.max_redirects {
+                    return Err(Failure::Final(Error::Refused {
+                        url: shown,
+                        reason: format!("more than {} redirects", self.inner.config.max_redirects),
+                    }));
+                }
+                self.check_scheme(&next)?;
+                tracing::debug!(from = %redact(&url), to = %redact(&next), "redirect");
+                if status == StatusCode::SEE_OTHER {
+                    method = Method::GET;
+                    body = None;
+                }
+                url = next;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED && Origin::of(&url).as_ref() == Some(&origin) {
+                if reauthenticated {
+                    return Err(Failure::Final(Error::Auth {
+                        url: redact(&url),
+                        host: origin.host_port.clone(),
+                        reason: "the registry rejected the credentials or token we sent".into(),
+                    }));
+                }
+                let challenge = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(auth::parse_challenge);
+                let used = authorization.take();
+                authorization = Some(
+                    self.answer_challenge(&origin, &url, challenge, req.scope.as_deref(), used)
+                        .await?,
+                );
+                reauthenticated = true;
+                continue;
+            }
+            if status.is_success() {
+                return Ok(Response {
+                    inner: resp,
+                    _permits: permits,
+                });
+            }
+            let code = status.as_u16();
+            if retry::retryable_status(code) {
+                let retry_after = resp
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(retry::parse_retry_after);
+                return Err(Failure::Retry {
+                    cause: format!("HTTP {code} from {}", redact(&url)),
+                    retry_after,
+                });
+            }
+            return Err(Failure::Final(Error::Status {
+                method: method.to_string(),
+                url: redact(&url),
+                status: code,
+            }));
+        }
+    }
+
+    /// Send with retries, for small bodies (manifests, token responses): read at most
+    /// `limit` bytes. Returns the body and the response headers.
+    pub(crate) async fn fetch_bytes(
+        &self,
+        req: Request,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<(Bytes, HeaderMap, StatusCode)> {
+        let policy = &self.inner.config.retry;
+        let start = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.send(req.clone()).await {
+                Ok(resp) => match read_limited(resp, limit, what).await {
+                    Ok(done) => return Ok(done),
+                    Err(f) => f,
+                },
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Final(e) => return Err(e),
+                Failure::Retry { cause, retry_after } => {
+                    if attempt >= policy.max_attempts || start.elapsed() >= policy.max_elapsed {
+                        return Err(Error::RetriesExhausted {
+                            what: what.to_owned(),
+                            url: redact(&req.url),
+                            attempts: attempt,
+                            elapsed: start.elapsed(),
+                            last: cause,
+                        });
+                    }
+                    tracing::debug!(attempt, %cause, "retrying");
+                    tokio::time::sleep(policy.delay(attempt, retry_after)).await;
+                }
+            }
+        }
+    }
+
+    fn check_scheme(&self, url: &Url) -> Result<(), Failure> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let host = Origin::of(url).map(|o| o.host_port).unwrap_or_default();
+                if self.allows_plain_http(&host) {
+                    Ok(())
+                } else {
+                    Err(Failure::Final(Error::Refused {
+                        url: redact(url),
+                        reason: format!(
+                            "refusing plain HTTP to {host}: use https, or mark the host insecure \
+                             (--insecure-registry {host})"
+                        ),
+                    }))
+                }
+            }
+            other => Err(Failure::Final(Error::Refused {
+                url: redact(url),
+                reason: format!("unsupported URL scheme {other:?}"),
+            })),
+        }
+    }
+
+    /// What to send before any challenge: a token we already hold for this scope (or can
+    /// get, when the host is known to want tokens), else a static credential.
+    async fn authorization(&self, host: &str, scope: Option<&str>) -> Result<Option<String>, Failure> {
+        if let Some(Credential::Bearer(token)) = self.inner.credentials.get(host) {
+            return Ok(Some(format!("Bearer {token}")));
+        }
+        match self.inner.tokens.challenge(host) {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenged,
+            }) => {
+                let Some(scope) = scope.map(str::to_owned).or(challenged) else {
+                    return Ok(None);
+                };
+                let token = self
+                    .token(host, &realm, service.as_deref(), &scope, None)
+                    .await?;
+                Ok(Some(format!("Bearer {token}")))
+            }
+            Some(Challenge::Basic) => Ok(self.basic(host)),
+            None => Ok(None),
+        }
+    }
+
+    fn basic(&self, host: &str) -> Option<String> {
+        match self.inner.credentials.get(host) {
+            Some(Credential::Basic { username, password }) => {
+                Some(auth::basic_header(username, password))
+            }
+            _ => None,
+        }
+    }
+
+    async fn answer_challenge(
+        &self,
+        origin: &Origin,
+        url: &Url,
+        challenge: Option<Challenge>,
+        scope: Option<&str>,
+        used: Option<String>,
+    ) -> Result<String, Failure> {
+        let host = &origin.host_port;
+        let auth_error = |reason: &str| {
+            Failure::Final(Error::Auth {
+                url: redact(url),
+                host: host.clone(),
+                reason: reason.to_owned(),
+            })
+        };
+        match challenge {
+            Some(Challenge::Basic) => {
+                self.inner.tokens.remember_challenge(host, Challenge::Basic);
+                self.basic(host).ok_or_else(|| {
+                    auth_error("the registry requires a username and password and none is configured")
+                })
+            }
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenged,
+            }) => {
+                self.inner.tokens.remember_challenge(
+                    host,
+                    Challenge::Bearer {
+                        realm: realm.clone(),
+                        service: service.clone(),
+                        scope: None,
+                    },
+                );
+                let scope = challenged.or_else(|| scope.map(str::to_owned)).unwrap_or_default();
+                let stale = used.as_deref().and_then(|u| u.strip_prefix("Bearer "));
+                let token = self.token(host, &realm, service.as_deref(), &scope, stale).await?;
+                Ok(format!("Bearer {token}"))
+            }
+            None => Err(auth_error(
+                "HTTP 401 without a usable WWW-Authenticate challenge",
+            )),
+        }
+    }
+
+    /// A token for (host, scope): the cached one unless it is `stale` or expired, else a
+    /// fresh one from the realm. One fetch per key at a time.
+    async fn token(
+        &self,
+        host: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        stale: Option<&str>,
+    ) -> Result<String, Failure> {
+        let slot = self.inner.tokens.slot(host, scope);
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.is_valid()
+            && Some(token.value.as_str()) != stale
+        {
+            return Ok(token.value.clone());
+        }
+        let token = self.fetch_token(host, realm, service, scope).await?;
+        let value = token.value.clone();
+        *cached = Some(token);
+        Ok(value)
+    }
+
+    async fn fetch_token(
+        &self,
+        host: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Token, Failure> {
+        let refused = |reason: String| {
+            Failure::Final(Error::Auth {
+                url: realm.to_owned(),
+                host: host.to_owned(),
+                reason,
+            })
+        };
+        let mut url = Url::parse(realm)
+            .map_err(|_| refused("the token realm in WWW-Authenticate is not a URL".into()))?;
+        self.check_scheme(&url)?;
+        let mut params = Url::parse("http://form.invalid/").map_err(|_| refused("internal".into()))?;
+        {
+            let mut q = params.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            if !scope.is_empty() {
+                q.append_pair("scope", scope);
+            }
+        }
+        let mut req = match self.inner.credentials.get(host) {
+            Some(Credential::IdentityToken(refresh)) => {
+                params
+                    .query_pairs_mut()
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("client_id", "pkgload")
+                    .append_pair("refresh_token", refresh);
+                let mut r = Request::get(url);
+                r.method = Method::POST;
+                r.body = Some(Bytes::from(params.query().unwrap_or_default().to_owned()));
+                r.header(
+                    header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+            }
+            other => {
+                url.set_query(params.query());
+                let r = Request::get(url);
+                match other {
+                    Some(Credential::Basic { username, password }) => {
+                        r.header(header::AUTHORIZATION, &auth::basic_header(username, password))
+                    }
+                    _ => r,
+                }
+            }
+        };
+        req.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        // The realm is a different endpoint; its own 401 means our credentials are wrong.
+        let resp = self.send_plain(req).await?;
+        let (body, _, _) = read_limited(resp, 1 << 20, "a token response").await?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| refused("the token endpoint did not answer with token JSON".into()))?;
+        let value = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| refused("the token endpoint answered without a token".into()))?;
+        tracing::debug!(%host, %scope, "obtained registry token");
+        Ok(Token::new(value, parsed.expires_in))
+    }
+
+    /// A request with its own headers only: no redirects, no challenge handling (token
+    /// realms). Still limited by the host permits.
+    async fn send_plain(&self, req: Request) -> Result<Response, Failure> {
+        let host = Origin::of(&req.url).map(|o| o.host_port).unwrap_or_default();
+        let permits = self.permits(&host).await;
+        let mut builder = self
+            .inner
+            .http
+            .request(req.method.clone(), req.url.clone())
+            .headers(req.headers.clone());
+        if let Some(b) = req.body {
+            builder = builder.body(b);
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| transport_failure(&req.url, e))?;
+        let code = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(Response {
+                inner: resp,
+                _permits: permits,
+            });
+        }
+        if retry::retryable_status(code) {
+            return Err(Failure::Retry {
+                cause: format!("HTTP {code} from the token endpoint {}", redact(&req.url)),
+                retry_after: None,
+            });
+        }
+        Err(Failure::Final(Error::Auth {
+            url: redact(&req.url),
+            host,
+            reason: format!("the token endpoint answered HTTP {code}"),
+        }))
+    }
+}
+
+/// Read a whole body, refusing more than `limit` bytes (checked against Content-Length
+/// first, then while reading).
+pub(crate) async fn read_limited(
+    resp: Response,
+    limit: u64,
+    what: &'static str,
+) -> Result<(Bytes, HeaderMap, StatusCode), Failure> {
+    use futures::StreamExt;
+    let url = redact(resp.inner.url());
+    let too_large = || {
+        Failure::Final(Error::TooLarge {
+            url: url.clone(),
+            what,
+            limit,
+        })
+    };
+    if resp.inner.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let headers = resp.inner.headers().clone();
+    let status = resp.inner.status();
+    let mut body = Vec::new();
+    let mut stream = resp.inner.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Failure::Retry {
+            cause: format!("reading {what} from {url}: {}", e.without_url()),
+            retry_after: None,
+        })?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((Bytes::from(body), headers, status))
+}
+
+/// Scheme, host and port: where credentials may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    scheme: String,
+    pub(crate) host_port: String,
+}
+
+impl Origin {
+    pub(crate) fn of(url: &Url) -> Option<Origin> {
+        let host = url.host_str()?;
+        let host_port = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Some(Origin {
+            scheme: url.scheme().to_owned(),
+            host_port: host_port.to_ascii_lowercase(),
+        })
+    }
+}
+
+fn location(resp: &reqwest::Response, base: &Url) -> Option<Url> {
+    let value = resp.headers().get(header::LOCATION)?.to_str().ok()?;
+    base.join(value).ok()
+}
+
+/// `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.
+pub(crate) fn is_loopback(host_port: &str) -> bool {
+    let host = if let Some(rest) = host_port.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
+    let shown = redact(url);
+    // `without_url`: reqwest's own message would repeat the URL, query and all.
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        message = format!("{message}: {inner}");
+        source = inner.source();
+    }
+    if e.is_builder() {
+        return Failure::Final(Error::Transport { url: shown, message });
+    }
+    // Connect errors, timeouts, resets and broken bodies are all worth another attempt.
+    Failure::Retry {
+        cause: format!("{shown}: {message}"),
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost", "localhost:5000", "127.0.0.1", "127.1.2.3:80", "[::1]:5000"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["example.com", "10.0.0.1:5000", "[::2]:1", "localhost.example.com"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn origins_differ_by_port_and_scheme() {
+        let a = Origin::of(&Url::parse("http://127.0.0.1:5000/v2/").unwrap());
+        let b = Origin::of(&Url::parse("http://127.0.0.1:5001/v2/").unwrap());
+        let c = Origin::of(&Url::parse("https://127.0.0.1:5000/v2/").unwrap());
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+    }
+}
