@@ -32,10 +32,12 @@ mod blob;
 mod client;
 mod encoding;
 mod error;
+mod registry;
 mod retry;
 
 pub use auth::{Credential, Credentials};
 pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
 pub use client::{ClientConfig, HttpClient};
 pub use error::{Error, Result};
+pub use registry::{MANIFEST_LIMIT, MANIFEST_MEDIA_TYPES, Manifest, ManifestKind, Pushed};
 pub use retry::{RetryPolicy, parse_retry_after};

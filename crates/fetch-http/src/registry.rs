@@ -1,0 +1,424 @@
+//! The OCI distribution API on top of [`HttpClient`]: manifests, blobs, tags, push.
+//!
+//! Paths follow the distribution spec (`/v2/<name>/manifests/<reference>`, …). Registries on
+//! loopback hosts, and hosts configured as insecure, are spoken to over plain HTTP; every
+//! other registry over HTTPS.
+
+use bytes::Bytes;
+use cache_core::{Algorithm, Digest};
+use oci_spec::image::{ImageIndex, ImageManifest};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::blob::{BlobRequest, BlobSource};
+use crate::client::{Failure, HttpClient, Request};
+use crate::error::{Error, Result, redact};
+
+/// Manifests and indexes larger than this are refused.
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+
+/// Media types of the manifests we understand, for `Accept`.
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// A manifest as pulled: its exact bytes (what the digest covers) and their meaning.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The digest of `bytes`.
+    pub digest: Digest,
+    /// The media type (from `Content-Type`, else the document's `mediaType`).
+    pub media_type: String,
+    /// The raw document.
+    pub bytes: Bytes,
+    /// The parsed document.
+    pub kind: ManifestKind,
+}
+
+/// A parsed manifest document.
+#[derive(Debug, Clone)]
+pub enum ManifestKind {
+    /// An image (or artifact) manifest: config + layers.
+    Image(Box<ImageManifest>),
+    /// An index (or Docker manifest list): one manifest per platform.
+    Index(Box<ImageIndex>),
+}
+
+/// What [`HttpClient::push_blob`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// The registry already had it.
+    Existed,
+    /// Mounted from another repository of the same registry, without upload.
+    Mounted,
+    /// Uploaded.
+    Uploaded,
+}
+
+fn pull_scope(repository: &str) -> Option<String> {
+    Some(format!("repository:{repository}:pull"))
+}
+
+fn push_scope(repository: &str) -> Option<String> {
+    Some(format!("repository:{repository}:pull,push"))
+}
+
+impl HttpClient {
+    /// `http(s)://<registry>/v2/`: plain HTTP only for loopback and insecure hosts.
+    pub fn registry_base(&self, registry: &str) -> Result<Url> {
+        let scheme = if self.allows_plain_http(registry) { "http" } else { "https" };
+        Url::parse(&format!("{scheme}://{registry}/v2/")).map_err(|e| Error::Refused {
+            url: registry.chars().take(200).collect(),
+            reason: format!("not a registry host: {e}"),
+        })
+    }
+
+    fn registry_url(&self, registry: &str, path: &str) -> Result<Url> {
+        let base = self.registry_base(registry)?;
+        base.join(path).map_err(|e| Error::Refused {
+            url: format!("{base}{path}"),
+            reason: format!("invalid registry path: {e}"),
+        })
+    }
+
+    /// Pull a manifest by tag or digest. A digest reference is verified against the body;
+    /// so is `Docker-Content-Digest` when the registry sends one.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn pull_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Manifest> {
+        let url = self.registry_url(registry, &format!("{repository}/manifests/{reference}"))?;
+        let req = Request::get(url.clone())
+            .header(header::ACCEPT, &MANIFEST_MEDIA_TYPES.join(", "))
+            .scope(pull_scope(repository));
+        let (bytes, headers, _) = self
+            .fetch_bytes(req, MANIFEST_LIMIT, "a manifest")
+            .await?;
+        let pinned = Digest::parse(reference).ok();
+        let announced = headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok());
+        let algorithm = pinned
+            .or(announced)
+            .map_or(Algorithm::Sha256, |d| d.algorithm());
+        let digest = algorithm.digest(&bytes);
+        for expected in [pinned, announced].into_iter().flatten() {
+            if expected.algorithm() == algorithm && expected != digest {
+                return Err(Error::Corrupt {
+                    url: redact(&url),
+                    source: cache_core::Error::DigestMismatch {
+                        expected,
+                        actual: digest,
+                    },
+                });
+            }
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let (media_type, kind) = parse_manifest(&bytes, content_type.as_deref())
+            .map_err(|reason| Error::Refused {
+                url: redact(&url),
+                reason,
+            })?;
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes,
+            kind,
+        })
+    }
+
+    /// A [`BlobRequest`] for a blob of `repository` (URL and token scope filled in).
+    pub fn registry_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: Digest,
+        size: Option<u64>,
+    ) -> Result<BlobRequest> {
+        let url = self.registry_url(registry, &format!("{repository}/blobs/{digest}"))?;
+        Ok(BlobRequest::new(
+            BlobSource::Url {
+                url,
+                scope: pull_scope(repository),
+            },
+            digest,
+            size,
+        ))
+    }
+
+    /// Every tag of a repository, following `Link` pagination.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn list_tags(&self, registry: &str, repository: &str) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        const PAGE: usize = 1000;
+        const MAX_PAGES: usize = 10_000;
+        let mut url = self.registry_url(registry, &format!("{repository}/tags/list?n={PAGE}"))?;
+        let mut tags = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let req = Request::get(url.clone())
+                .header(header::ACCEPT, "application/json")
+                .scope(pull_scope(repository));
+            let (body, headers, _) = self.fetch_bytes(req, MANIFEST_LIMIT, "a tag list").await?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Refused {
+                url: redact(&url),
+                reason: format!("the tag list is not valid JSON: {e}"),
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next_link(&headers, &url) {
+                Some(next) if next != url => url = next,
+                _ => return Ok(tags),
+            }
+        }
+        Err(Error::Refused {
+            url: redact(&url),
+            reason: format!("more than {MAX_PAGES} pages of tags"),
+        })
+    }
+
+    /// True when the registry holds the blob (`HEAD`).
+    pub async fn blob_exists(&self, registry: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        let url = self.registry_url(registry, &format!("{repository}/blobs/{digest}"))?;
+        let mut req = Request::get(url).scope(push_scope(repository));
+        req.method = Method::HEAD;
+        match self.send(req).await {
+            Ok(_) => Ok(true),
+            Err(Failure::Final(Error::Status { status: 404, .. })) => Ok(false),
+            Err(Failure::Final(e)) => Err(e),
+            Err(Failure::Retry { cause, .. }) => Err(Error::Transport {
+                url: registry.to_owned(),
+                message: cause,
+            }),
+        }
+    }
+
+    /// Upload a blob unless the registry has it: first try to mount it from `mount_from` (a
+    /// repository of the same registry), else upload in one request, or in `chunk_size`
+    /// pieces when given.
+    #[tracing::instrument(level = "info", skip(self, data), fields(bytes = data.len()))]
+    pub async fn push_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        data: Bytes,
+        mount_from: Option<&str>,
+        chunk_size: Option<usize>,
+    ) -> Result<Pushed> {
+        if self.blob_exists(registry, repository, digest).await? {
+            return Ok(Pushed::Existed);
+        }
+        let mut start = self.registry_url(registry, &format!("{repository}/blobs/uploads/"))?;
+        if let Some(from) = mount_from {
+            start
+                .query_pairs_mut()
+                .append_pair("mount", &digest.to_string())
+                .append_pair("from", from);
+        }
+        let mut post = Request::get(start).scope(push_scope(repository));
+        post.method = Method::POST;
+        post.headers
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("0"));
+        let resp = self.send(post).await.map_err(final_error)?;
+        if resp.inner.status() == StatusCode::CREATED && mount_from.is_some() {
+            return Ok(Pushed::Mounted);
+        }
+        let mut location = upload_location(&resp.inner)?;
+        drop(resp);
+        if let Some(chunk) = chunk_size.filter(|c| *c > 0 && *c < data.len()) {
+            let mut offset = 0;
+            while offset < data.len() {
+                let end = (offset + chunk).min(data.len());
+                let mut patch = Request::get(location.clone()).scope(push_scope(repository));
+                patch.method = Method::PATCH;
+                patch.body = Some(data.slice(offset..end));
+                patch = patch
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_RANGE, &format!("{offset}-{}", end - 1));
+                let resp = self.send(patch).await.map_err(final_error)?;
+                location = upload_location(&resp.inner)?;
+                offset = end;
+            }
+            let mut finish = location;
+            finish.query_pairs_mut().append_pair("digest", &digest.to_string());
+            let mut put = Request::get(finish).scope(push_scope(repository));
+            put.method = Method::PUT;
+            put.headers
+                .insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("0"));
+            self.send(put).await.map_err(final_error)?;
+        } else {
+            let mut finish = location;
+            finish.query_pairs_mut().append_pair("digest", &digest.to_string());
+            let mut put = Request::get(finish).scope(push_scope(repository));
+            put.method = Method::PUT;
+            put.body = Some(data);
+            put = put.header(header::CONTENT_TYPE, "application/octet-stream");
+            self.send(put).await.map_err(final_error)?;
+        }
+        Ok(Pushed::Uploaded)
+    }
+
+    /// Upload a manifest under `reference` (a tag, or its digest). Returns its digest.
+    #[tracing::instrument(level = "info", skip(self, bytes))]
+    pub async fn push_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Digest> {
+        if bytes.len() as u64 > MANIFEST_LIMIT {
+            return Err(Error::TooLarge {
+                url: format!("{registry}/{repository}:{reference}"),
+                what: "a manifest",
+                limit: MANIFEST_LIMIT,
+            });
+        }
+        let digest = Algorithm::Sha256.digest(&bytes);
+        let url = self.registry_url(registry, &format!("{repository}/manifests/{reference}"))?;
+        let mut put = Request::get(url.clone()).scope(push_scope(repository));
+        put.method = Method::PUT;
+        put.body = Some(bytes);
+        put = put.header(header::CONTENT_TYPE, media_type);
+        let resp = self.send(put).await.map_err(final_error)?;
+        if let Some(announced) = resp
+            .inner
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok())
+            && announced.algorithm() == digest.algorithm()
+            && announced != digest
+        {
+            return Err(Error::Corrupt {
+                url: redact(&url),
+                source: cache_core::Error::DigestMismatch {
+                    expected: digest,
+                    actual: announced,
+                },
+            });
+        }
+        Ok(digest)
+    }
+}
+
+/// Pushes are not retried piecemeal (an upload session does not survive every failure);
+/// a transient failure is reported as such and the caller pushes again.
+fn final_error(f: Failure) -> Error {
+    match f {
+        Failure::Final(e) => e,
+        Failure::Retry { cause, .. } => Error::Transport {
+            url: String::new(),
+            message: format!("{cause} (transient: pushing again may succeed)"),
+        },
+    }
+}
+
+fn upload_location(resp: &reqwest::Response) -> Result<Url> {
+    resp.headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|loc| resp.url().join(loc).ok())
+        .ok_or_else(|| Error::Refused {
+            url: redact(resp.url()),
+            reason: "the registry started an upload without a Location".into(),
+        })
+}
+
+/// `Link: </v2/x/tags/list?n=2&last=b>; rel="next"` → the next page's URL.
+fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
+    for value in headers.get_all(header::LINK) {
+        let text = value.to_str().ok()?;
+        for link in text.split(',') {
+            let (target, params) = link.split_once(';').unwrap_or((link, ""));
+            let is_next = params
+                .split(';')
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            if is_next {
+                return base.join(target).ok();
+            }
+        }
+    }
+    None
+}
+
+/// Decide what a manifest document is, from its media type or, failing that, its shape.
+pub(crate) fn parse_manifest(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> std::result::Result<(String, ManifestKind), String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the manifest is not valid JSON: {e}"))?;
+    let media_type = content_type
+        .filter(|t| MANIFEST_MEDIA_TYPES.contains(t))
+        .map(str::to_owned)
+        .or(probe.media_type)
+        .unwrap_or_else(|| {
+            if probe.manifests.is_some() {
+                MANIFEST_MEDIA_TYPES[1].to_owned()
+            } else {
+                MANIFEST_MEDIA_TYPES[0].to_owned()
+            }
+        });
+    let is_index = media_type.ends_with("index.v1+json") || media_type.ends_with("list.v2+json");
+    let kind = if is_index {
+        ManifestKind::Index(Box::new(
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid image index: {e}"))?,
+        ))
+    } else {
+        ManifestKind::Image(Box::new(
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid image manifest: {e}"))?,
+        ))
+    };
+    Ok((media_type, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pagination() {
+        let base = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            "</v2/a/tags/list?n=2&last=b>; rel=\"next\"".parse().unwrap(),
+        );
+        assert_eq!(
+            next_link(&h, &base).unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/tags/list?n=2&last=b"
+        );
+        assert_eq!(next_link(&HeaderMap::new(), &base), None);
+    }
+
+    #[test]
+    fn manifest_kinds() {
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        assert!(matches!(parse_manifest(index, None), Ok((_, ManifestKind::Index(_)))));
+        let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
+        assert!(matches!(parse_manifest(image, None), Ok((_, ManifestKind::Image(_)))));
+        assert!(parse_manifest(b"{", None).is_err());
+        assert!(parse_manifest(br#"{"schemaVersion":2}"#, Some(MANIFEST_MEDIA_TYPES[0])).is_err());
+    }
+}
