@@ -155,9 +155,7 @@ fn decode_basic(auth: &str) -> Option<Credential> {
 
 /// `https://index.docker.io/v1/` → `docker.io`; `Host:5000/x` → `host:5000`.
 pub(crate) fn normalize_host(key: &str) -> String {
-    let without_scheme = key
-        .split_once("://")
-        .map_or(key, |(_, rest)| rest);
+    let without_scheme = key.split_once("://").map_or(key, |(_, rest)| rest);
     let host = without_scheme
         .split('/')
         .next()
@@ -330,7 +328,10 @@ mod tests {
                 scope: Some("repository:a/b:pull,push".into()),
             })
         );
-        assert_eq!(parse_challenge(r#"Basic realm="x""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(
             parse_challenge("bearer realm=http://127.0.0.1:1/t"),
             Some(Challenge::Bearer {
@@ -374,9 +375,16 @@ mod tests {
             creds.get("127.0.0.1:5000"),
             Some(&Credential::IdentityToken("refresh-me".into()))
         );
-        assert_eq!(creds.get("ghcr.io"), Some(&Credential::Bearer("from-code".into())));
+        assert_eq!(
+            creds.get("ghcr.io"),
+            Some(&Credential::Bearer("from-code".into()))
+        );
         let shown = format!("{creds:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("refresh-me") && !shown.contains("from-code"));
+        assert!(
+            !shown.contains("s3cret")
+                && !shown.contains("refresh-me")
+                && !shown.contains("from-code")
+        );
 
         std::fs::write(&path, r#"{"auths": {"x": {"auth": "!!!"}}}"#).unwrap();
         let err = Credentials::new().merge_docker_config(&path).unwrap_err();
@@ -392,7 +400,10 @@ mod tests {
         assert!(t.is_valid());
         // Renewed 30 s early (10% capped at 30 s).
         let left = t.refresh_at - Instant::now();
-        assert!(left > Duration::from_secs(265) && left <= Duration::from_secs(270), "{left:?}");
+        assert!(
+            left > Duration::from_secs(265) && left <= Duration::from_secs(270),
+            "{left:?}"
+        );
         let default = Token::new("t".into(), None).refresh_at - Instant::now();
         assert!(default > Duration::from_secs(50) && default <= Duration::from_secs(54));
     }

@@ -158,7 +158,10 @@ impl HttpClient {
         let client = self.clone();
         let st = store.clone();
         store
-            .get_or_fetch(digest, move || async move { client.download(req, &st).await })
+            .get_or_fetch(
+                digest,
+                move || async move { client.download(req, &st).await },
+            )
             .await
             .map_err(|e| Error::from_store(e, digest))
     }
@@ -168,7 +171,9 @@ impl HttpClient {
     async fn download(&self, req: BlobRequest, store: &Store) -> Result<Blob> {
         let blob = match &req.source {
             BlobSource::File(path) => copy_file(path.clone(), &req, store).await?,
-            BlobSource::Url { url, scope } => self.download_url(url, scope.clone(), &req, store).await?,
+            BlobSource::Url { url, scope } => {
+                self.download_url(url, scope.clone(), &req, store).await?
+            }
         };
         tracing::Span::current().record("bytes", blob.len());
         req.report(Progress::Finished {
@@ -449,16 +454,19 @@ async fn copy_file(path: PathBuf, req: &BlobRequest, store: &Store) -> Result<Bl
         message: e.to_string(),
     };
     while let Some(chunk) = rx.recv().await {
-        ingest.write(chunk.map_err(file_error)?).await.map_err(|e| {
-            if e.is_corrupt_transfer() {
-                Error::Corrupt {
-                    url: path.display().to_string(),
-                    source: e,
+        ingest
+            .write(chunk.map_err(file_error)?)
+            .await
+            .map_err(|e| {
+                if e.is_corrupt_transfer() {
+                    Error::Corrupt {
+                        url: path.display().to_string(),
+                        source: e,
+                    }
+                } else {
+                    e.into()
                 }
-            } else {
-                e.into()
-            }
-        })?;
+            })?;
     }
     let _ = reader.await;
     ingest.commit().await.map_err(|e| {
@@ -500,8 +508,14 @@ mod tests {
         h.insert(header::CONTENT_RANGE, "bytes 100-199/200".parse().unwrap());
         assert_eq!(content_range_start(&h), Some(100));
         h.insert(header::ETAG, "W/\"weak\"".parse().unwrap());
-        h.insert(header::LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
-        assert_eq!(strong_validator(&h).as_deref(), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
+        h.insert(
+            header::LAST_MODIFIED,
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            strong_validator(&h).as_deref(),
+            Some("Sun, 06 Nov 1994 08:49:37 GMT")
+        );
         h.insert(header::ETAG, "\"strong\"".parse().unwrap());
         assert_eq!(strong_validator(&h).as_deref(), Some("\"strong\""));
     }

@@ -214,7 +214,9 @@ impl HttpClient {
         })?;
         self.check_scheme(&req.url)?;
         let permits = self.permits(&origin.host_port).await;
-        let mut authorization = self.authorization(&origin.host_port, req.scope.as_deref()).await?;
+        let mut authorization = self
+            .authorization(&origin.host_port, req.scope.as_deref())
+            .await?;
         let mut reauthenticated = false;
         let mut method = req.method.clone();
         let mut body = req.body.clone();
@@ -235,7 +237,10 @@ impl HttpClient {
             if let Some(b) = &body {
                 builder = builder.body(b.clone());
             }
-            let resp = builder.send().await.map_err(|e| transport_failure(&url, e))?;
+            let resp = builder
+                .send()
+                .await
+                .map_err(|e| transport_failure(&url, e))?;
             let status = resp.status();
             if status.is_redirection()
                 && let Some(next) = location(&resp, &url)
@@ -368,7 +373,11 @@ impl HttpClient {
 
     /// What to send before any challenge: a token we already hold for this scope (or can
     /// get, when the host is known to want tokens), else a static credential.
-    async fn authorization(&self, host: &str, scope: Option<&str>) -> Result<Option<String>, Failure> {
+    async fn authorization(
+        &self,
+        host: &str,
+        scope: Option<&str>,
+    ) -> Result<Option<String>, Failure> {
         if let Some(Credential::Bearer(token)) = self.inner.credentials.get(host) {
             return Ok(Some(format!("Bearer {token}")));
         }
@@ -420,7 +429,9 @@ impl HttpClient {
             Some(Challenge::Basic) => {
                 self.inner.tokens.remember_challenge(host, Challenge::Basic);
                 self.basic(host).ok_or_else(|| {
-                    auth_error("the registry requires a username and password and none is configured")
+                    auth_error(
+                        "the registry requires a username and password and none is configured",
+                    )
                 })
             }
             Some(Challenge::Bearer {
@@ -436,9 +447,13 @@ impl HttpClient {
                         scope: None,
                     },
                 );
-                let scope = challenged.or_else(|| scope.map(str::to_owned)).unwrap_or_default();
+                let scope = challenged
+                    .or_else(|| scope.map(str::to_owned))
+                    .unwrap_or_default();
                 let stale = used.as_deref().and_then(|u| u.strip_prefix("Bearer "));
-                let token = self.token(host, &realm, service.as_deref(), &scope, stale).await?;
+                let token = self
+                    .token(host, &realm, service.as_deref(), &scope, stale)
+                    .await?;
                 Ok(format!("Bearer {token}"))
             }
             None => Err(auth_error(
@@ -488,7 +503,8 @@ impl HttpClient {
         let mut url = Url::parse(realm)
             .map_err(|_| refused("the token realm in WWW-Authenticate is not a URL".into()))?;
         self.check_scheme(&url)?;
-        let mut params = Url::parse("http://form.invalid/").map_err(|_| refused("internal".into()))?;
+        let mut params =
+            Url::parse("http://form.invalid/").map_err(|_| refused("internal".into()))?;
         {
             let mut q = params.query_pairs_mut();
             if let Some(s) = service {
@@ -508,23 +524,22 @@ impl HttpClient {
                 let mut r = Request::get(url);
                 r.method = Method::POST;
                 r.body = Some(Bytes::from(params.query().unwrap_or_default().to_owned()));
-                r.header(
-                    header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
+                r.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             }
             other => {
                 url.set_query(params.query());
                 let r = Request::get(url);
                 match other {
-                    Some(Credential::Basic { username, password }) => {
-                        r.header(header::AUTHORIZATION, &auth::basic_header(username, password))
-                    }
+                    Some(Credential::Basic { username, password }) => r.header(
+                        header::AUTHORIZATION,
+                        &auth::basic_header(username, password),
+                    ),
                     _ => r,
                 }
             }
         };
-        req.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        req.headers
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         // The realm is a different endpoint; its own 401 means our credentials are wrong.
         let resp = self.send_plain(req).await?;
         let (body, _, _) = read_limited(resp, 1 << 20, "a token response").await?;
@@ -542,7 +557,9 @@ impl HttpClient {
     /// A request with its own headers only: no redirects, no challenge handling (token
     /// realms). Still limited by the host permits.
     async fn send_plain(&self, req: Request) -> Result<Response, Failure> {
-        let host = Origin::of(&req.url).map(|o| o.host_port).unwrap_or_default();
+        let host = Origin::of(&req.url)
+            .map(|o| o.host_port)
+            .unwrap_or_default();
         let permits = self.permits(&host).await;
         let mut builder = self
             .inner
@@ -663,7 +680,10 @@ fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
         source = inner.source();
     }
     if e.is_builder() {
-        return Failure::Final(Error::Transport { url: shown, message });
+        return Failure::Final(Error::Transport {
+            url: shown,
+            message,
+        });
     }
     // Connect errors, timeouts, resets and broken bodies are all worth another attempt.
     Failure::Retry {
@@ -678,10 +698,21 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1", "127.1.2.3:80", "[::1]:5000"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["example.com", "10.0.0.1:5000", "[::2]:1", "localhost.example.com"] {
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "[::2]:1",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }

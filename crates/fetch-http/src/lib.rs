@@ -32,6 +32,7 @@ mod blob;
 mod client;
 mod encoding;
 mod error;
+mod layout;
 mod registry;
 mod retry;
 
@@ -39,5 +40,6 @@ pub use auth::{Credential, Credentials};
 pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
 pub use client::{ClientConfig, HttpClient};
 pub use error::{Error, Result};
+pub use layout::OciLayout;
 pub use registry::{MANIFEST_LIMIT, MANIFEST_MEDIA_TYPES, Manifest, ManifestKind, Pushed};
 pub use retry::{RetryPolicy, parse_retry_after};

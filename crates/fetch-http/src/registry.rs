@@ -69,7 +69,11 @@ fn push_scope(repository: &str) -> Option<String> {
 impl HttpClient {
     /// `http(s)://<registry>/v2/`: plain HTTP only for loopback and insecure hosts.
     pub fn registry_base(&self, registry: &str) -> Result<Url> {
-        let scheme = if self.allows_plain_http(registry) { "http" } else { "https" };
+        let scheme = if self.allows_plain_http(registry) {
+            "http"
+        } else {
+            "https"
+        };
         Url::parse(&format!("{scheme}://{registry}/v2/")).map_err(|e| Error::Refused {
             url: registry.chars().take(200).collect(),
             reason: format!("not a registry host: {e}"),
@@ -97,9 +101,7 @@ impl HttpClient {
         let req = Request::get(url.clone())
             .header(header::ACCEPT, &MANIFEST_MEDIA_TYPES.join(", "))
             .scope(pull_scope(repository));
-        let (bytes, headers, _) = self
-            .fetch_bytes(req, MANIFEST_LIMIT, "a manifest")
-            .await?;
+        let (bytes, headers, _) = self.fetch_bytes(req, MANIFEST_LIMIT, "a manifest").await?;
         let pinned = Digest::parse(reference).ok();
         let announced = headers
             .get("docker-content-digest")
@@ -124,8 +126,8 @@ impl HttpClient {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-        let (media_type, kind) = parse_manifest(&bytes, content_type.as_deref())
-            .map_err(|reason| Error::Refused {
+        let (media_type, kind) =
+            parse_manifest(&bytes, content_type.as_deref()).map_err(|reason| Error::Refused {
                 url: redact(&url),
                 reason,
             })?;
@@ -189,7 +191,12 @@ impl HttpClient {
     }
 
     /// True when the registry holds the blob (`HEAD`).
-    pub async fn blob_exists(&self, registry: &str, repository: &str, digest: &Digest) -> Result<bool> {
+    pub async fn blob_exists(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<bool> {
         let url = self.registry_url(registry, &format!("{repository}/blobs/{digest}"))?;
         let mut req = Request::get(url).scope(push_scope(repository));
         req.method = Method::HEAD;
@@ -229,8 +236,10 @@ impl HttpClient {
         }
         let mut post = Request::get(start).scope(push_scope(repository));
         post.method = Method::POST;
-        post.headers
-            .insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("0"));
+        post.headers.insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from_static("0"),
+        );
         let resp = self.send(post).await.map_err(final_error)?;
         if resp.inner.status() == StatusCode::CREATED && mount_from.is_some() {
             return Ok(Pushed::Mounted);
@@ -252,15 +261,21 @@ impl HttpClient {
                 offset = end;
             }
             let mut finish = location;
-            finish.query_pairs_mut().append_pair("digest", &digest.to_string());
+            finish
+                .query_pairs_mut()
+                .append_pair("digest", &digest.to_string());
             let mut put = Request::get(finish).scope(push_scope(repository));
             put.method = Method::PUT;
-            put.headers
-                .insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("0"));
+            put.headers.insert(
+                header::CONTENT_LENGTH,
+                header::HeaderValue::from_static("0"),
+            );
             self.send(put).await.map_err(final_error)?;
         } else {
             let mut finish = location;
-            finish.query_pairs_mut().append_pair("digest", &digest.to_string());
+            finish
+                .query_pairs_mut()
+                .append_pair("digest", &digest.to_string());
             let mut put = Request::get(finish).scope(push_scope(repository));
             put.method = Method::PUT;
             put.body = Some(data);
@@ -403,7 +418,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::LINK,
-            "</v2/a/tags/list?n=2&last=b>; rel=\"next\"".parse().unwrap(),
+            "</v2/a/tags/list?n=2&last=b>; rel=\"next\""
+                .parse()
+                .unwrap(),
         );
         assert_eq!(
             next_link(&h, &base).unwrap().as_str(),
@@ -415,9 +432,15 @@ mod tests {
     #[test]
     fn manifest_kinds() {
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-        assert!(matches!(parse_manifest(index, None), Ok((_, ManifestKind::Index(_)))));
+        assert!(matches!(
+            parse_manifest(index, None),
+            Ok((_, ManifestKind::Index(_)))
+        ));
         let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
-        assert!(matches!(parse_manifest(image, None), Ok((_, ManifestKind::Image(_)))));
+        assert!(matches!(
+            parse_manifest(image, None),
+            Ok((_, ManifestKind::Image(_)))
+        ));
         assert!(parse_manifest(b"{", None).is_err());
         assert!(parse_manifest(br#"{"schemaVersion":2}"#, Some(MANIFEST_MEDIA_TYPES[0])).is_err());
     }
