@@ -278,17 +278,20 @@ pub(crate) struct TokenResponse {
     pub(crate) expires_in: Option<u64>,
 }
 
+/// One (host, scope)'s token, behind an async lock held while it is being fetched.
+pub(crate) type TokenSlot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
 /// Tokens per (host, scope). Each key has its own async lock, so parallel pulls that need the
 /// same token wait for one fetch instead of each asking the realm.
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    slots: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Option<Token>>>>>,
+    slots: Mutex<HashMap<(String, String), TokenSlot>>,
     /// The last Bearer challenge seen per host, so later requests can get a token up front.
     challenges: Mutex<HashMap<String, Challenge>>,
 }
 
 impl TokenCache {
-    pub(crate) fn slot(&self, host: &str, scope: &str) -> Arc<tokio::sync::Mutex<Option<Token>>> {
+    pub(crate) fn slot(&self, host: &str, scope: &str) -> TokenSlot {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots
             .entry((host.to_owned(), scope.to_owned()))

@@ -27,12 +27,18 @@
 //! The OCI distribution API (manifests, tags, push) and OCI image layouts build on this
 //! transport; they are the next slice of this crate.
 
+// `Error` embeds `cache_core::Error` (which carries two digests) so callers can match on
+// the store's verdict; errors are rare and every fallible call does network or disk I/O.
+#![allow(clippy::result_large_err)]
+
 mod auth;
 mod blob;
 mod client;
 mod encoding;
 mod error;
 mod layout;
+pub mod platform;
+pub mod reference;
 mod registry;
 mod retry;
 

@@ -347,6 +347,15 @@ impl RegistryRef {
                 input: shown(&input),
             });
         }
+        if !names_registry(registry) {
+            // Written out, `registry/repository` would read as a Docker Hub repository.
+            return Err(ParseReferenceError::InvalidRegistry {
+                input: shown(&input),
+                registry: shown(registry),
+                reason: "a registry needs a `.` or a `:PORT` (or must be `localhost`), \
+                         else it reads as the first part of a Docker Hub repository",
+            });
+        }
         let mut reference = RegistryRef::from_parts(&input, registry, repository)?;
         reference.tag = Some(DEFAULT_TAG.to_owned());
         Ok(reference)
@@ -354,12 +363,13 @@ impl RegistryRef {
 
     /// Validate and normalize registry and repository; tag and digest are left empty.
     fn from_parts(input: &str, registry: &str, remote: &str) -> Result<Self, ParseReferenceError> {
-        let registry =
-            canonical_registry(registry).map_err(|reason| ParseReferenceError::InvalidRegistry {
+        let registry = canonical_registry(registry).map_err(|reason| {
+            ParseReferenceError::InvalidRegistry {
                 input: shown(input),
                 registry: shown(registry),
                 reason,
-            })?;
+            }
+        })?;
         for component in remote.split('/') {
             check_repository_component(component).map_err(|problem| match problem {
                 ComponentProblem::Uppercase => ParseReferenceError::UppercaseRepository {
@@ -717,7 +727,9 @@ fn check_repository_component(component: &str) -> Result<(), ComponentProblem> {
     // Every maximal run of separators must be `.`, `_`, `__` or any number of `-`.
     let runs_ok = component
         .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        .all(|run| run.is_empty() || matches!(run, "." | "_" | "__") || run.bytes().all(|b| b == b'-'));
+        .all(|run| {
+            run.is_empty() || matches!(run, "." | "_" | "__") || run.bytes().all(|b| b == b'-')
+        });
     if runs_ok {
         Ok(())
     } else {
@@ -783,9 +795,14 @@ fn check_host_name(host: &str) -> Result<(), &'static str> {
     for label in host.split('.') {
         let bytes = label.as_bytes();
         let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
-            return Err("a host name has an empty part (look for `..`, or a `.` at the start or end)");
+            return Err(
+                "a host name has an empty part (look for `..`, or a `.` at the start or end)",
+            );
         };
-        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') {
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        {
             return Err("a host name may only hold letters, digits, `-` and `.`");
         }
         if first == b'-' || last == b'-' {
@@ -852,9 +869,10 @@ mod tests {
         Reference::parse(s).expect_err(s)
     }
 
-    /// (input, registry, repository, tag, digest?, canonical display)
+    /// (input, registry, repository, tag, canonical display)
     #[test]
     fn real_world_registry_forms() {
+        #[rustfmt::skip]
         let cases: &[(&str, &str, &str, Option<&str>, &str)] = &[
             ("ubuntu", "docker.io", "library/ubuntu", Some("latest"), "docker.io/library/ubuntu:latest"),
             ("ubuntu:22.04", "docker.io", "library/ubuntu", Some("22.04"), "docker.io/library/ubuntu:22.04"),
@@ -936,12 +954,22 @@ mod tests {
         assert!(RegistryRef::new("docker.io", "").is_err());
         assert!(RegistryRef::new("docker.io", "A").is_err());
         assert!(RegistryRef::new("bad host", "a").is_err());
+        assert!(matches!(
+            RegistryRef::new("myhost", "a"),
+            Err(ParseReferenceError::InvalidRegistry { .. })
+        ));
+        assert_eq!(
+            RegistryRef::new("myhost:80", "a").unwrap().to_string(),
+            "myhost:80/a:latest"
+        );
         assert!(RegistryRef::new("", "a").is_err());
     }
 
     #[test]
     fn loopback_and_api_base() {
-        for (input, loopback, host, base, insecure_base) in [
+        // (input, loopback, host, api_base(false), api_base(true))
+        #[rustfmt::skip]
+        let cases = [
             ("localhost/a", true, "localhost", "http://localhost", "http://localhost"),
             ("localhost:5000/a", true, "localhost", "http://localhost:5000", "http://localhost:5000"),
             ("127.0.0.1:5000/a", true, "127.0.0.1", "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
@@ -953,7 +981,8 @@ mod tests {
             ("localhost.example.com/a", false, "localhost.example.com", "https://localhost.example.com", "http://localhost.example.com"),
             ("ghcr.io/a", false, "ghcr.io", "https://ghcr.io", "http://ghcr.io"),
             ("ubuntu", false, "docker.io", "https://registry-1.docker.io", "http://registry-1.docker.io"),
-        ] {
+        ];
+        for (input, loopback, host, base, insecure_base) in cases {
             let r = reg(input);
             assert_eq!(r.is_loopback(), loopback, "{input}");
             assert_eq!(r.host(), host, "{input}");
@@ -985,7 +1014,11 @@ mod tests {
             ("oci:/tmp/x:v1:v2", "/tmp/x:v1", Some("v2")),
             (r"oci:C:\layouts\app", r"C:\layouts\app", None),
             ("oci:C:/layouts/app:v1", "C:/layouts/app", Some("v1")),
-            ("oci:/home/me/My Images:latest", "/home/me/My Images", Some("latest")),
+            (
+                "oci:/home/me/My Images:latest",
+                "/home/me/My Images",
+                Some("latest"),
+            ),
         ] {
             let l = layout(input);
             assert_eq!(l.dir(), Path::new(dir), "{input}");
@@ -996,7 +1029,11 @@ mod tests {
         let l = LayoutRef::new("/tmp/layout", Some("v1")).unwrap();
         assert_eq!(l, layout("oci:/tmp/layout:v1"));
         assert_eq!(
-            LayoutRef::new("/tmp/layout", None).unwrap().with_tag("v2").unwrap().to_string(),
+            LayoutRef::new("/tmp/layout", None)
+                .unwrap()
+                .with_tag("v2")
+                .unwrap()
+                .to_string(),
             "oci:/tmp/layout:v2"
         );
         // Only expressible with a tag.
@@ -1017,14 +1054,20 @@ mod tests {
             E::UppercaseRepository { ref component, .. } if component == "UPPER"
         ));
         assert!(matches!(err("Ubuntu"), E::UppercaseRepository { .. }));
-        assert!(matches!(err("ghcr.io/Org/img"), E::UppercaseRepository { .. }));
+        assert!(matches!(
+            err("ghcr.io/Org/img"),
+            E::UppercaseRepository { .. }
+        ));
         assert!(matches!(
             err("a//b"),
             E::InvalidRepository { ref component, .. } if component.is_empty()
         ));
         assert!(matches!(err("a/b:"), E::InvalidTag { ref tag, .. } if tag.is_empty()));
         assert!(matches!(err("a/b:.x"), E::InvalidTag { .. }));
-        assert!(matches!(err(&format!("a:{}", "x".repeat(129))), E::InvalidTag { .. }));
+        assert!(matches!(
+            err(&format!("a:{}", "x".repeat(129))),
+            E::InvalidTag { .. }
+        ));
         assert!(reg(&format!("a:{}", "x".repeat(128))).tag().is_some());
         assert!(matches!(
             err("a@sha256:short"),
@@ -1034,30 +1077,67 @@ mod tests {
             }
         ));
         assert!(matches!(err("a@md5:abcd"), E::InvalidDigest { .. }));
-        assert!(matches!(err(&format!("a@{}", SHA.to_uppercase())), E::InvalidDigest { .. }));
-        assert!(matches!(err(&format!("a@{SHA}@{SHA}")), E::InvalidDigest { .. }));
+        assert!(matches!(
+            err(&format!("a@{}", SHA.to_uppercase())),
+            E::InvalidDigest { .. }
+        ));
+        assert!(matches!(
+            err(&format!("a@{SHA}@{SHA}")),
+            E::InvalidDigest { .. }
+        ));
         assert!(matches!(err(":tag"), E::MissingRepository { .. }));
-        assert!(matches!(err(&format!("@{SHA}")), E::MissingRepository { .. }));
-        assert!(matches!(err("localhost:5000/"), E::MissingRepository { .. }));
+        assert!(matches!(
+            err(&format!("@{SHA}")),
+            E::MissingRepository { .. }
+        ));
+        assert!(matches!(
+            err("localhost:5000/"),
+            E::MissingRepository { .. }
+        ));
         assert!(matches!(err("oci:"), E::MissingLayoutDir { .. }));
         assert!(matches!(err("oci::v1"), E::MissingLayoutDir { .. }));
-        assert!(matches!(err("ubuntu 22.04"), E::InvalidCharacter { found: ' ', .. }));
+        assert!(matches!(
+            err("ubuntu 22.04"),
+            E::InvalidCharacter { found: ' ', .. }
+        ));
         assert!(matches!(err(" ubuntu"), E::InvalidCharacter { .. }));
         assert!(matches!(err("ubuntu\n"), E::InvalidCharacter { .. }));
-        assert!(matches!(err("ubu\0ntu"), E::InvalidCharacter { found: '\0', .. }));
-        assert!(matches!(err("oci:/tmp/\0x"), E::InvalidCharacter { found: '\0', .. }));
+        assert!(matches!(
+            err("ubu\0ntu"),
+            E::InvalidCharacter { found: '\0', .. }
+        ));
+        assert!(matches!(
+            err("oci:/tmp/\0x"),
+            E::InvalidCharacter { found: '\0', .. }
+        ));
         assert!(matches!(err("oci: /tmp/x"), E::InvalidCharacter { .. }));
         assert!(matches!(err("oci:/tmp/x :v1"), E::InvalidCharacter { .. }));
-        for bad in ["a/-b", "a/b-", "a/.b", "a/b_", "a___b", "a..b", "a._b", "a/b/", "/a", "ünï/x"] {
+        for bad in [
+            "a/-b", "a/b-", "a/.b", "a/b_", "a___b", "a..b", "a._b", "a/b/", "/a", "ünï/x",
+        ] {
             assert!(matches!(err(bad), E::InvalidRepository { .. }), "{bad:?}");
         }
         for bad in [
-            "localhost:/a", "localhost:0/a", "localhost:65536/a", "localhost:50a/a",
-            "a:1:2/b", ".example.com/a", "ex..ample.com/a", "-x.com/a", "x-.com/a",
-            "ex_ample.com/a", "[::1/a", "[::1]x/a", "[zz::1]/a", "[]/a", "[fe80::1%eth0]/a",
+            "localhost:/a",
+            "localhost:0/a",
+            "localhost:65536/a",
+            "localhost:50a/a",
+            "a:1:2/b",
+            ".example.com/a",
+            "ex..ample.com/a",
+            "-x.com/a",
+            "x-.com/a",
+            "ex_ample.com/a",
+            "[::1/a",
+            "[::1]x/a",
+            "[zz::1]/a",
+            "[:]/a",
+            "[fe80::1%eth0]/a",
         ] {
             assert!(matches!(err(bad), E::InvalidRegistry { .. }), "{bad:?}");
         }
+        // Without `.` or `:` the first component is part of the repository.
+        assert!(matches!(err("[]/a"), E::InvalidRepository { .. }));
     }
 
     #[test]
@@ -1066,29 +1146,44 @@ mod tests {
         let ok = "a".repeat(NAME_MAX_LEN - "docker.io/library/".len());
         assert_eq!(reg(&ok).name().len(), NAME_MAX_LEN);
         let long = format!("{ok}a");
-        assert!(matches!(err(&long), ParseReferenceError::NameTooLong { len: 256, .. }));
+        assert!(matches!(
+            err(&long),
+            ParseReferenceError::NameTooLong { len: 256, .. }
+        ));
         let long = format!("ghcr.io/{}", "b".repeat(NAME_MAX_LEN));
-        assert!(matches!(err(&long), ParseReferenceError::NameTooLong { .. }));
+        assert!(matches!(
+            err(&long),
+            ParseReferenceError::NameTooLong { .. }
+        ));
     }
 
     #[test]
     fn error_messages_quote_a_shortened_input() {
         let message = err(&format!("Ubuntu{}", "x".repeat(10_000))).to_string();
-        assert!(message.contains("repository names must be lowercase"), "{message}");
+        assert!(
+            message.contains("repository names must be lowercase"),
+            "{message}"
+        );
         assert!(message.contains('…'), "{message}");
         assert!(message.len() < 600, "{} bytes: {message}", message.len());
 
         let message = err("a//b").to_string();
         assert!(message.contains("\"a//b\""), "{message}");
         let message = err("a@sha256:short").to_string();
-        assert!(message.contains("sha256:short") && message.contains("64"), "{message}");
+        assert!(
+            message.contains("sha256:short") && message.contains("64"),
+            "{message}"
+        );
         let message = err("oci:").to_string();
         assert!(message.contains("oci:DIR"), "{message}");
     }
 
     #[test]
     fn oci_prefix_wins_over_a_host_named_oci() {
-        assert!(matches!(Reference::parse("oci:5000/repo"), Ok(Reference::Layout(_))));
+        assert!(matches!(
+            Reference::parse("oci:5000/repo"),
+            Ok(Reference::Layout(_))
+        ));
         assert_eq!(reg("oci.lan:5000/repo").registry(), "oci.lan:5000");
     }
 
@@ -1109,9 +1204,8 @@ mod tests {
             (1u16..).prop_map(|p| format!("localhost:{p}")),
             "[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?){1,3}",
             ("[a-z][a-z0-9]{0,6}", 1u16..).prop_map(|(h, p)| format!("{h}:{p}")),
-            (any::<[u8; 4]>(), 1u16..).prop_map(|(ip, p)| {
-                format!("{}:{p}", std::net::Ipv4Addr::from(ip))
-            }),
+            (any::<[u8; 4]>(), 1u16..)
+                .prop_map(|(ip, p)| { format!("{}:{p}", std::net::Ipv4Addr::from(ip)) }),
             (any::<[u16; 8]>(), proptest::option::of(1u16..)).prop_map(|(ip, p)| {
                 let ip = Ipv6Addr::from(ip);
                 match p {
@@ -1155,9 +1249,25 @@ mod tests {
             })
     }
 
-    /// Text built from the characters references are made of, to reach deep parser paths.
+    /// Text built from the characters references are made of, and valid references with a
+    /// few characters spliced in, to reach deep parser paths.
     fn reference_like() -> impl Strategy<Value = String> {
-        "(oci:)?[a-zA-Z0-9:/@._ \\[\\]-]{0,48}"
+        prop_oneof![
+            "(oci:)?[a-zA-Z0-9:/@._ \\[\\]-]{0,48}",
+            (
+                registry_ref(),
+                any::<prop::sample::Index>(),
+                0usize..4,
+                "[a-zA-Z0-9:/@._\\[\\]-]{0,3}",
+            )
+                .prop_map(|(r, at, remove, insert)| {
+                    let mut chars: Vec<char> = r.to_string().chars().collect();
+                    let at = at.index(chars.len() + 1);
+                    let end = (at + remove).min(chars.len());
+                    chars.splice(at..end, insert.chars());
+                    chars.into_iter().collect()
+                }),
+        ]
     }
 
     proptest! {
@@ -1179,6 +1289,11 @@ mod tests {
             repository in repository(),
             tag in proptest::option::of(tag()),
         ) {
+            // Without a registry, a first component with `.` is read as a host (Docker's rule).
+            let expected_repository = match (&registry, repository.split_once('/')) {
+                (None, Some((first, rest))) if names_registry(first) => rest.to_owned(),
+                _ => repository.clone(),
+            };
             let mut text = match &registry {
                 Some(registry) => format!("{registry}/{repository}"),
                 None => repository.clone(),
@@ -1187,13 +1302,29 @@ mod tests {
                 text = format!("{text}:{tag}");
             }
             if let Ok(r) = RegistryRef::parse(&text) {
-                prop_assert!(r.repository().ends_with(&repository));
+                prop_assert!(r.repository().ends_with(&expected_repository));
                 prop_assert_eq!(r.tag(), Some(tag.as_deref().unwrap_or(DEFAULT_TAG)));
                 prop_assert_eq!(RegistryRef::parse(&r.to_string()), Ok(r));
             } else {
-                // The only reason a well-formed reference may fail is the length limit.
+                // A well-formed reference may only fail on the length limit, or when its
+                // first component was taken for a host and is not a valid host name.
                 let e = RegistryRef::parse(&text).unwrap_err();
-                prop_assert!(matches!(e, ParseReferenceError::NameTooLong { .. }), "{}: {}", text, e);
+                let host_like = expected_repository != repository;
+                prop_assert!(
+                    matches!(e, ParseReferenceError::NameTooLong { .. })
+                        || (host_like && matches!(e, ParseReferenceError::InvalidRegistry { .. })),
+                    "{}: {}", text, e
+                );
+            }
+        }
+
+        #[test]
+        fn constructed_references_round_trip(
+            registry in "[a-zA-Z0-9.:\\[\\]-]{1,16}",
+            repository in repository(),
+        ) {
+            if let Ok(r) = RegistryRef::new(&registry, &repository) {
+                prop_assert_eq!(RegistryRef::parse(&r.to_string()), Ok(r));
             }
         }
 

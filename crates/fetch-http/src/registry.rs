@@ -74,7 +74,13 @@ impl HttpClient {
         } else {
             "https"
         };
-        Url::parse(&format!("{scheme}://{registry}/v2/")).map_err(|e| Error::Refused {
+        // Docker Hub's API is not served on the name its images are known by.
+        let host = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        Url::parse(&format!("{scheme}://{host}/v2/")).map_err(|e| Error::Refused {
             url: registry.chars().take(200).collect(),
             reason: format!("not a registry host: {e}"),
         })
