@@ -414,6 +414,63 @@ pub(crate) fn parse_manifest(
     Ok((media_type, kind))
 }
 
+/// Our [`Platform`](crate::platform::Platform) of an index entry, if it declares one.
+pub fn descriptor_platform(d: &oci_spec::image::Descriptor) -> Option<crate::platform::Platform> {
+    let p = d.platform().as_ref()?;
+    Some(crate::platform::Platform {
+        os: p.os().to_string(),
+        architecture: p.architecture().to_string(),
+        variant: p.variant().clone(),
+        os_version: p.os_version().clone(),
+        os_features: p.os_features().clone().unwrap_or_default(),
+    })
+}
+
+impl HttpClient {
+    /// Pull the image manifest for `reference`: when the reference names an index (or a
+    /// Docker manifest list), pick the entry `matcher` prefers and pull that. Returns the
+    /// image manifest and, if there was one, the index it came from.
+    pub async fn pull_image_manifest(
+        &self,
+        reference: &crate::reference::RegistryRef,
+        matcher: &crate::platform::PlatformMatcher,
+    ) -> Result<(Manifest, Option<Manifest>)> {
+        let registry = reference.registry();
+        let repository = reference.repository();
+        let top = self
+            .pull_manifest(registry, repository, &reference.reference_str())
+            .await?;
+        let ManifestKind::Index(index) = &top.kind else {
+            return Ok((top, None));
+        };
+        let entry = matcher
+            .select(index.manifests(), descriptor_platform)
+            .ok_or_else(|| Error::Refused {
+                url: reference.to_string(),
+                reason: format!(
+                    "no manifest for platform {} in the index (it has: {})",
+                    matcher.wanted(),
+                    index
+                        .manifests()
+                        .iter()
+                        .filter_map(descriptor_platform)
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let digest = entry.digest().to_string();
+        let image = self.pull_manifest(registry, repository, &digest).await?;
+        if !matches!(image.kind, ManifestKind::Image(_)) {
+            return Err(Error::Refused {
+                url: format!("{reference}@{digest}"),
+                reason: "the index entry for this platform is not an image manifest".into(),
+            });
+        }
+        Ok((image, Some(top)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
