@@ -24,12 +24,20 @@ pub struct Tool {
 /// first test that needs it. Rows planned by DESIGN.md for later issues:
 ///
 /// ```text
-/// docker-registry  docker-registry  fetch-http/loader integration tests against a real OCI registry
 /// umoci            umoci            vfs-overlay: overlay results compared with `umoci unpack`
-/// skopeo           skopeo           fixtures: copying images into OCI layouts
 /// zstd             zstd             fixtures: zstd-compressed layers
 /// ```
 pub const REQUIRED: &[Tool] = &[
+    Tool {
+        binary: "docker-registry",
+        package: "docker-registry",
+        why: "fetch-http registry tests: push and pull against a real OCI registry on loopback",
+    },
+    Tool {
+        binary: "skopeo",
+        package: "skopeo",
+        why: "fetch-http registry tests: an image copied by skopeo must pull with skopeo's digest",
+    },
     Tool {
         binary: "mount",
         package: "mount",

@@ -165,15 +165,25 @@ impl HttpClient {
     }
 
     /// Every tag of a repository, following `Link` pagination.
-    #[tracing::instrument(level = "info", skip(self))]
     pub async fn list_tags(&self, registry: &str, repository: &str) -> Result<Vec<String>> {
+        self.list_tags_paged(registry, repository, 1000).await
+    }
+
+    /// [`list_tags`](Self::list_tags), asking for `page` tags per request.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn list_tags_paged(
+        &self,
+        registry: &str,
+        repository: &str,
+        page: usize,
+    ) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
         }
-        const PAGE: usize = 1000;
         const MAX_PAGES: usize = 10_000;
-        let mut url = self.registry_url(registry, &format!("{repository}/tags/list?n={PAGE}"))?;
+        let page = page.max(1);
+        let mut url = self.registry_url(registry, &format!("{repository}/tags/list?n={page}"))?;
         let mut tags = Vec::new();
         for _ in 0..MAX_PAGES {
             let req = Request::get(url.clone())
