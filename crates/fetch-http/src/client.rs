@@ -207,6 +207,13 @@ impl HttpClient {
 
     /// Send one request: permits, credentials, redirects, one auth round trip.
     pub(crate) async fn send(&self, req: Request) -> Result<Response, Failure> {
+        use tracing::Instrument as _;
+        // The URL without its query: pre-signed URLs carry credentials there.
+        let span = tracing::debug_span!("http", method = %req.method, url = %redact(&req.url));
+        self.send_inner(req).instrument(span).await
+    }
+
+    async fn send_inner(&self, req: Request) -> Result<Response, Failure> {
         let shown = redact(&req.url);
         let origin = Origin::of(&req.url).ok_or_else(|| Error::Refused {
             url: shown.clone(),

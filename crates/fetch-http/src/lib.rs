@@ -24,8 +24,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The OCI distribution API (manifests, tags, push) and OCI image layouts build on this
-//! transport; they are the next slice of this crate.
+//! On top of the transport: the OCI distribution API (manifests with platform selection,
+//! blobs, tags with pagination, push with mount and chunked upload), OCI image layout
+//! directories, and [`Repository`], one interface over both. [`reference`] parses
+//! `registry/repo[:tag][@digest]` and `oci:DIR[:TAG]`; [`platform`] picks an image from an
+//! index the way containerd does.
 
 // `Error` embeds `cache_core::Error` (which carries two digests) so callers can match on
 // the store's verdict; errors are rare and every fallible call does network or disk I/O.
@@ -40,6 +43,7 @@ mod layout;
 pub mod platform;
 pub mod reference;
 mod registry;
+mod repository;
 mod retry;
 
 pub use auth::{Credential, Credentials};
@@ -48,4 +52,5 @@ pub use client::{ClientConfig, HttpClient};
 pub use error::{Error, Result};
 pub use layout::OciLayout;
 pub use registry::{MANIFEST_LIMIT, MANIFEST_MEDIA_TYPES, Manifest, ManifestKind, Pushed};
+pub use repository::Repository;
 pub use retry::{RetryPolicy, parse_retry_after};

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use cache_core::{Algorithm, Digest, Store};
 use fetch_http::platform::{Platform, PlatformMatcher};
 use fetch_http::reference::RegistryRef;
-use fetch_http::{ClientConfig, Credentials, HttpClient, ManifestKind, OciLayout, Pushed};
+use fetch_http::{
+    ClientConfig, Credentials, HttpClient, ManifestKind, OciLayout, Pushed, Repository,
+};
 use support::{Registry, gzip, random_bytes};
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -327,4 +329,44 @@ async fn an_image_copied_by_skopeo_pulls_with_skopeos_digest() {
         .read_manifest(Some("v1"))
         .unwrap();
     assert_eq!(again.digest, digest(&img.manifest));
+}
+
+/// The same calls write and read a package in a registry and in an OCI layout.
+#[tokio::test]
+async fn one_interface_for_registries_and_layouts() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let reference: RegistryRef = format!("{}/same/api", registry.host).parse().unwrap();
+    let targets = [
+        Repository::Registry {
+            client: client(),
+            reference,
+        },
+        Repository::Layout(OciLayout::create(dir.path().join("layout")).unwrap()),
+    ];
+    let img = image(2, 8, true);
+    for (i, repo) in targets.iter().enumerate() {
+        repo.put_blob(&digest(&img.config), img.config.clone())
+            .await
+            .unwrap();
+        for l in &img.layers {
+            repo.put_blob(&digest(l), l.clone()).await.unwrap();
+        }
+        let d = repo
+            .put_manifest(Some("1.0.0"), MANIFEST, img.manifest.clone())
+            .await
+            .unwrap();
+        assert_eq!(d, digest(&img.manifest));
+        assert_eq!(repo.tags().await.unwrap(), vec!["1.0.0".to_owned()]);
+        let m = repo.manifest(Some("1.0.0")).await.unwrap();
+        assert_eq!(m.bytes, img.manifest);
+        let store = Store::open(dir.path().join(format!("store{i}")))
+            .await
+            .unwrap();
+        for l in &img.layers {
+            let req = repo.blob(digest(l), Some(l.len() as u64)).unwrap();
+            let blob = client().fetch_blob(req, &store).await.unwrap();
+            assert_eq!(&blob[..], &l[..]);
+        }
+    }
 }
