@@ -453,32 +453,19 @@ async fn copy_file(path: PathBuf, req: &BlobRequest, store: &Store) -> Result<Bl
         path: path.display().to_string(),
         message: e.to_string(),
     };
+    let shown = path.display().to_string();
     while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(file_error)?;
         ingest
-            .write(chunk.map_err(file_error)?)
+            .write(chunk)
             .await
-            .map_err(|e| {
-                if e.is_corrupt_transfer() {
-                    Error::Corrupt {
-                        url: path.display().to_string(),
-                        source: e,
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| Error::from_ingest(e, &shown))?;
     }
     let _ = reader.await;
-    ingest.commit().await.map_err(|e| {
-        if e.is_corrupt_transfer() {
-            Error::Corrupt {
-                url: path.display().to_string(),
-                source: e,
-            }
-        } else {
-            e.into()
-        }
-    })
+    ingest
+        .commit()
+        .await
+        .map_err(|e| Error::from_ingest(e, &shown))
 }
 
 #[cfg(test)]

@@ -144,6 +144,19 @@ impl Error {
         }
     }
 
+    /// A store error from writing or committing what came from `source`: the data's fault
+    /// ([`Error::Corrupt`]) or the store's.
+    pub(crate) fn from_ingest(err: cache_core::Error, source: &str) -> Error {
+        if err.is_corrupt_transfer() {
+            Error::Corrupt {
+                url: source.to_owned(),
+                source: err,
+            }
+        } else {
+            Error::Store(err)
+        }
+    }
+
     /// Undo the store's wrapping of our own error from inside a shared fetch.
     pub(crate) fn from_store(err: cache_core::Error, digest: Digest) -> Error {
         if let cache_core::Error::Source { source, .. } = &err

@@ -21,7 +21,7 @@ use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 use crate::blob::{BlobRequest, BlobSource};
 use crate::error::{Error, Result};
-use crate::registry::{MANIFEST_LIMIT, Manifest, parse_manifest};
+use crate::registry::{MANIFEST_LIMIT, Manifest};
 
 const REF_NAME: &str = oci_spec::image::ANNOTATION_REF_NAME;
 
@@ -157,17 +157,7 @@ impl OciLayout {
             });
         }
         let declared = entry.media_type().to_string();
-        let (media_type, kind) =
-            parse_manifest(&bytes, Some(&declared)).map_err(|reason| Error::Refused {
-                url: path.display().to_string(),
-                reason,
-            })?;
-        Ok(Manifest {
-            digest,
-            media_type,
-            bytes,
-            kind,
-        })
+        Manifest::new(digest, bytes, Some(&declared), path.display().to_string())
     }
 
     /// A request that copies (and verifies) a blob of this layout into a store.

@@ -38,6 +38,29 @@ pub struct Manifest {
     pub kind: ManifestKind,
 }
 
+impl Manifest {
+    /// Parse a verified document (`digest` is already known to be its digest); `declared` is
+    /// the media type its source announced, `source` names it in errors.
+    pub(crate) fn new(
+        digest: Digest,
+        bytes: Bytes,
+        declared: Option<&str>,
+        source: String,
+    ) -> Result<Manifest> {
+        let (media_type, kind) =
+            parse_manifest(&bytes, declared).map_err(|reason| Error::Refused {
+                url: source,
+                reason,
+            })?;
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes,
+            kind,
+        })
+    }
+}
+
 /// A parsed manifest document.
 #[derive(Debug, Clone)]
 pub enum ManifestKind {
@@ -132,17 +155,7 @@ impl HttpClient {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-        let (media_type, kind) =
-            parse_manifest(&bytes, content_type.as_deref()).map_err(|reason| Error::Refused {
-                url: redact(&url),
-                reason,
-            })?;
-        Ok(Manifest {
-            digest,
-            media_type,
-            bytes,
-            kind,
-        })
+        Manifest::new(digest, bytes, content_type.as_deref(), redact(&url))
     }
 
     /// A [`BlobRequest`] for a blob of `repository` (URL and token scope filled in).
