@@ -1,9 +1,14 @@
 //! The pkgload package model and dependency resolver.
 //!
-//! This crate will hold the package manifest model (config schema v1), the `Source` trait
-//! through which versions and manifests are discovered, a backtracking version solver built
-//! on `pubgrub`, the resolved `petgraph` graph, the merge of commands and filesystem mappings
-//! and the `pkgload.lock` lockfile. It stays pure: no network or disk crate.
-//!
-//! It is specified by issue 6 and not written yet: there is deliberately no API here so that
-//! nothing can depend on a placeholder.
+//! This crate holds the package config model (schema v1, see DESIGN.md "A package is an OCI
+//! artifact") and its validation. It stays pure: no network or disk crate.
+
+mod manifest;
+mod name;
+mod path;
+mod validate;
+
+pub use manifest::{Command, Dependency, FsMapping, Manifest};
+pub use name::{NameError, PackageId, PackageName};
+pub use path::AbsPath;
+pub use validate::ManifestError;
