@@ -280,16 +280,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let registry = support::Registry::start();
+    let registry = test_servers::registry::Registry::start().unwrap();
+    let host = registry.host();
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let layers = rt.block_on(push_image(
         &client(),
-        &registry.host,
+        &host,
         "bench/img",
         env_usize("PKGLOAD_BENCH_LAYERS", 16),
         env_usize("PKGLOAD_BENCH_IMAGE_MIB", 512) << 20,
     ));
-    cold_pull(&mut c, &rt, &registry.host, &layers, scratch.path());
+    cold_pull(&mut c, &rt, &host, &layers, scratch.path());
     c.final_summary();
-    peak_rss(&rt, &registry.host, scratch.path());
+    peak_rss(&rt, &host, scratch.path());
 }

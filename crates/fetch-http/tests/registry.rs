@@ -16,7 +16,8 @@ use fetch_http::reference::RegistryRef;
 use fetch_http::{
     ClientConfig, Credentials, HttpClient, ManifestKind, OciLayout, Pushed, Repository,
 };
-use support::{Registry, gzip, random_bytes};
+use support::{gzip, random_bytes};
+use test_servers::registry::Registry;
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -112,8 +113,9 @@ async fn push(client: &HttpClient, host: &str, repo: &str, tag: &str, img: &Imag
 
 #[tokio::test]
 async fn push_then_pull_an_image_and_a_package() {
-    let registry = Registry::start();
-    let host = registry.host.as_str();
+    let registry = Registry::start().unwrap();
+    let host = registry.host();
+    let host = host.as_str();
     let client = client();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
@@ -171,8 +173,9 @@ async fn push_then_pull_an_image_and_a_package() {
 
 #[tokio::test]
 async fn existing_blobs_are_skipped_and_mounted_across_repositories() {
-    let registry = Registry::start();
-    let host = registry.host.as_str();
+    let registry = Registry::start().unwrap();
+    let host = registry.host();
+    let host = host.as_str();
     let client = client();
     let blob = Bytes::from(random_bytes(100_000, 42).to_vec());
     let d = digest(&blob);
@@ -204,8 +207,9 @@ async fn existing_blobs_are_skipped_and_mounted_across_repositories() {
 
 #[tokio::test]
 async fn more_than_a_hundred_tags_through_pagination() {
-    let registry = Registry::start();
-    let host = registry.host.as_str();
+    let registry = Registry::start().unwrap();
+    let host = registry.host();
+    let host = host.as_str();
     let client = client();
     let img = image(1, 3, false);
     push(&client, host, "many/tags", "v0", &img).await;
@@ -234,8 +238,9 @@ async fn more_than_a_hundred_tags_through_pagination() {
 
 #[tokio::test]
 async fn an_index_resolves_to_the_platform_manifest() {
-    let registry = Registry::start();
-    let host = registry.host.as_str();
+    let registry = Registry::start().unwrap();
+    let host = registry.host();
+    let host = host.as_str();
     let client = client();
     let amd = image(1, 4, false);
     let arm = image(1, 5, false);
@@ -275,8 +280,9 @@ async fn an_index_resolves_to_the_platform_manifest() {
 /// the digest skopeo reports.
 #[tokio::test]
 async fn an_image_copied_by_skopeo_pulls_with_skopeos_digest() {
-    let registry = Registry::start();
-    let host = registry.host.as_str();
+    let registry = Registry::start().unwrap();
+    let host = registry.host();
+    let host = host.as_str();
     let dir = tempfile::tempdir().unwrap();
     let layout = OciLayout::create(dir.path().join("layout")).unwrap();
     let img = image(2, 6, false);
@@ -334,9 +340,9 @@ async fn an_image_copied_by_skopeo_pulls_with_skopeos_digest() {
 /// The same calls write and read a package in a registry and in an OCI layout.
 #[tokio::test]
 async fn one_interface_for_registries_and_layouts() {
-    let registry = Registry::start();
+    let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let reference: RegistryRef = format!("{}/same/api", registry.host).parse().unwrap();
+    let reference: RegistryRef = format!("{}/same/api", registry.host()).parse().unwrap();
     let targets = [
         Repository::Registry {
             client: client(),

@@ -1,4 +1,5 @@
-//! `fetch_blob` and the transport against a real loopback server that misbehaves on demand.
+//! `fetch_blob` and the transport against a real loopback server that misbehaves on demand
+//! (`test_servers::fault`).
 
 #![allow(
     clippy::unwrap_used,
@@ -10,16 +11,16 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_core::{Algorithm, Digest, Store};
+use cache_core::{Algorithm, Store};
 use fetch_http::{
     BlobRequest, BlobSource, ClientConfig, Credential, Credentials, Error, HttpClient, Progress,
     RetryPolicy,
 };
-use support::{FaultServer, Reply, Seen, gzip, random_bytes, zstd};
+use support::{gzip, random_bytes, range_start, zstd};
+use test_servers::fault::{Bearer, Encoding, FaultServer, RangeMode, Route, TokenEndpoint};
 
 fn client_with(credentials: Credentials) -> HttpClient {
     HttpClient::new(
@@ -41,6 +42,10 @@ fn client() -> HttpClient {
     client_with(Credentials::new())
 }
 
+fn server(ip: &str) -> FaultServer {
+    FaultServer::start(ip.parse().unwrap()).unwrap()
+}
+
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
@@ -55,15 +60,18 @@ fn request(url: String, data: &[u8]) -> BlobRequest {
     )
 }
 
-fn nth(counter: &AtomicUsize) -> usize {
-    counter.fetch_add(1, Ordering::SeqCst)
+fn basic(user: &str, password: &str) -> Credential {
+    Credential::Basic {
+        username: user.into(),
+        password: password.into(),
+    }
 }
 
 #[tokio::test]
 async fn cache_first_and_shared_between_callers() {
     let data = random_bytes(3 << 20, 1);
-    let body = data.clone();
-    let server = FaultServer::start("127.0.0.1", move |_| Reply::ok(body.clone())).await;
+    let server = server("127.0.0.1");
+    server.route("/blob", Route::new(data.clone()));
     let (_d, store) = store().await;
     let client = client();
     let req = request(server.url("/blob"), &data);
@@ -85,14 +93,13 @@ async fn cache_first_and_shared_between_callers() {
 #[tokio::test]
 async fn retries_503_honouring_retry_after() {
     let data = random_bytes(10_000, 2);
-    let body = data.clone();
-    let count = AtomicUsize::new(0);
-    let server = FaultServer::start("127.0.0.1", move |_| match nth(&count) {
-        0 => Reply::status(503).header("retry-after", "1"),
-        1 => Reply::status(429).header("retry-after", "0"),
-        _ => Reply::ok(body.clone()),
-    })
-    .await;
+    let server = server("127.0.0.1");
+    server.route(
+        "/b",
+        Route::new(data.clone())
+            .status_first(1, 503, Some("1"))
+            .status_first(1, 429, Some("0")),
+    );
     let (_d, store) = store().await;
     let start = Instant::now();
     let blob = client()
@@ -110,17 +117,13 @@ async fn retries_503_honouring_retry_after() {
 #[tokio::test]
 async fn a_reset_body_resumes_with_range_and_if_range() {
     let data = random_bytes(2 << 20, 3);
-    let body = data.clone();
-    let count = AtomicUsize::new(0);
-    let server = FaultServer::start("127.0.0.1", move |seen| {
-        let reply = Reply::ranged(seen, &body, "\"v1\"");
-        if nth(&count) == 0 {
-            reply.abort_after(700_000)
-        } else {
-            reply
-        }
-    })
-    .await;
+    let server = server("127.0.0.1");
+    server.route(
+        "/b",
+        Route::new(data.clone())
+            .etag("\"v1\"")
+            .reset_after(700_000, 1),
+    );
     let (_d, store) = store().await;
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = events.clone();
@@ -128,20 +131,14 @@ async fn a_reset_body_resumes_with_range_and_if_range() {
     req.progress = Some(Arc::new(move |e| sink.lock().unwrap().push(e)));
     let blob = client().fetch_blob(req, &store).await.unwrap();
     assert_eq!(&blob[..], &data[..]);
-    let seen = server.seen();
+    let seen = server.requests_to("/b");
     assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].range_start(), None);
-    assert_eq!(
-        seen[0].header("accept-encoding").as_deref(),
-        Some("zstd, gzip")
-    );
-    let resumed_at = seen[1].range_start().expect("second request resumes");
+    assert_eq!(range_start(&seen[0]), None);
+    assert_eq!(seen[0].header("accept-encoding"), Some("zstd, gzip"));
+    let resumed_at = range_start(&seen[1]).expect("second request resumes");
     assert!(resumed_at > 0 && resumed_at <= 700_000, "{resumed_at}");
-    assert_eq!(seen[1].header("if-range").as_deref(), Some("\"v1\""));
-    assert_eq!(
-        seen[1].header("accept-encoding").as_deref(),
-        Some("identity")
-    );
+    assert_eq!(seen[1].header("if-range"), Some("\"v1\""));
+    assert_eq!(seen[1].header("accept-encoding"), Some("identity"));
     let events = events.lock().unwrap();
     assert!(
         events
@@ -156,17 +153,13 @@ async fn a_reset_body_resumes_with_range_and_if_range() {
 #[tokio::test]
 async fn a_server_ignoring_range_restarts_cleanly() {
     let data = random_bytes(1 << 20, 4);
-    let body = data.clone();
-    let count = AtomicUsize::new(0);
-    let server = FaultServer::start("127.0.0.1", move |_| {
-        let reply = Reply::ok(body.clone());
-        if nth(&count) == 0 {
-            reply.abort_after(300_000)
-        } else {
-            reply
-        }
-    })
-    .await;
+    let server = server("127.0.0.1");
+    server.route(
+        "/b",
+        Route::new(data.clone())
+            .ranges(RangeMode::Ignore)
+            .reset_after(300_000, 1),
+    );
     let (_d, store) = store().await;
     let blob = client()
         .fetch_blob(request(server.url("/b"), &data), &store)
@@ -174,7 +167,7 @@ async fn a_server_ignoring_range_restarts_cleanly() {
         .unwrap();
     assert_eq!(&blob[..], &data[..]);
     assert!(
-        server.seen()[1].range_start().is_some(),
+        range_start(&server.requests_to("/b")[1]).is_some(),
         "we asked to resume"
     );
 }
@@ -182,37 +175,28 @@ async fn a_server_ignoring_range_restarts_cleanly() {
 #[tokio::test]
 async fn corrupt_transfers_never_enter_the_store() {
     let data = random_bytes(500_000, 5);
-    let mut flipped = data.to_vec();
-    flipped[123_456] ^= 0x40;
-    let flipped = Bytes::from(flipped);
-    let (good, bad) = (data.clone(), flipped.clone());
-    let count = AtomicUsize::new(0);
     // Once corrupt, then good: retried from scratch.
-    let server = FaultServer::start("127.0.0.1", move |_| {
-        if nth(&count) == 0 {
-            Reply::ok(bad.clone())
-        } else {
-            Reply::ok(good.clone())
-        }
-    })
-    .await;
+    let server = server("127.0.0.1");
+    server.route("/once", Route::new(data.clone()).flip_byte(123_456, 1));
+    server.route(
+        "/always",
+        Route::new(data.clone()).flip_byte(123_456, usize::MAX),
+    );
     let (_d, store) = store().await;
     let blob = client()
-        .fetch_blob(request(server.url("/b"), &data), &store)
+        .fetch_blob(request(server.url("/once"), &data), &store)
         .await
         .unwrap();
     assert_eq!(&blob[..], &data[..]);
     assert_eq!(
-        server.seen()[1].range_start(),
+        range_start(&server.requests_to("/once")[1]),
         None,
         "a corrupt blob restarts at 0"
     );
 
     // Always corrupt: a final error naming URL and digest; nothing stored.
-    let bad = flipped.clone();
-    let server = FaultServer::start("127.0.0.1", move |_| Reply::ok(bad.clone())).await;
     let (_d2, store) = self::store().await;
-    let req = request(server.url("/b"), &data);
+    let req = request(server.url("/always"), &data);
     let err = client().fetch_blob(req.clone(), &store).await.unwrap_err();
     let text = err.to_string();
     assert!(
@@ -223,41 +207,37 @@ async fn corrupt_transfers_never_enter_the_store() {
         "{text}"
     );
     assert!(
-        text.contains("/b") && text.contains(&req.digest.to_string()),
+        text.contains("/always") && text.contains(&req.digest.to_string()),
         "{text}"
     );
-    assert_eq!(server.hits("/b"), 4, "bounded attempts");
+    assert_eq!(server.hits("/always"), 4, "bounded attempts");
     assert!(!store.contains(&req.digest));
     assert!(store.scan().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn truncated_and_overlong_bodies() {
-    // Truncated (Content-Length promises more, the connection ends): resumed.
+    // Truncated (Content-Length promises more, the connection ends cleanly): resumed.
     let data = random_bytes(400_000, 6);
-    let body = data.clone();
-    let count = AtomicUsize::new(0);
-    let server = FaultServer::start("127.0.0.1", move |seen| {
-        let reply = Reply::ranged(seen, &body, "\"t\"");
-        if nth(&count) < 2 {
-            reply.abort_after(100_000)
-        } else {
-            reply
-        }
-    })
-    .await;
+    let server = server("127.0.0.1");
+    server.route(
+        "/t",
+        Route::new(data.clone())
+            .etag("\"t\"")
+            .truncate_after(100_000, 2),
+    );
     let (_d, store) = store().await;
     let blob = client()
         .fetch_blob(request(server.url("/t"), &data), &store)
         .await
         .unwrap();
     assert_eq!(&blob[..], &data[..]);
+    assert!(range_start(&server.requests_to("/t")[1]).is_some());
 
     // Longer than the descriptor says: cut off at the limit, never stored.
     let long = random_bytes(200_000, 7);
     let declared = long.slice(..150_000);
-    let body = long.clone();
-    let server = FaultServer::start("127.0.0.1", move |_| Reply::ok(body.clone())).await;
+    server.route("/long", Route::new(long.clone()));
     let err = client()
         .fetch_blob(request(server.url("/long"), &declared), &store)
         .await
@@ -271,16 +251,27 @@ async fn truncated_and_overlong_bodies() {
 async fn content_encodings_are_decoded_as_a_stream() {
     let data = random_bytes(300_000, 8);
     let text = Bytes::from(data.iter().map(|b| b'a' + b % 4).collect::<Vec<u8>>());
-    let gz = Bytes::from(gzip(&text));
-    let zs = Bytes::from(zstd(&text));
-    let stacked = Bytes::from(zstd(&gzip(&text)));
-    let server = FaultServer::start("127.0.0.1", move |seen: &Seen| match seen.path() {
-        "/gzip" => Reply::ok(gz.clone()).header("content-encoding", "gzip"),
-        "/zstd" => Reply::ok(zs.clone()).header("content-encoding", "zstd"),
-        "/stacked" => Reply::ok(stacked.clone()).header("content-encoding", "gzip, zstd"),
-        _ => Reply::ok(Bytes::from_static(b"??")).header("content-encoding", "br"),
-    })
-    .await;
+    // Sanity: the helpers' encoders agree with the server's.
+    assert!(gzip(&text).len() < text.len() && zstd(&text).len() < text.len());
+    let server = server("127.0.0.1");
+    server.route(
+        "/gzip",
+        Route::new(text.clone()).encodings([Encoding::Gzip]),
+    );
+    server.route(
+        "/zstd",
+        Route::new(text.clone()).encodings([Encoding::Zstd]),
+    );
+    server.route(
+        "/stacked",
+        Route::new(text.clone()).encodings([Encoding::Gzip, Encoding::Zstd]),
+    );
+    server.route(
+        "/br",
+        Route::new(Bytes::from_static(b"xx"))
+            .encodings([Encoding::Other("br".into())])
+            .force_encodings(),
+    );
     let (_d, store) = store().await;
     let client = client();
     for path in ["/gzip", "/zstd", "/stacked"] {
@@ -290,6 +281,8 @@ async fn content_encodings_are_decoded_as_a_stream() {
             .await
             .unwrap();
         assert_eq!(&blob[..], &text[..], "{path}");
+        let sent = server.requests_to(path);
+        assert!(sent[0].header("accept-encoding").is_some());
     }
     let err = client
         .fetch_blob(request(server.url("/br"), b"xx"), &store)
@@ -304,11 +297,8 @@ async fn content_encodings_are_decoded_as_a_stream() {
 
 #[tokio::test]
 async fn final_statuses_carry_hints() {
-    let server = FaultServer::start("127.0.0.1", |seen: &Seen| match seen.path() {
-        "/missing" => Reply::status(404),
-        _ => Reply::status(403),
-    })
-    .await;
+    let server = server("127.0.0.1");
+    server.route("/forbidden", Route::new("").status_first(100, 403, None));
     let (_d, store) = store().await;
     let err = client()
         .fetch_blob(request(server.url("/missing"), b"x"), &store)
@@ -324,7 +314,7 @@ async fn final_statuses_carry_hints() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("credentials"), "{err}");
-    assert_eq!(server.seen().len(), 2, "final statuses are not retried");
+    assert_eq!(server.requests().len(), 2, "final statuses are not retried");
 }
 
 #[tokio::test]
@@ -348,48 +338,34 @@ async fn plain_http_to_remote_hosts_is_refused() {
 #[tokio::test]
 async fn tokens_are_fetched_once_and_never_follow_redirects() {
     const TOKEN: &str = "tok-7f3a-secret";
-    let blobs: Vec<Bytes> = (0..6).map(|i| random_bytes(200_000, 100 + 2 * i)).collect();
+    let blobs: Vec<Bytes> = (0..6).map(|i| random_bytes(200_000, 100 + i)).collect();
     // A second loopback host: the "CDN" the registry redirects blob downloads to.
-    let served = blobs.clone();
-    let cdn = FaultServer::start("127.0.0.2", move |seen: &Seen| {
-        let i: usize = seen.path().rsplit('/').next().unwrap().parse().unwrap();
-        Reply::ok(served[i].clone())
-    })
-    .await;
-    let cdn_base = cdn.url("/storage");
-    let token_calls = Arc::new(AtomicUsize::new(0));
-    let calls = token_calls.clone();
-    let registry = FaultServer::start("127.0.0.1", move |seen: &Seen| {
-        if seen.path() == "/token" {
-            calls.fetch_add(1, Ordering::SeqCst);
-            // The realm receives the user's basic credentials (alice:pw).
-            if seen.header("authorization").as_deref() != Some("Basic YWxpY2U6cHc=") {
-                return Reply::status(401);
-            }
-            std::thread::sleep(Duration::from_millis(100)); // a slow token service
-            return Reply::ok(format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#));
-        }
-        if seen.header("authorization").as_deref() != Some(&format!("Bearer {TOKEN}")) {
-            let host = seen.header("host").unwrap_or_default();
-            return Reply::status(401).header(
-                "www-authenticate",
-                &format!(
-                    r#"Bearer realm="http://{host}/token",service="test-registry",scope="repository:acme/app:pull""#
-                ),
-            );
-        }
-        let i = seen.path().rsplit('/').next().unwrap();
-        Reply::status(307).header("location", &format!("{cdn_base}/{i}?X-Signature=abc"))
-    })
-    .await;
-    let mut creds = Credentials::new();
-    creds.insert(
-        &registry.addr.to_string(),
-        Credential::Basic {
-            username: "alice".into(),
-            password: "pw".into(),
+    let cdn = server("127.0.0.2");
+    let registry = server("127.0.0.1");
+    registry.token_endpoint(
+        "/token",
+        TokenEndpoint {
+            token: TOKEN.into(),
+            expires_in: Some(300),
+            require_basic: Some(("alice".into(), "pw".into())),
         },
     );
+    for (i, data) in blobs.iter().enumerate() {
+        cdn.route(&format!("/storage/{i}"), Route::new(data.clone()));
+        registry.route(
+            &format!("/v2/acme/app/blobs/{i}"),
+            Route::new("")
+                .require_bearer(Bearer {
+                    token: TOKEN.into(),
+                    realm: registry.url("/token"),
+                    service: "test-registry".into(),
+                    scope: "repository:acme/app:pull".into(),
+                })
+                .redirect_to(&cdn.url(&format!("/storage/{i}?X-Signature=abc"))),
+        );
+    }
+    let mut creds = Credentials::new();
+    creds.insert(&registry.host(), basic("alice", "pw"));
     let client = client_with(creds);
     let (_d, store) = store().await;
     let tasks: Vec<_> = blobs
@@ -404,22 +380,27 @@ async fn tokens_are_fetched_once_and_never_follow_redirects() {
     for (t, data) in tasks.into_iter().zip(&blobs) {
         assert_eq!(&t.await.unwrap().unwrap()[..], &data[..]);
     }
+    assert_eq!(registry.hits("/token"), 1, "six parallel pulls, one token");
+    let token_request = &registry.requests_to("/token")[0];
     assert_eq!(
-        token_calls.load(Ordering::SeqCst),
-        1,
-        "six parallel pulls, one token"
+        token_request.query_param("scope").as_deref(),
+        Some("repository:acme/app:pull")
     );
-    let cdn_seen = cdn.seen();
+    assert_eq!(
+        token_request.query_param("service").as_deref(),
+        Some("test-registry")
+    );
+    let cdn_seen = cdn.requests();
     assert_eq!(cdn_seen.len(), 6);
     assert!(
-        cdn_seen.iter().all(|s| s.header("authorization").is_none()),
+        !cdn.saw_authorization(),
         "the Authorization header leaked to the redirect target"
     );
-    assert!(cdn_seen[0].target.contains("X-Signature=abc"));
+    assert!(cdn_seen[0].path_and_query.contains("X-Signature=abc"));
     let with_token = registry
-        .seen()
+        .requests()
         .iter()
-        .filter(|s| s.header("authorization").as_deref() == Some(&format!("Bearer {TOKEN}")))
+        .filter(|r| r.header("authorization") == Some(&format!("Bearer {TOKEN}")))
         .count();
     assert_eq!(with_token, 6);
 }
@@ -427,26 +408,27 @@ async fn tokens_are_fetched_once_and_never_follow_redirects() {
 #[tokio::test]
 async fn secrets_stay_out_of_errors() {
     const TOKEN: &str = "tok-never-print-me";
-    let registry = FaultServer::start("127.0.0.1", move |seen: &Seen| {
-        if seen.path() == "/token" {
-            return Reply::ok(format!(r#"{{"token":"{TOKEN}"}}"#));
-        }
-        // Rejects every token.
-        let host = seen.header("host").unwrap_or_default();
-        Reply::status(401).header(
-            "www-authenticate",
-            &format!(r#"Bearer realm="http://{host}/token",service="s""#),
-        )
-    })
-    .await;
-    let mut creds = Credentials::new();
-    creds.insert(
-        &registry.addr.to_string(),
-        Credential::Basic {
-            username: "bob".into(),
-            password: "hunter2-password".into(),
+    let registry = server("127.0.0.1");
+    registry.token_endpoint(
+        "/token",
+        TokenEndpoint {
+            token: TOKEN.into(),
+            expires_in: None,
+            require_basic: None,
         },
     );
+    // The route wants a token the endpoint never hands out: every token is rejected.
+    registry.route(
+        "/v2/a/blobs/x",
+        Route::new("").require_bearer(Bearer {
+            token: "some-other-token".into(),
+            realm: registry.url("/token"),
+            service: "s".into(),
+            scope: String::new(),
+        }),
+    );
+    let mut creds = Credentials::new();
+    creds.insert(&registry.host(), basic("bob", "hunter2-password"));
     let (_d, store) = store().await;
     let err = client_with(creds.clone())
         .fetch_blob(
@@ -469,7 +451,7 @@ async fn local_files_and_file_urls() {
     let data = random_bytes(700_000, 10);
     std::fs::write(&path, &data).unwrap();
     let (_d, store) = store().await;
-    let digest: Digest = Algorithm::Sha256.digest(&data);
+    let digest = Algorithm::Sha256.digest(&data);
     let url = format!("file://{}", path.display());
     let blob = client()
         .fetch_blob(
