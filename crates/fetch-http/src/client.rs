@@ -224,7 +224,7 @@ impl HttpClient {
         let mut authorization = self
             .authorization(&origin.host_port, req.scope.as_deref())
             .await?;
-        let mut reauthenticated = false;
+        let mut auth_rounds = 0;
         let mut method = req.method.clone();
         let mut body = req.body.clone();
         let mut url = req.url.clone();
@@ -269,12 +269,17 @@ impl HttpClient {
                 continue;
             }
             if status == StatusCode::UNAUTHORIZED && Origin::of(&url).as_ref() == Some(&origin) {
-                if reauthenticated {
-                    return Err(Failure::Final(Error::Auth {
+                let rejected = || {
+                    Failure::Final(Error::Auth {
                         url: redact(&url),
                         host: origin.host_port.clone(),
                         reason: "the registry rejected the credentials or token we sent".into(),
-                    }));
+                    })
+                };
+                // Round one may answer with a cached token; if that is rejected, round two
+                // fetches a fresh one (the registry may have revoked the cached one).
+                if auth_rounds >= 2 {
+                    return Err(rejected());
                 }
                 let challenge = resp
                     .headers()
@@ -282,11 +287,15 @@ impl HttpClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(auth::parse_challenge);
                 let used = authorization.take();
-                authorization = Some(
-                    self.answer_challenge(&origin, &url, challenge, req.scope.as_deref(), used)
-                        .await?,
-                );
-                reauthenticated = true;
+                let next = self
+                    .answer_challenge(&origin, &url, challenge, req.scope.as_deref(), used.clone())
+                    .await?;
+                if used.as_ref() == Some(&next) {
+                    // Nothing new to offer (static credentials): the rejection is final.
+                    return Err(rejected());
+                }
+                authorization = Some(next);
+                auth_rounds += 1;
                 continue;
             }
             if status.is_success() {

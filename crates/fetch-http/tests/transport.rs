@@ -475,3 +475,60 @@ async fn local_files_and_file_urls() {
         .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_token_rejected_later_is_renewed_once() {
+    let registry = server("127.0.0.1");
+    let (one, two) = (random_bytes(50_000, 31), random_bytes(50_000, 32));
+    let serve = |token: &str| {
+        registry.token_endpoint(
+            "/token",
+            TokenEndpoint {
+                token: token.into(),
+                expires_in: Some(3600),
+                require_basic: None,
+            },
+        );
+        for (path, data) in [("/v2/r/blobs/1", &one), ("/v2/r/blobs/2", &two)] {
+            registry.route(
+                path,
+                Route::new(data.clone()).require_bearer(Bearer {
+                    token: token.into(),
+                    realm: registry.url("/token"),
+                    service: "s".into(),
+                    scope: "repository:r:pull".into(),
+                }),
+            );
+        }
+    };
+    serve("first-token");
+    let client = client();
+    let (_d, store) = store().await;
+    client
+        .fetch_blob(request(registry.url("/v2/r/blobs/1"), &one), &store)
+        .await
+        .unwrap();
+    // The registry revokes the token (its lifetime said an hour).
+    serve("second-token");
+    let blob = client
+        .fetch_blob(request(registry.url("/v2/r/blobs/2"), &two), &store)
+        .await
+        .unwrap();
+    assert_eq!(&blob[..], &two[..]);
+    // One token before the revocation, one after.
+    assert_eq!(registry.requests_to("/token").len(), 2);
+    let auth: Vec<Option<String>> = registry
+        .requests_to("/v2/r/blobs/2")
+        .iter()
+        .map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    // Challenged, answered with the cached (revoked) token, renewed once, succeeded.
+    assert_eq!(
+        auth,
+        vec![
+            None,
+            Some("Bearer first-token".to_owned()),
+            Some("Bearer second-token".to_owned())
+        ]
+    );
+}
