@@ -532,3 +532,47 @@ async fn a_token_rejected_later_is_renewed_once() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_per_host_limit_holds_under_parallel_pulls() {
+    let server = server("127.0.0.1");
+    let blobs: Vec<Bytes> = (0..6).map(|i| random_bytes(64_000, 40 + i)).collect();
+    for (i, data) in blobs.iter().enumerate() {
+        server.route(
+            &format!("/b{i}"),
+            Route::new(data.clone()).throttle(16_000, Duration::from_millis(20)),
+        );
+    }
+    let client = HttpClient::new(
+        ClientConfig {
+            max_per_host: 2,
+            ..ClientConfig::default()
+        },
+        Credentials::new(),
+    )
+    .unwrap();
+    let (_d, store) = store().await;
+    let tasks: Vec<_> = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let (client, store) = (client.clone(), store.clone());
+            let req = request(server.url(&format!("/b{i}")), data);
+            tokio::spawn(async move { client.fetch_blob(req, &store).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(server.requests().len(), 6);
+    assert!(
+        server.peak_in_flight() <= 2,
+        "{} in flight",
+        server.peak_in_flight()
+    );
+    assert_eq!(
+        server.peak_in_flight(),
+        2,
+        "the limit should still allow parallelism"
+    );
+}
