@@ -33,7 +33,10 @@ pub enum CacheCommand {
         digest: Digest,
     },
     /// List every blob.
-    List,
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show how much space the cache uses.
+    Du,
     /// Re-hash every blob and report the ones whose content no longer matches.
     Verify {
         /// Delete bad blobs so the next load fetches them again.
@@ -112,7 +115,17 @@ pub async fn run(cmd: CacheCommand, dir: &Path) -> Result<ExitCode, cache_core::
                 return Ok(ExitCode::from(1));
             }
         },
-        CacheCommand::List => {
+        CacheCommand::Du => {
+            let blobs = store.scan().await?;
+            let total: u64 = blobs.iter().map(|b| b.size).sum();
+            println!(
+                "{}  {} blobs  {}",
+                size::show(total),
+                blobs.len(),
+                store.root().display()
+            );
+        }
+        CacheCommand::Ls => {
             let mut blobs = store.scan().await?;
             blobs.sort_by_key(|b| b.digest);
             let total: u64 = blobs.iter().map(|b| b.size).sum();

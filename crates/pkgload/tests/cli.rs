@@ -53,8 +53,14 @@ fn import_inspect_verify_and_collect() {
         text(&out.stdout)
     );
 
-    let out = pkgload(&cache, &["cache", "list"]);
+    let out = pkgload(&cache, &["cache", "ls"]);
     assert!(text(&out.stdout).contains(&digest));
+    let out = pkgload(&cache, &["cache", "du"]);
+    assert!(
+        text(&out.stdout).contains("195.3 KiB  1 blobs"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = pkgload(&cache, &["cache", "verify"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
