@@ -1,18 +1,41 @@
 //! The pkgload package model and dependency resolver.
 //!
 //! This crate holds the package config model (schema v1, see DESIGN.md "A package is an OCI
-//! artifact") and its validation. It stays pure: no network or disk crate.
+//! artifact") and its validation, the [`Source`] trait through which versions and manifests
+//! are discovered, and a backtracking version solver built on `pubgrub` whose failures come
+//! with a readable [`Explanation`]. It stays pure: no network or disk crate.
+//!
+//! ```
+//! use resolve_graph::{resolve, InMemorySource, Manifest, ResolveOptions};
+//! use semver::{Version, VersionReq};
+//!
+//! let lib = "acme/lib".parse()?;
+//! let mut registry = InMemorySource::new("memory");
+//! registry.add(Manifest::new("acme/lib".parse()?, Version::new(1, 0, 0)));
+//! registry.add(Manifest::new("acme/lib".parse()?, Version::new(1, 4, 2)));
+//! registry.add(Manifest::new("acme/lib".parse()?, Version::new(2, 0, 0)));
+//!
+//! let app = Manifest::new("acme/app".parse()?, Version::new(0, 1, 0))
+//!     .with_dependency("lib", "acme/lib".parse()?, VersionReq::parse("^1")?);
+//! let resolution = futures::executor::block_on(resolve(&registry, &app, &ResolveOptions::default()))?;
+//! assert_eq!(resolution.version(&lib), Some(&Version::new(1, 4, 2)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod explain;
 mod manifest;
 mod name;
 mod path;
-pub mod ranges;
+mod ranges;
+mod solver;
 mod source;
 mod validate;
 
+pub use explain::Explanation;
 pub use manifest::{Command, Dependency, FsMapping, Manifest};
 pub use name::{NameError, PackageId, PackageName};
 pub use path::AbsPath;
 pub use ranges::{opts_into_prerelease, req_to_ranges};
+pub use solver::{Resolution, ResolveError, ResolveOptions, resolve};
 pub use source::{InMemorySource, MultiSource, Source, SourceError, Summary};
 pub use validate::ManifestError;

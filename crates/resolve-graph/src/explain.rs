@@ -1,0 +1,205 @@
+//! Readable explanations of a failed resolution.
+//!
+//! pubgrub proves "no solution" with a derivation tree whose leaves are plain facts (`a 1.0
+//! depends on b ^2`, `b has no version in [2, 3)`, `c 1.0 cannot be used: ...`) and whose
+//! inner nodes are deductions. The facts are what a person needs, so they are collected
+//! (causes before conclusions, each once) and phrased as sentences; a fact that a
+//! dependency has no matching version is folded into the sentence about that dependency:
+//! "acme/app 1.0.0 depends on acme/python ^3.14, but the available versions are 3.11.0,
+//! 3.12.0, 3.13.0".
+
+use std::fmt;
+
+use pubgrub::{DerivationTree, External, Ranges};
+use semver::{Version, VersionReq};
+
+use crate::name::{PackageId, PackageName};
+
+/// What the explainer may look up about the packages it mentions.
+pub(crate) trait Catalog {
+    /// The versions that could have been chosen, oldest first.
+    fn candidates(&self, name: &PackageName) -> Vec<Version>;
+    /// The requirement `from` places on `on`, as written in its manifest.
+    fn requirement(&self, from: &PackageId, on: &PackageName) -> Option<VersionReq>;
+}
+
+/// Why no solution exists, as sentences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// One sentence per fact, causes first; the last line is the conclusion.
+    pub lines: Vec<String>,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines.join("\n"))
+    }
+}
+
+type Tree = DerivationTree<PackageName, Ranges<Version>, String>;
+
+enum Fact {
+    Depends {
+        text: String,
+        on: PackageName,
+        range: Ranges<Version>,
+    },
+    NoVersions {
+        on: PackageName,
+        range: Ranges<Version>,
+    },
+    Other(String),
+}
+
+pub(crate) fn explain(tree: &Tree, catalog: &impl Catalog) -> Explanation {
+    let mut facts = Vec::new();
+    collect(tree, catalog, &mut facts);
+    // A dependency whose requirement alone matches nothing absorbs the "no versions" fact
+    // about its target, so the reader gets cause and effect in one sentence.
+    let alone_fails = |on: &PackageName, range: &Ranges<Version>| {
+        !catalog.candidates(on).iter().any(|v| range.contains(v))
+    };
+    let absorbed = |on: &PackageName| {
+        facts.iter().any(|f| {
+            matches!(f, Fact::Depends { on: o, range, .. } if o == on && alone_fails(on, range))
+        })
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for fact in &facts {
+        let line = match fact {
+            Fact::Depends { text, on, range } => {
+                let no_versions = facts
+                    .iter()
+                    .any(|f| matches!(f, Fact::NoVersions { on: o, .. } if o == on));
+                if no_versions && alone_fails(on, range) {
+                    format!("{text}, but {}.", available(on, catalog))
+                } else {
+                    format!("{text}.")
+                }
+            }
+            Fact::NoVersions { on, .. } if absorbed(on) => continue,
+            Fact::NoVersions { on, range } => {
+                format!(
+                    "No version of {on} matches {range}: {}.",
+                    available(on, catalog)
+                )
+            }
+            Fact::Other(text) => format!("{text}."),
+        };
+        push(&mut lines, line);
+    }
+    if lines.len() > 1 {
+        push(
+            &mut lines,
+            "These requirements cannot all be met.".to_owned(),
+        );
+    }
+    if lines.is_empty() {
+        push(&mut lines, "No solution exists.".to_owned());
+    }
+    Explanation { lines }
+}
+
+/// Leaves in order, left cause before right cause, so facts precede what follows from them.
+fn collect(tree: &Tree, catalog: &impl Catalog, out: &mut Vec<Fact>) {
+    match tree {
+        DerivationTree::Derived(d) => {
+            collect(&d.cause1, catalog, out);
+            collect(&d.cause2, catalog, out);
+        }
+        DerivationTree::External(e) => match e {
+            // "The root must be chosen" is the premise, not news to the reader.
+            External::NotRoot(..) => {}
+            External::NoVersions(p, range) => out.push(Fact::NoVersions {
+                on: p.clone(),
+                range: range.clone(),
+            }),
+            External::FromDependencyOf(p, prange, dep, drange) => {
+                let who = versions_phrase(p, prange, catalog);
+                let req = requirement_phrase(p, prange, dep, drange, catalog);
+                out.push(Fact::Depends {
+                    text: format!("{who} depends on {dep} {req}"),
+                    on: dep.clone(),
+                    range: drange.clone(),
+                });
+            }
+            External::Custom(p, range, reason) => {
+                let who = versions_phrase(p, range, catalog);
+                out.push(Fact::Other(format!("{who} cannot be used: {reason}")));
+            }
+        },
+    }
+}
+
+/// "acme/a 1.0.0", "acme/a 1.0.0 and 1.1.0", or "acme/a >=2.0.0" when nothing is known.
+fn versions_phrase(p: &PackageName, range: &Ranges<Version>, catalog: &impl Catalog) -> String {
+    let inside: Vec<Version> = catalog
+        .candidates(p)
+        .into_iter()
+        .filter(|v| range.contains(v))
+        .collect();
+    match inside.as_slice() {
+        [] => format!("{p} {range}"),
+        [v] => format!("{p} {v}"),
+        many => format!("{p} {}", list(many)),
+    }
+}
+
+/// The requirement as its manifests spell it (`^3.14`) when they agree, else the range.
+fn requirement_phrase(
+    p: &PackageName,
+    prange: &Ranges<Version>,
+    dep: &PackageName,
+    drange: &Ranges<Version>,
+    catalog: &impl Catalog,
+) -> String {
+    let mut texts: Vec<String> = catalog
+        .candidates(p)
+        .into_iter()
+        .filter(|v| prange.contains(v))
+        .filter_map(|v| catalog.requirement(&PackageId::new(p.clone(), v), dep))
+        .map(|r| r.to_string())
+        .collect();
+    texts.dedup();
+    match texts.as_slice() {
+        [one] => one.clone(),
+        _ => drange.to_string(),
+    }
+}
+
+/// "the available versions are …", or that there are none.
+fn available(on: &PackageName, catalog: &impl Catalog) -> String {
+    let all = catalog.candidates(on);
+    if all.is_empty() {
+        return format!("{on} has no versions at all");
+    }
+    // Name the versions so the reader can see how far off the requirement is; cap the list.
+    const SHOWN: usize = 10;
+    let shown = list(all.get(all.len().saturating_sub(SHOWN)..).unwrap_or(&all));
+    let more = all.len().saturating_sub(SHOWN);
+    let listed = if more > 0 {
+        format!("{shown} (and {more} older)")
+    } else {
+        shown
+    };
+    if all.len() == 1 {
+        format!("the only available version is {listed}")
+    } else {
+        format!("the available versions are {listed}")
+    }
+}
+
+/// Adds a line once: a fact shared by two branches of the proof is stated once.
+fn push(lines: &mut Vec<String>, line: String) {
+    if !lines.contains(&line) {
+        lines.push(line);
+    }
+}
+
+fn list(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
