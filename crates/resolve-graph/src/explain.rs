@@ -64,8 +64,14 @@ pub(crate) fn explain(tree: &Tree, catalog: &impl Catalog) -> Explanation {
             matches!(f, Fact::Depends { on: o, range, .. } if o == on && alone_fails(on, range))
         })
     };
+    let depended_on = |on: &PackageName| {
+        facts
+            .iter()
+            .any(|f| matches!(f, Fact::Depends { on: o, .. } if o == on))
+    };
     let mut lines: Vec<String> = Vec::new();
-    for fact in &facts {
+    // The proof is built from the conflict back to the root; read it root first.
+    for fact in facts.iter().rev() {
         let line = match fact {
             Fact::Depends { text, on, range } => {
                 let no_versions = facts
@@ -78,6 +84,14 @@ pub(crate) fn explain(tree: &Tree, catalog: &impl Catalog) -> Explanation {
                 }
             }
             Fact::NoVersions { on, .. } if absorbed(on) => continue,
+            // pubgrub also records the gaps between known versions ("nothing in
+            // (1.0.0, 1.1.0)"); once a dependency on the package is stated, the versions
+            // it can use are evident, so such a fact is noise.
+            Fact::NoVersions { on, .. }
+                if depended_on(on) && !catalog.candidates(on).is_empty() =>
+            {
+                continue;
+            }
             Fact::NoVersions { on, range } => {
                 format!(
                     "No version of {on} matches {range}: {}.",
@@ -115,33 +129,47 @@ fn collect(tree: &Tree, catalog: &impl Catalog, out: &mut Vec<Fact>) {
                 range: range.clone(),
             }),
             External::FromDependencyOf(p, prange, dep, drange) => {
-                let who = versions_phrase(p, prange, catalog);
+                let (who, plural) = versions_phrase(p, prange, catalog);
                 let req = requirement_phrase(p, prange, dep, drange, catalog);
+                let verb = if plural { "depend" } else { "depends" };
                 out.push(Fact::Depends {
-                    text: format!("{who} depends on {dep} {req}"),
+                    text: format!("{who} {verb} on {dep} {req}"),
                     on: dep.clone(),
                     range: drange.clone(),
                 });
             }
             External::Custom(p, range, reason) => {
-                let who = versions_phrase(p, range, catalog);
+                let (who, _) = versions_phrase(p, range, catalog);
                 out.push(Fact::Other(format!("{who} cannot be used: {reason}")));
             }
         },
     }
 }
 
-/// "acme/a 1.0.0", "acme/a 1.0.0 and 1.1.0", or "acme/a >=2.0.0" when nothing is known.
-fn versions_phrase(p: &PackageName, range: &Ranges<Version>, catalog: &impl Catalog) -> String {
-    let inside: Vec<Version> = catalog
-        .candidates(p)
-        .into_iter()
-        .filter(|v| range.contains(v))
-        .collect();
+/// "acme/a 1.0.0", "acme/a 1.0.0 and 1.1.0", "All versions of acme/a (1.0.0 and 1.1.0)",
+/// or "acme/a >=2.0.0" when no known version is inside; and whether that is plural.
+fn versions_phrase(
+    p: &PackageName,
+    range: &Ranges<Version>,
+    catalog: &impl Catalog,
+) -> (String, bool) {
+    let all = catalog.candidates(p);
+    let inside: Vec<Version> = all.iter().filter(|v| range.contains(v)).cloned().collect();
     match inside.as_slice() {
-        [] => format!("{p} {range}"),
-        [v] => format!("{p} {v}"),
-        many => format!("{p} {}", list(many)),
+        [] => (format!("{p} {range}"), false),
+        [v] => (format!("{p} {v}"), false),
+        many if many.len() == all.len() => {
+            (format!("All versions of {p} ({})", and_list(many)), true)
+        }
+        many => (format!("{p} {}", and_list(many)), true),
+    }
+}
+
+/// "1.0.0", "1.0.0 and 1.1.0", "1.0.0, 1.1.0 and 1.2.0".
+fn and_list(versions: &[Version]) -> String {
+    match versions.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", list(rest)),
+        _ => list(versions),
     }
 }
 

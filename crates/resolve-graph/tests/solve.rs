@@ -165,6 +165,50 @@ fn explains_conflicting_requirements() {
 }
 
 #[test]
+fn explains_a_conflict_across_several_versions() {
+    let reg = registry(&[
+        pkg("acme/a", "1.0.0", &[("acme/c", "^1")]),
+        pkg("acme/a", "1.1.0", &[("acme/c", "^1")]),
+        pkg("acme/b", "1.0.0", &[("acme/c", "^2")]),
+        pkg("acme/b", "1.1.0", &[("acme/c", "^3")]),
+        pkg("acme/c", "1.0.0", &[]),
+        pkg("acme/c", "2.0.0", &[]),
+    ]);
+    let app = pkg("acme/app", "1.0.0", &[("acme/a", "^1"), ("acme/b", "^1")]);
+    let mut lines = explanation(&reg, &app);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "All versions of acme/a (1.0.0 and 1.1.0) depend on acme/c ^1.",
+            "These requirements cannot all be met.",
+            "acme/app 1.0.0 depends on acme/a ^1.",
+            "acme/app 1.0.0 depends on acme/b ^1.",
+            "acme/b 1.0.0 depends on acme/c ^2.",
+            "acme/b 1.1.0 depends on acme/c ^3.",
+        ]
+    );
+}
+
+#[test]
+fn explains_a_transitive_dead_end() {
+    let reg = registry(&[
+        pkg("acme/tools", "1.0.0", &[("acme/libc", "^1.5")]),
+        pkg("acme/libc", "1.2.0", &[]),
+        pkg("acme/libc", "2.0.0", &[]),
+    ]);
+    let app = pkg("acme/app", "1.0.0", &[("acme/tools", "^1")]);
+    assert_eq!(
+        explanation(&reg, &app),
+        [
+            "acme/app 1.0.0 depends on acme/tools ^1.",
+            "acme/tools 1.0.0 depends on acme/libc ^1.5, but the available versions are 1.2.0, 2.0.0.",
+            "These requirements cannot all be met.",
+        ]
+    );
+}
+
+#[test]
 fn prefers_locked_versions_that_still_fit() {
     let reg = registry(&[
         pkg("acme/c", "1.0.0", &[]),
