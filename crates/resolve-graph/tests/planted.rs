@@ -1,7 +1,7 @@
 //! Random registries: with a planted solution the solver must find *a* solution, and any
 //! solution it returns must satisfy every constraint; a failure must come with sentences.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use futures::executor::block_on;
 use proptest::prelude::*;
