@@ -23,6 +23,7 @@
 //! ```
 
 mod explain;
+mod graph;
 mod manifest;
 mod name;
 mod path;
@@ -32,6 +33,7 @@ mod source;
 mod validate;
 
 pub use explain::Explanation;
+pub use graph::{Cycle, GraphError, ResolvedGraph};
 pub use manifest::{Command, Dependency, FsMapping, Manifest};
 pub use name::{NameError, PackageId, PackageName};
 pub use path::AbsPath;
