@@ -1,9 +1,19 @@
 //! The pkgload package model and dependency resolver.
 //!
-//! This crate holds the package config model (schema v1, see DESIGN.md "A package is an OCI
-//! artifact") and its validation, the [`Source`] trait through which versions and manifests
-//! are discovered, and a backtracking version solver built on `pubgrub` whose failures come
-//! with a readable [`Explanation`]. It stays pure: no network or disk crate.
+//! - [`Manifest`] is the package config (schema v1, DESIGN.md "A package is an OCI
+//!   artifact"), parsed with [`Manifest::from_json`] and checked by [`Manifest::validate`];
+//!   errors name the package and the field.
+//! - [`Source`] is how versions and manifests are discovered; [`InMemorySource`] and
+//!   [`MultiSource`] (ordered, failures become warnings when another source answers) ship here,
+//!   registries live in other crates.
+//! - [`resolve`] is a backtracking solver on `pubgrub`: one version per package name,
+//!   metadata fetched concurrently one dependency level per round, lockfile versions
+//!   preferred through [`ResolveOptions::preferred`]; when nothing fits, the error carries an
+//!   [`Explanation`] in plain sentences.
+//! - [`ResolvedGraph`] is the result as a `petgraph` graph with alias-labelled edges, cycle
+//!   detection that names the cycle, a topological order and DOT export.
+//!
+//! The crate is pure: no network, disk or runtime crate.
 //!
 //! ```
 //! use resolve_graph::{resolve, InMemorySource, Manifest, ResolveOptions};
