@@ -12,6 +12,8 @@
 //!   [`Explanation`] in plain sentences.
 //! - [`ResolvedGraph`] is the result as a `petgraph` graph with alias-labelled edges, cycle
 //!   detection that names the cycle, a topological order and DOT export.
+//! - [`ResolvedPackage`] merges every package's commands (nearer shadows farther) and
+//!   filesystem mappings (nearer wins, equal distance is a [`MergeError::MountConflict`]).
 //!
 //! The crate is pure: no network, disk or runtime crate.
 //!
@@ -35,6 +37,7 @@
 mod explain;
 mod graph;
 mod manifest;
+mod merge;
 mod name;
 mod path;
 mod ranges;
@@ -45,6 +48,7 @@ mod validate;
 pub use explain::Explanation;
 pub use graph::{Cycle, GraphError, ResolvedGraph};
 pub use manifest::{Command, Dependency, FsMapping, Manifest};
+pub use merge::{MergeError, ResolvedCommand, ResolvedMapping, ResolvedPackage};
 pub use name::{NameError, PackageId, PackageName};
 pub use path::AbsPath;
 pub use ranges::{opts_into_prerelease, req_to_ranges};
