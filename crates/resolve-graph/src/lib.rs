@@ -14,6 +14,8 @@
 //!   detection that names the cycle, a topological order and DOT export.
 //! - [`ResolvedPackage`] merges every package's commands (nearer shadows farther) and
 //!   filesystem mappings (nearer wins, equal distance is a [`MergeError::MountConflict`]).
+//! - [`Lockfile`] reads and writes `pkgload.lock`; [`resolve_locked`] rebuilds a resolution
+//!   from it without listing any versions and fails clearly when the root changed.
 //!
 //! The crate is pure: no network, disk or runtime crate.
 //!
@@ -36,6 +38,7 @@
 
 mod explain;
 mod graph;
+mod lock;
 mod manifest;
 mod merge;
 mod name;
@@ -47,6 +50,7 @@ mod validate;
 
 pub use explain::Explanation;
 pub use graph::{Cycle, GraphError, ResolvedGraph};
+pub use lock::{LOCK_VERSION, LockError, LockedPackage, LockedRoot, Lockfile, resolve_locked};
 pub use manifest::{Command, Dependency, FsMapping, Manifest};
 pub use merge::{MergeError, ResolvedCommand, ResolvedMapping, ResolvedPackage};
 pub use name::{NameError, PackageId, PackageName};
