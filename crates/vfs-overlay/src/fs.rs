@@ -1,0 +1,263 @@
+//! The `FileSystem` trait and its metadata types.
+//!
+//! Implementations only provide `node_*` methods, which act on *resolved* paths: every
+//! component but the last is known to be a real directory (not a symlink), and the last is
+//! taken literally. The user-facing methods are provided on top of them and resolve
+//! symlinks with [`crate::resolve`]. Splitting it this way means symlink handling (hop
+//! limit, staying inside the root) is written once, and a [`crate::Union`] can resolve a
+//! link in one mount to a target in another simply by resolving against itself.
+
+use std::fmt;
+use std::io::{Cursor, Read, Seek};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::error::{Result, VfsError};
+use crate::path::VfsPath;
+use crate::resolve::{Follow, resolve, resolve_below};
+
+/// The kind of a filesystem entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (device node, fifo, socket): listed, never read or materialized.
+    Other,
+}
+
+/// Attributes of one entry, as `lstat` would report them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// What the entry is.
+    pub kind: FileType,
+    /// Permission bits including setuid/setgid/sticky (`0o7777`), without the type bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Last modification.
+    pub mtime: SystemTime,
+    /// Bytes of content for files, of the target for symlinks, 0 for directories.
+    pub size: u64,
+    /// Number of names for this entry (hardlinks); 1 where the filesystem cannot tell.
+    pub nlink: u64,
+}
+
+impl Metadata {
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileType::Dir
+    }
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.kind == FileType::File
+    }
+    /// Whether this is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.kind == FileType::Symlink
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DirEntry {
+    /// The entry's name within its directory.
+    pub name: String,
+    /// Its kind, without following symlinks.
+    pub kind: FileType,
+}
+
+/// A readable, seekable file handle.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// Boxed file handle returned by [`FileSystem::open`].
+pub type FileReader = Box<dyn ReadSeek>;
+
+/// A virtual filesystem. Object safe: mounts hold `Arc<dyn FileSystem>`.
+///
+/// The write-side `node_*` methods default to [`VfsError::ReadOnly`], so a read-only
+/// volume implements only the read side.
+pub trait FileSystem: Send + Sync + fmt::Debug {
+    // ---- Required, on resolved paths (see the module docs). ----
+
+    /// `lstat` of a resolved path.
+    fn node_metadata(&self, path: &VfsPath) -> Result<Metadata>;
+    /// Sorted listing of a resolved directory.
+    fn node_read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>>;
+    /// Target of a resolved symlink, exactly as stored (it may be relative, absolute or
+    /// dangling; resolution interprets it).
+    fn node_read_link(&self, path: &VfsPath) -> Result<String>;
+    /// Whole content of a resolved regular file; a slice of the backing buffer where there
+    /// is one, so no copy.
+    fn node_read_all(&self, path: &VfsPath) -> Result<Bytes>;
+
+    /// Opens a resolved regular file. The default reads it into a cursor, which is already
+    /// zero-copy for in-memory and mmap-backed data.
+    fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
+        Ok(Box::new(Cursor::new(self.node_read_all(path)?)))
+    }
+
+    // ---- Write side, on resolved paths; read-only by default. ----
+
+    /// Creates or replaces the content of a regular file (mode 0o644 when created).
+    fn node_write_file(&self, path: &VfsPath, _data: Bytes) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Truncates or zero-extends a regular file.
+    fn node_set_len(&self, path: &VfsPath, _len: u64) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Creates one directory (mode 0o755); its parent must exist.
+    fn node_create_dir(&self, path: &VfsPath) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Removes a non-directory or an empty directory.
+    fn node_remove(&self, path: &VfsPath) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Removes an entry and everything below it.
+    fn node_remove_dir_all(&self, path: &VfsPath) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// `rename(2)`: replaces a destination file, or an empty destination directory.
+    fn node_rename(&self, from: &VfsPath, _to: &VfsPath) -> Result<()> {
+        Err(VfsError::ReadOnly(from.clone()))
+    }
+    /// Creates a symlink at `path` pointing at `target` (stored verbatim).
+    fn node_symlink(&self, _target: &str, path: &VfsPath) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Creates `new` as another name of the regular file `existing`: they share content
+    /// and attributes.
+    fn node_hard_link(&self, existing: &VfsPath, _new: &VfsPath) -> Result<()> {
+        Err(VfsError::ReadOnly(existing.clone()))
+    }
+    /// Sets permission bits (`0o7777`).
+    fn node_set_mode(&self, path: &VfsPath, _mode: u32) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Sets owner and group.
+    fn node_set_owner(&self, path: &VfsPath, _uid: u32, _gid: u32) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+    /// Sets the modification time.
+    fn node_set_mtime(&self, path: &VfsPath, _mtime: SystemTime) -> Result<()> {
+        Err(VfsError::ReadOnly(path.clone()))
+    }
+
+    // ---- Provided, symlink-aware API. ----
+
+    /// `stat`: follows symlinks, including the last component.
+    fn metadata(&self, path: &VfsPath) -> Result<Metadata> {
+        self.node_metadata(&resolve(self, path, Follow::All)?)
+    }
+    /// `lstat`: follows symlinks in the parents only.
+    fn symlink_metadata(&self, path: &VfsPath) -> Result<Metadata> {
+        self.node_metadata(&resolve(self, path, Follow::Parents)?)
+    }
+    /// Sorted listing of a directory (following symlinks to it).
+    fn read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>> {
+        self.node_read_dir(&resolve(self, path, Follow::All)?)
+    }
+    /// Target of a symlink, verbatim.
+    fn read_link(&self, path: &VfsPath) -> Result<String> {
+        self.node_read_link(&resolve(self, path, Follow::Parents)?)
+    }
+    /// Opens a file for reading (following symlinks).
+    fn open(&self, path: &VfsPath) -> Result<FileReader> {
+        self.node_open(&resolve(self, path, Follow::All)?)
+    }
+    /// Whole content of a file (following symlinks), zero-copy where possible.
+    fn read_all(&self, path: &VfsPath) -> Result<Bytes> {
+        self.node_read_all(&resolve(self, path, Follow::All)?)
+    }
+    /// The path with every symlink resolved; the final component need not exist.
+    fn canonicalize(&self, path: &VfsPath) -> Result<VfsPath> {
+        resolve(self, path, Follow::All)
+    }
+    /// Whether `path` exists (following symlinks); errors other than not-found count as
+    /// "does not exist" too, like [`std::path::Path::exists`].
+    fn exists(&self, path: &VfsPath) -> bool {
+        self.metadata(path).is_ok()
+    }
+    /// Creates or replaces a file; a final symlink is followed, as `open(O_CREAT)` does.
+    fn write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {
+        self.node_write_file(&resolve(self, path, Follow::All)?, data)
+    }
+    /// Truncates or extends a file.
+    fn set_len(&self, path: &VfsPath, len: u64) -> Result<()> {
+        self.node_set_len(&resolve(self, path, Follow::All)?, len)
+    }
+    /// Creates one directory.
+    fn create_dir(&self, path: &VfsPath) -> Result<()> {
+        self.node_create_dir(&resolve(self, path, Follow::Parents)?)
+    }
+    /// Creates a directory and any missing parents; existing directories are fine.
+    fn create_dir_all(&self, path: &VfsPath) -> Result<()> {
+        // Step one level at a time from the already resolved prefix, so a deep path costs
+        // one lookup per level rather than a full resolution per level.
+        let mut cur = VfsPath::root();
+        for name in path.components() {
+            let next = resolve_below(self, cur, std::iter::once(name), Follow::All, path)?;
+            match self.node_metadata(&next) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(VfsError::NotADirectory(next)),
+                Err(VfsError::NotFound(_)) => self.node_create_dir(&next)?,
+                Err(e) => return Err(e),
+            }
+            cur = next;
+        }
+        Ok(())
+    }
+    /// Removes a non-directory or an empty directory (a final symlink itself is removed).
+    fn remove(&self, path: &VfsPath) -> Result<()> {
+        self.node_remove(&resolve(self, path, Follow::Parents)?)
+    }
+    /// Removes an entry and everything below it (never following symlinks inside it).
+    fn remove_dir_all(&self, path: &VfsPath) -> Result<()> {
+        self.node_remove_dir_all(&resolve(self, path, Follow::Parents)?)
+    }
+    /// Renames an entry (a final symlink is moved, not its target).
+    fn rename(&self, from: &VfsPath, to: &VfsPath) -> Result<()> {
+        let from = resolve(self, from, Follow::Parents)?;
+        let to = resolve(self, to, Follow::Parents)?;
+        self.node_rename(&from, &to)
+    }
+    /// Creates a symlink at `link` pointing to `target`.
+    fn symlink(&self, target: &str, link: &VfsPath) -> Result<()> {
+        if target.is_empty() || target.contains('\0') {
+            return Err(VfsError::InvalidPath {
+                path: target.to_owned(),
+                reason: "a symlink target must be non-empty and contain no NUL",
+            });
+        }
+        self.node_symlink(target, &resolve(self, link, Follow::Parents)?)
+    }
+    /// Creates a hardlink `new` to the file `existing` (a final symlink in `existing` is
+    /// not followed, as with `linkat` without `AT_SYMLINK_FOLLOW`).
+    fn hard_link(&self, existing: &VfsPath, new: &VfsPath) -> Result<()> {
+        let existing = resolve(self, existing, Follow::Parents)?;
+        let new = resolve(self, new, Follow::Parents)?;
+        self.node_hard_link(&existing, &new)
+    }
+    /// Sets permission bits (following symlinks, as `chmod` does).
+    fn set_mode(&self, path: &VfsPath, mode: u32) -> Result<()> {
+        self.node_set_mode(&resolve(self, path, Follow::All)?, mode)
+    }
+    /// Sets owner and group (of the entry itself, as `lchown`).
+    fn set_owner(&self, path: &VfsPath, uid: u32, gid: u32) -> Result<()> {
+        self.node_set_owner(&resolve(self, path, Follow::Parents)?, uid, gid)
+    }
+    /// Sets the modification time (of the entry itself, as `lutimes`).
+    fn set_mtime(&self, path: &VfsPath, mtime: SystemTime) -> Result<()> {
+        self.node_set_mtime(&resolve(self, path, Follow::Parents)?, mtime)
+    }
+}
