@@ -1,30 +1,30 @@
 //! `semver::VersionReq` as a `pubgrub::Ranges` over `semver::Version`.
-//!
-//! Each comparator becomes an interval and a comma-joined requirement is their
-//! intersection, following the semver crate's (Cargo's) reading of each operator:
-//!
-//! | requirement | interval |
-//! |---|---|
-//! | `=1.2.3`, `=1.2`, `=1` | `[1.2.3]`, `[1.2.0, 1.3.0)`, `[1.0.0, 2.0.0)` |
-//! | `>1.2.3`, `>1.2`, `>1` | `(1.2.3, ∞)`, `[1.3.0, ∞)`, `[2.0.0, ∞)` |
-//! | `>=1.2.3`, `>=1.2` | `[1.2.3, ∞)`, `[1.2.0, ∞)` |
-//! | `<1.2.3`, `<1.2` | `(-∞, 1.2.3)`, `(-∞, 1.2.0)` |
-//! | `<=1.2.3`, `<=1.2` | `(-∞, 1.2.3]`, `(-∞, 1.3.0)` |
-//! | `~1.2.3`, `~1.2`, `~1` | `[1.2.3, 1.3.0)`, `[1.2.0, 1.3.0)`, `[1.0.0, 2.0.0)` |
-//! | `^1.2.3`, `^0.2.3`, `^0.0.3` | `[1.2.3, 2.0.0)`, `[0.2.3, 0.3.0)`, `[0.0.3, 0.0.4)` |
-//! | `1.*`, `1.2.*`, `*` | like `=1`, `=1.2`, everything |
-//!
-//! Limit: semver's pre-release rule (a pre-release matches only a comparator that names a
-//! pre-release of the same `major.minor.patch`) is not a set of intervals, so it is not
-//! encoded here. The solver applies it to *candidates* instead: a pre-release version is
-//! offered only if some requirement on that package names a pre-release of the same
-//! `major.minor.patch` (see `solver.rs`). Build metadata is ignored for ordering by the
-//! semver crate except as a last tie-break, which is harmless here.
 
 use pubgrub::Ranges;
 use semver::{Comparator, Op, Prerelease, Version, VersionReq};
 
-/// The versions a requirement accepts, pre-release rule aside (see the module doc).
+/// The versions a requirement accepts, pre-release rule aside.
+///
+/// Each comparator becomes an interval and a comma-joined requirement is their
+/// intersection, following the semver crate's (Cargo's) reading of each operator:
+///
+/// | requirement | interval |
+/// |---|---|
+/// | `=1.2.3`, `=1.2`, `=1` | `[1.2.3]`, `[1.2.0, 1.3.0)`, `[1.0.0, 2.0.0)` |
+/// | `>1.2.3`, `>1.2`, `>1` | `(1.2.3, ∞)`, `[1.3.0, ∞)`, `[2.0.0, ∞)` |
+/// | `>=1.2.3`, `>=1.2` | `[1.2.3, ∞)`, `[1.2.0, ∞)` |
+/// | `<1.2.3`, `<1.2` | `(-∞, 1.2.3)`, `(-∞, 1.2.0)` |
+/// | `<=1.2.3`, `<=1.2` | `(-∞, 1.2.3]`, `(-∞, 1.3.0)` |
+/// | `~1.2.3`, `~1.2`, `~1` | `[1.2.3, 1.3.0)`, `[1.2.0, 1.3.0)`, `[1.0.0, 2.0.0)` |
+/// | `^1.2.3`, `^0.2.3`, `^0.0.3` | `[1.2.3, 2.0.0)`, `[0.2.3, 0.3.0)`, `[0.0.3, 0.0.4)` |
+/// | `1.*`, `1.2.*`, `*` | like `=1`, `=1.2`, everything |
+///
+/// Limit: semver's pre-release rule (a pre-release matches only a comparator that names a
+/// pre-release of the same `major.minor.patch`) is not a set of intervals, so it is not
+/// encoded here. The solver applies it to *candidates* instead: a pre-release version is
+/// offered only if some requirement on that package names a pre-release of the same
+/// `major.minor.patch` (see [`crate::resolve`]). Build metadata is ignored for ordering by the
+/// semver crate except as a last tie-break, which is harmless here.
 pub fn req_to_ranges(req: &VersionReq) -> Ranges<Version> {
     req.comparators
         .iter()

@@ -14,6 +14,11 @@
 //! So a registry costs two round trips (list, then manifests) per dependency *level*, not
 //! one per edge, and every query is made at most once per resolution (the snapshot is the
 //! memo). Re-running pubgrub is cheap compared with a network round trip.
+//!
+//! Pre-releases: a pre-release version is a candidate only when some requirement on that
+//! package in the fetched manifests (any version of any package, not only the chosen ones)
+//! names a pre-release of the same `major.minor.patch`. That is slightly more permissive
+//! than semver's per-requirement rule, and deterministic for a given registry.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -84,7 +89,13 @@ pub enum ResolveError {
     Internal(String),
 }
 
-/// Resolves `root`'s dependencies against `source`.
+/// Resolves `root`'s dependencies against `source`: one version per package name, newest
+/// first unless [`ResolveOptions::preferred`] says otherwise, backtracking as needed.
+///
+/// Metadata is fetched one dependency level per round (all version lists of the level at
+/// once, then all their manifests at once); a manifest that cannot be fetched or is invalid
+/// makes only that version unusable. Pre-release versions are offered only when some
+/// requirement on the package names a pre-release of the same `major.minor.patch`.
 pub async fn resolve<S: Source + ?Sized>(
     source: &S,
     root: &Manifest,
