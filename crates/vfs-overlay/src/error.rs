@@ -64,5 +64,34 @@ pub enum VfsError {
     AlreadyMounted(VfsPath),
 }
 
+impl VfsError {
+    /// Rewrites every path in the error with `f`. A union uses it so that an error from a
+    /// mounted filesystem names the path the caller asked for, not the path inside the mount.
+    pub(crate) fn map_paths(self, f: impl Fn(VfsPath) -> VfsPath) -> VfsError {
+        use VfsError as E;
+        match self {
+            E::NotFound(p) => E::NotFound(f(p)),
+            E::NotADirectory(p) => E::NotADirectory(f(p)),
+            E::IsADirectory(p) => E::IsADirectory(f(p)),
+            E::NotASymlink(p) => E::NotASymlink(f(p)),
+            E::AlreadyExists(p) => E::AlreadyExists(f(p)),
+            E::DirectoryNotEmpty(p) => E::DirectoryNotEmpty(f(p)),
+            E::ReadOnly(p) => E::ReadOnly(f(p)),
+            E::CrossDevice { from, to } => E::CrossDevice {
+                from: f(from),
+                to: f(to),
+            },
+            E::TooManyLinks(p) => E::TooManyLinks(f(p)),
+            E::Busy(p) => E::Busy(f(p)),
+            E::InvalidOperation { path, reason } => E::InvalidOperation {
+                path: f(path),
+                reason,
+            },
+            E::AlreadyMounted(p) => E::AlreadyMounted(f(p)),
+            e @ E::InvalidPath { .. } => e,
+        }
+    }
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T, E = VfsError> = std::result::Result<T, E>;

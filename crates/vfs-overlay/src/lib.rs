@@ -3,21 +3,23 @@
 //! Everything works on [`VfsPath`]s, normalized once and rooted at `/`. A [`FileSystem`]
 //! implements a few primitives on resolved paths; symlink resolution (inside the root, at
 //! most [`MAX_SYMLINK_HOPS`] links) is shared by all of them. [`MemFs`] is a writable
-//! in-memory filesystem.
+//! in-memory filesystem and [`Union`] mounts filesystems at any depth, nested.
 //!
 //! Tar volumes over memory-mapped blobs, OCI overlays and materialization (issue 5) are not
 //! written yet.
 //!
 //! ```
 //! use bytes::Bytes;
-//! use vfs_overlay::{FileSystem, MemFs, VfsPath};
+//! use std::sync::Arc;
+//! use vfs_overlay::{FileSystem, MemFs, MountPolicy, Union, VfsPath};
 //!
 //! let pkg = MemFs::new();
 //! pkg.create_dir_all(&VfsPath::new("/bin")?)?;
 //! pkg.write_file(&VfsPath::new("/bin/tool")?, Bytes::from_static(b"#!/bin/sh\n"))?;
 //!
-//! pkg.symlink("bin/tool", &VfsPath::new("/run")?)?;
-//! assert_eq!(pkg.read_all(&VfsPath::new("/run")?)?, "#!/bin/sh\n");
+//! let root = Union::new();
+//! root.mount(&VfsPath::new("/opt")?, Arc::new(pkg), MountPolicy::Fail)?;
+//! assert_eq!(root.read_all(&VfsPath::new("/opt/bin/tool")?)?, "#!/bin/sh\n");
 //! # Ok::<(), vfs_overlay::VfsError>(())
 //! ```
 
@@ -26,9 +28,11 @@ mod fs;
 mod mem;
 mod path;
 mod resolve;
+mod union;
 
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, ReadSeek};
 pub use mem::MemFs;
 pub use path::VfsPath;
 pub use resolve::{Follow, MAX_SYMLINK_HOPS, resolve};
+pub use union::{MountOutcome, MountPolicy, Union};

@@ -128,6 +128,18 @@ impl VfsPath {
         }
     }
 
+    /// `self` followed by the components of `rest`: maps a path inside a mounted
+    /// filesystem back to the path in the union.
+    pub(crate) fn concat(&self, rest: &VfsPath) -> VfsPath {
+        if rest.is_root() {
+            self.clone()
+        } else if self.is_root() {
+            rest.clone()
+        } else {
+            VfsPath(format!("{}{}", self.0, rest.0))
+        }
+    }
+
     fn from_parts(parts: Vec<&str>) -> VfsPath {
         if parts.is_empty() {
             return Self::root();
