@@ -59,6 +59,10 @@ pub enum VfsError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A layer holds a whiteout that names nothing (`.wh.`) or `.`/`..` (`.wh..`,
+    /// `.wh...`): the layer is malformed and is refused rather than guessed at.
+    #[error("{0}: invalid whiteout entry; the layer is malformed")]
+    BadWhiteout(VfsPath),
     /// Two mounts on one path under [`crate::MountPolicy::Fail`].
     #[error("{0}: something is already mounted here")]
     AlreadyMounted(VfsPath),
@@ -88,6 +92,7 @@ impl VfsError {
                 reason,
             },
             E::AlreadyMounted(p) => E::AlreadyMounted(f(p)),
+            E::BadWhiteout(p) => E::BadWhiteout(f(p)),
             e @ E::InvalidPath { .. } => e,
         }
     }

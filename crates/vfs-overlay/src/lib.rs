@@ -5,8 +5,10 @@
 //! most [`MAX_SYMLINK_HOPS`] links) is shared by all of them. [`MemFs`] is a writable
 //! in-memory filesystem and [`Union`] mounts filesystems at any depth, nested.
 //!
-//! Tar volumes over memory-mapped blobs, OCI overlays and materialization (issue 5) are not
-//! written yet.
+//! [`Overlay`] stacks read-only layers with OCI whiteout rules into one flattened table.
+//!
+//! Tar volumes over memory-mapped blobs, a writable overlay upper layer with copy-up and
+//! materialization (issue 5) are not written yet.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -26,6 +28,7 @@
 mod error;
 mod fs;
 mod mem;
+mod overlay;
 mod path;
 mod resolve;
 mod union;
@@ -33,6 +36,7 @@ mod union;
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, ReadSeek};
 pub use mem::MemFs;
+pub use overlay::Overlay;
 pub use path::VfsPath;
 pub use resolve::{Follow, MAX_SYMLINK_HOPS, resolve};
 pub use union::{MountOutcome, MountPolicy, Union};

@@ -1,0 +1,248 @@
+//! `Overlay`: read-only layers stacked with OCI image semantics.
+//!
+//! The layers are applied once, in manifest order (lowest first), into a flattened table:
+//! path → the layer that provides that entry, plus each directory's merged child names.
+//! Lookups afterwards are one hash probe, however many layers there are, and reads go
+//! straight to the providing layer (so a file's bytes are still that layer's zero-copy
+//! `Bytes`, and a hardlink reads its target's content as of its own layer).
+//!
+//! Rules, per directory of each layer, in this order so that the order of entries inside
+//! the layer (the tar order) does not matter:
+//! 1. `.wh..wh..opq` hides every child the lower layers gave this directory;
+//! 2. `.wh.<name>` hides `<name>` (and its subtree) from the lower layers only;
+//! 3. the layer's own entries: a directory over a directory merges and takes the new
+//!    attributes; anything else replaces what was there, subtree included.
+//!
+//! A bare `.wh.`, `.wh..` and `.wh...` are errors. Whiteout entries never show.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::error::{Result, VfsError};
+use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata};
+use crate::path::VfsPath;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+#[derive(Debug)]
+struct FlatNode {
+    /// Index of the layer that provides this entry; `None` only for `/` with no layers.
+    layer: Option<usize>,
+    kind: FileType,
+    children: BTreeSet<String>,
+}
+
+/// Read-only layers merged with OCI whiteout rules. Writes fail with
+/// [`VfsError::ReadOnly`]; a writable upper layer with copy-up is not implemented yet.
+pub struct Overlay {
+    layers: Vec<Arc<dyn FileSystem>>,
+    table: HashMap<VfsPath, FlatNode>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("layers", &self.layers.len())
+            .field("entries", &self.table.len())
+            .finish()
+    }
+}
+
+/// A name as a directory listing gave it must be a single, real component; anything else
+/// from a layer would let it address some other path.
+fn checked_child(dir: &VfsPath, name: &str) -> Result<VfsPath> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(VfsError::InvalidPath {
+            path: format!("{}/{name}", dir.as_str().trim_end_matches('/')),
+            reason: "a layer listed an entry whose name is not a single path component",
+        });
+    }
+    Ok(dir.child(name))
+}
+
+/// Removes `path` and everything below it, iteratively (layers can be deep).
+fn remove_subtree(table: &mut HashMap<VfsPath, FlatNode>, path: &VfsPath) {
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+        && let Some(p) = table.get_mut(&parent)
+    {
+        p.children.remove(name);
+    }
+    let mut stack = vec![path.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(node) = table.remove(&p) {
+            stack.extend(node.children.iter().map(|c| p.child(c)));
+        }
+    }
+}
+
+impl Overlay {
+    /// Stacks `layers`, lowest (first in the manifest) first.
+    ///
+    /// # Errors
+    /// [`VfsError::BadWhiteout`] for a malformed whiteout, [`VfsError::InvalidPath`] for an
+    /// entry name that is not a single component, or whatever a layer reports while it is
+    /// listed.
+    pub fn new(layers: Vec<Arc<dyn FileSystem>>) -> Result<Self> {
+        let mut table = HashMap::new();
+        table.insert(
+            VfsPath::root(),
+            FlatNode {
+                layer: None,
+                kind: FileType::Dir,
+                children: BTreeSet::new(),
+            },
+        );
+        for (index, layer) in layers.iter().enumerate() {
+            apply_layer(&mut table, index, layer.as_ref())?;
+        }
+        Ok(Overlay { layers, table })
+    }
+
+    /// Number of visible entries, `/` included.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether only `/` is visible.
+    pub fn is_empty(&self) -> bool {
+        self.table.len() <= 1
+    }
+
+    fn provider(&self, path: &VfsPath) -> Result<(&FlatNode, Option<&Arc<dyn FileSystem>>)> {
+        let node = self
+            .table
+            .get(path)
+            .ok_or_else(|| VfsError::NotFound(path.clone()))?;
+        Ok((node, node.layer.and_then(|i| self.layers.get(i))))
+    }
+
+    fn file_layer(&self, path: &VfsPath) -> Result<&Arc<dyn FileSystem>> {
+        match self.provider(path)? {
+            (node, _) if node.kind == FileType::Dir => Err(VfsError::IsADirectory(path.clone())),
+            (_, Some(layer)) => Ok(layer),
+            (_, None) => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+}
+
+fn apply_layer(
+    table: &mut HashMap<VfsPath, FlatNode>,
+    index: usize,
+    layer: &dyn FileSystem,
+) -> Result<()> {
+    if let Some(root) = table.get_mut(&VfsPath::root()) {
+        root.layer = Some(index);
+    }
+    let mut dirs = vec![VfsPath::root()];
+    while let Some(dir) = dirs.pop() {
+        let mut opaque = false;
+        let mut hidden = Vec::new();
+        let mut own = Vec::new();
+        for entry in layer.node_read_dir(&dir)? {
+            if entry.name == OPAQUE_MARKER {
+                opaque = true;
+            } else if let Some(name) = entry.name.strip_prefix(WHITEOUT_PREFIX) {
+                if matches!(name, "" | "." | "..") {
+                    return Err(VfsError::BadWhiteout(checked_child(&dir, &entry.name)?));
+                }
+                hidden.push(checked_child(&dir, name)?);
+            } else {
+                own.push((checked_child(&dir, &entry.name)?, entry.kind));
+            }
+        }
+        if opaque {
+            let lower: Vec<VfsPath> = table
+                .get(&dir)
+                .map(|n| n.children.iter().map(|c| dir.child(c)).collect())
+                .unwrap_or_default();
+            for child in &lower {
+                remove_subtree(table, child);
+            }
+        }
+        for path in &hidden {
+            remove_subtree(table, path);
+        }
+        for (path, kind) in own {
+            let merge =
+                kind == FileType::Dir && table.get(&path).is_some_and(|n| n.kind == FileType::Dir);
+            if merge {
+                if let Some(node) = table.get_mut(&path) {
+                    node.layer = Some(index);
+                }
+            } else {
+                remove_subtree(table, &path);
+                if let Some(name) = path.file_name()
+                    && let Some(parent) = table.get_mut(&dir)
+                {
+                    parent.children.insert(name.to_owned());
+                }
+                table.insert(
+                    path.clone(),
+                    FlatNode {
+                        layer: Some(index),
+                        kind,
+                        children: BTreeSet::new(),
+                    },
+                );
+            }
+            if kind == FileType::Dir {
+                dirs.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl FileSystem for Overlay {
+    fn node_metadata(&self, path: &VfsPath) -> Result<Metadata> {
+        match self.provider(path)? {
+            (_, Some(layer)) => layer.node_metadata(path),
+            (_, None) => Ok(Metadata {
+                kind: FileType::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: SystemTime::UNIX_EPOCH,
+                size: 0,
+                nlink: 2,
+            }),
+        }
+    }
+
+    fn node_read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>> {
+        let (node, _) = self.provider(path)?;
+        if node.kind != FileType::Dir {
+            return Err(VfsError::NotADirectory(path.clone()));
+        }
+        Ok(node
+            .children
+            .iter()
+            .filter_map(|name| {
+                let kind = self.table.get(&path.child(name))?.kind;
+                Some(DirEntry {
+                    name: name.clone(),
+                    kind,
+                })
+            })
+            .collect())
+    }
+
+    fn node_read_link(&self, path: &VfsPath) -> Result<String> {
+        match self.provider(path)? {
+            (node, Some(layer)) if node.kind == FileType::Symlink => layer.node_read_link(path),
+            _ => Err(VfsError::NotASymlink(path.clone())),
+        }
+    }
+
+    fn node_read_all(&self, path: &VfsPath) -> Result<Bytes> {
+        self.file_layer(path)?.node_read_all(path)
+    }
+
+    fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
+        self.file_layer(path)?.node_open(path)
+    }
+}
