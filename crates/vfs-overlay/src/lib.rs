@@ -5,6 +5,7 @@
 //! most [`MAX_SYMLINK_HOPS`] links) is shared by all of them. [`MemFs`] is a writable
 //! in-memory filesystem and [`Union`] mounts filesystems at any depth, nested.
 //!
+//! [`SubFs`] shows one directory of a filesystem as its own root (to mount a sub-path).
 //! [`Overlay`] stacks read-only layers with OCI whiteout rules into one flattened table.
 //!
 //! Tar volumes over memory-mapped blobs, a writable overlay upper layer with copy-up and
@@ -31,6 +32,7 @@ mod mem;
 mod overlay;
 mod path;
 mod resolve;
+mod sub;
 mod union;
 
 pub use error::{Result, VfsError};
@@ -39,4 +41,5 @@ pub use mem::MemFs;
 pub use overlay::Overlay;
 pub use path::VfsPath;
 pub use resolve::{Follow, MAX_SYMLINK_HOPS, resolve};
+pub use sub::SubFs;
 pub use union::{MountOutcome, MountPolicy, Union};

@@ -300,3 +300,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sub_path_mounts() {
+    use vfs_overlay::SubFs;
+    let volume = mem(&[
+        ("/share/data/a.txt", "a"),
+        ("/share/data/sub/b", "b"),
+        ("/secret", "s"),
+    ]);
+    volume.symlink("share", &p("/s")).unwrap();
+    volume.symlink("/etc/conf", &p("/share/data/abs")).unwrap();
+    volume
+        .symlink("../../../secret", &p("/share/data/up"))
+        .unwrap();
+    let sub = SubFs::new(volume.clone(), &p("/s/data")).unwrap();
+    assert_eq!(sub.base(), &p("/share/data"));
+    let u = nested();
+    u.mount(&p("/data"), Arc::new(sub), MountPolicy::Fail)
+        .unwrap();
+    assert_eq!(names(&u, "/data").len(), 4);
+    assert_eq!(u.read_all(&p("/data/sub/b")).unwrap(), "b");
+    // Links inside the sub-path resolve in the union, never back into the volume's root.
+    assert_eq!(u.read_all(&p("/data/abs")).unwrap(), "root-conf");
+    assert_eq!(
+        u.read_all(&p("/data/up")),
+        Err(VfsError::NotFound(p("/secret")))
+    );
+    // Errors name union paths; writes land in the volume.
+    assert_eq!(
+        u.read_all(&p("/data/nope")),
+        Err(VfsError::NotFound(p("/data/nope")))
+    );
+    u.write_file(&p("/data/new"), Bytes::from_static(b"n"))
+        .unwrap();
+    assert_eq!(volume.read_all(&p("/share/data/new")).unwrap(), "n");
+    assert!(matches!(
+        SubFs::new(volume.clone(), &p("/secret")),
+        Err(VfsError::NotADirectory(_))
+    ));
+    assert!(matches!(
+        SubFs::new(volume, &p("/missing")),
+        Err(VfsError::NotFound(_))
+    ));
+}
