@@ -59,6 +59,14 @@ pub(crate) fn resolve_below<'a, F: FileSystem + ?Sized>(
                 cur = cur.parent().unwrap_or_else(VfsPath::root);
                 continue;
             }
+            // Only a link target can bring a NUL here (paths were checked when made), and
+            // no filesystem can hold such a name.
+            n if n.contains('\0') => {
+                return Err(VfsError::InvalidPath {
+                    path: n.to_owned(),
+                    reason: "a symlink target contains a NUL byte",
+                });
+            }
             _ => {}
         }
         let next = cur.child(&name);

@@ -358,3 +358,14 @@ fn shared_across_threads() {
     }
     assert_eq!(fs.read_dir(&p("/")).unwrap().len(), 5);
 }
+
+#[test]
+fn nul_in_a_stored_target_is_an_error_not_a_panic() {
+    // Only reachable through the primitive, which does not validate, like a raw archive.
+    let fs = MemFs::new();
+    fs.node_symlink("a\0b", &p("/l")).unwrap();
+    assert!(matches!(
+        fs.metadata(&p("/l")),
+        Err(VfsError::InvalidPath { .. })
+    ));
+}

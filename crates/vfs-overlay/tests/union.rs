@@ -344,3 +344,42 @@ fn sub_path_mounts() {
         Err(VfsError::NotFound(_))
     ));
 }
+
+#[test]
+fn public_types_are_send_sync_and_object_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Union>();
+    send_sync::<MemFs>();
+    send_sync::<vfs_overlay::Overlay>();
+    send_sync::<vfs_overlay::SubFs>();
+    send_sync::<VfsError>();
+    let _: Vec<Arc<dyn FileSystem>> = vec![Arc::new(MemFs::new()), Arc::new(Union::new())];
+}
+
+proptest! {
+    #[test]
+    fn listings_show_every_mount_point_as_a_directory(
+        mounts in prop::collection::vec(mount_path(), 1..6),
+    ) {
+        let u = Union::new();
+        // The root filesystem has a file where some mount points may go.
+        u.mount(&VfsPath::root(), mem(&[("/a", "file"), ("/b/a", "file")]), MountPolicy::Replace)
+            .unwrap();
+        for m in &mounts {
+            u.mount(m, mem(&[]), MountPolicy::Replace).unwrap();
+        }
+        for m in mounts.iter().filter(|m| !m.is_root()) {
+            let parent = m.parent().unwrap();
+            let name = m.file_name().unwrap();
+            let listing = u.read_dir(&parent).unwrap();
+            prop_assert!(
+                listing.iter().any(|e| e.name == name && e.kind == FileType::Dir),
+                "{} missing from listing of {}", m, parent
+            );
+            prop_assert!(u.metadata(m).unwrap().is_dir());
+            let mut sorted = listing.clone();
+            sorted.sort();
+            prop_assert_eq!(listing, sorted);
+        }
+    }
+}
