@@ -6,10 +6,11 @@
 //! in-memory filesystem and [`Union`] mounts filesystems at any depth, nested.
 //!
 //! [`SubFs`] shows one directory of a filesystem as its own root (to mount a sub-path).
-//! [`Overlay`] stacks read-only layers with OCI whiteout rules into one flattened table.
+//! [`Overlay`] stacks read-only layers with OCI whiteout rules into one flattened table;
+//! [`WritableOverlay`] puts a writable layer with copy-up on top of one.
 //!
-//! Tar volumes over memory-mapped blobs, a writable overlay upper layer with copy-up and
-//! materialization (issue 5) are not written yet.
+//! Tar volumes over memory-mapped blobs, host directory volumes and materialization (issue 5)
+//! are not written yet.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -34,6 +35,7 @@ mod path;
 mod resolve;
 mod sub;
 mod union;
+mod upper;
 
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, ReadSeek};
@@ -43,3 +45,4 @@ pub use path::VfsPath;
 pub use resolve::{Follow, MAX_SYMLINK_HOPS, resolve};
 pub use sub::SubFs;
 pub use union::{MountOutcome, MountPolicy, Union};
+pub use upper::WritableOverlay;

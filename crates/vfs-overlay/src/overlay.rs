@@ -37,7 +37,7 @@ struct FlatNode {
 }
 
 /// Read-only layers merged with OCI whiteout rules. Writes fail with
-/// [`VfsError::ReadOnly`]; a writable upper layer with copy-up is not implemented yet.
+/// [`VfsError::ReadOnly`]; put a [`crate::WritableOverlay`] on top to write.
 pub struct Overlay {
     layers: Vec<Arc<dyn FileSystem>>,
     table: HashMap<VfsPath, FlatNode>,

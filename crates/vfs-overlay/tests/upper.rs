@@ -1,0 +1,154 @@
+//! `WritableOverlay`: copy-up, deletes hiding lower subtrees, opaque recreation.
+
+// Helpers outside `#[test]` functions panic on purpose too: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use vfs_overlay::{FileSystem, MemFs, Overlay, VfsError, VfsPath, WritableOverlay};
+
+fn p(s: &str) -> VfsPath {
+    VfsPath::new(s).unwrap()
+}
+
+fn base() -> (Arc<MemFs>, WritableOverlay) {
+    let lower = MemFs::new();
+    for (path, content) in [
+        ("/etc/conf", "lower"),
+        ("/usr/lib/a", "a"),
+        ("/usr/lib/b", "b"),
+    ] {
+        let path = p(path);
+        lower.create_dir_all(&path.parent().unwrap()).unwrap();
+        lower
+            .write_file(&path, Bytes::copy_from_slice(content.as_bytes()))
+            .unwrap();
+    }
+    lower.set_mode(&p("/etc/conf"), 0o600).unwrap();
+    lower.set_owner(&p("/etc/conf"), 7, 8).unwrap();
+    lower
+        .set_mtime(
+            &p("/etc/conf"),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(99),
+        )
+        .unwrap();
+    lower.set_mode(&p("/etc"), 0o750).unwrap();
+    lower.symlink("usr/lib", &p("/lib")).unwrap();
+    let lower = Arc::new(lower);
+    let overlay = Overlay::new(vec![lower.clone() as Arc<dyn FileSystem>]).unwrap();
+    (lower, WritableOverlay::new(overlay))
+}
+
+fn names(fs: &dyn FileSystem, dir: &str) -> Vec<String> {
+    fs.read_dir(&p(dir))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
+}
+
+#[test]
+fn reads_fall_through_and_writes_copy_up() {
+    let (lower, o) = base();
+    assert_eq!(o.read_all(&p("/lib/a")).unwrap(), "a");
+    o.write_file(&p("/etc/conf"), Bytes::from_static(b"upper"))
+        .unwrap();
+    assert_eq!(o.read_all(&p("/etc/conf")).unwrap(), "upper");
+    assert_eq!(lower.read_all(&p("/etc/conf")).unwrap(), "lower");
+    // Attributes of the file and of its copied-up parent survive.
+    let m = o.metadata(&p("/etc/conf")).unwrap();
+    assert_eq!((m.mode, m.uid, m.gid), (0o600, 7, 8));
+    assert_eq!(o.metadata(&p("/etc")).unwrap().mode, 0o750);
+    assert_eq!(o.upper().metadata(&p("/etc")).unwrap().mode, 0o750);
+    // Writing through a lower symlink copies the directory it leads to.
+    o.write_file(&p("/lib/c"), Bytes::from_static(b"c"))
+        .unwrap();
+    assert_eq!(names(&o, "/usr/lib"), ["a", "b", "c"]);
+    assert!(!lower.exists(&p("/usr/lib/c")));
+}
+
+#[test]
+fn attribute_changes_copy_up() {
+    let (lower, o) = base();
+    o.set_mode(&p("/usr/lib/a"), 0o755).unwrap();
+    assert_eq!(o.metadata(&p("/usr/lib/a")).unwrap().mode, 0o755);
+    assert_eq!(lower.metadata(&p("/usr/lib/a")).unwrap().mode, 0o644);
+    assert_eq!(o.read_all(&p("/usr/lib/a")).unwrap(), "a");
+    o.set_len(&p("/usr/lib/b"), 0).unwrap();
+    assert_eq!(o.read_all(&p("/usr/lib/b")).unwrap(), "");
+}
+
+#[test]
+fn deletes_hide_lower_subtrees_and_recreated_dirs_are_opaque() {
+    let (lower, o) = base();
+    o.remove(&p("/usr/lib/a")).unwrap();
+    assert_eq!(names(&o, "/usr/lib"), ["b"]);
+    assert_eq!(
+        o.remove(&p("/usr")),
+        Err(VfsError::DirectoryNotEmpty(p("/usr")))
+    );
+    o.remove_dir_all(&p("/usr")).unwrap();
+    assert!(!o.exists(&p("/usr/lib/b")));
+    assert_eq!(names(&o, "/"), ["etc", "lib"]);
+    // The symlink now dangles.
+    assert_eq!(o.read_all(&p("/lib/b")), Err(VfsError::NotFound(p("/usr"))));
+    o.create_dir_all(&p("/usr/lib")).unwrap();
+    assert_eq!(names(&o, "/usr/lib"), Vec::<String>::new());
+    assert_eq!(lower.read_all(&p("/usr/lib/b")).unwrap(), "b");
+    o.write_file(&p("/usr/lib/a"), Bytes::from_static(b"new"))
+        .unwrap();
+    assert_eq!(names(&o, "/usr/lib"), ["a"]);
+}
+
+#[test]
+fn renames() {
+    let (_lower, o) = base();
+    o.rename(&p("/usr/lib/a"), &p("/etc/a")).unwrap();
+    assert_eq!(o.read_all(&p("/etc/a")).unwrap(), "a");
+    assert!(!o.exists(&p("/usr/lib/a")));
+    // A file over a lower file replaces it.
+    o.rename(&p("/etc/a"), &p("/usr/lib/b")).unwrap();
+    assert_eq!(o.read_all(&p("/usr/lib/b")).unwrap(), "a");
+    assert_eq!(names(&o, "/usr/lib"), ["b"]);
+    // Directories with lower content cannot move; upper-only ones can.
+    assert!(matches!(
+        o.rename(&p("/usr"), &p("/u")),
+        Err(VfsError::CrossDevice { .. })
+    ));
+    o.create_dir(&p("/new")).unwrap();
+    o.write_file(&p("/new/f"), Bytes::from_static(b"f"))
+        .unwrap();
+    o.rename(&p("/new"), &p("/moved")).unwrap();
+    assert_eq!(o.read_all(&p("/moved/f")).unwrap(), "f");
+    assert_eq!(
+        o.rename(&p("/moved"), &p("/etc")),
+        Err(VfsError::DirectoryNotEmpty(p("/etc")))
+    );
+}
+
+#[test]
+fn creation_conflicts() {
+    let (_lower, o) = base();
+    assert_eq!(
+        o.create_dir(&p("/etc")),
+        Err(VfsError::AlreadyExists(p("/etc")))
+    );
+    assert_eq!(
+        o.symlink("x", &p("/etc/conf")),
+        Err(VfsError::AlreadyExists(p("/etc/conf")))
+    );
+    assert_eq!(
+        o.write_file(&p("/usr"), Bytes::new()),
+        Err(VfsError::IsADirectory(p("/usr")))
+    );
+    assert_eq!(
+        o.write_file(&p("/nope/f"), Bytes::new()),
+        Err(VfsError::NotFound(p("/nope")))
+    );
+    o.hard_link(&p("/etc/conf"), &p("/etc/conf2")).unwrap();
+    o.write_file(&p("/etc/conf2"), Bytes::from_static(b"shared"))
+        .unwrap();
+    assert_eq!(o.read_all(&p("/etc/conf")).unwrap(), "shared");
+}
