@@ -179,3 +179,138 @@ fn many_layers_deep_tree() {
     assert_eq!(o.read_all(&p("/d3/f13")).unwrap(), "15");
     assert_eq!(o.len(), 1 + 5 + 50);
 }
+
+mod model {
+    //! The overlay against a deliberately naive model: a flat map rewritten with prefix
+    //! scans, layer by layer.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Tree = BTreeMap<VfsPath, (FileType, Bytes)>;
+
+    /// Every entry of `fs` except `/`, by walking it.
+    fn walk(fs: &dyn FileSystem) -> Tree {
+        let mut out = Tree::new();
+        let mut dirs = vec![VfsPath::root()];
+        while let Some(dir) = dirs.pop() {
+            for e in fs.read_dir(&dir).unwrap() {
+                let path = dir.join(&e.name).unwrap();
+                let content = match e.kind {
+                    FileType::File => fs.read_all(&path).unwrap(),
+                    FileType::Symlink => Bytes::from(fs.read_link(&path).unwrap()),
+                    _ => Bytes::new(),
+                };
+                if e.kind == FileType::Dir {
+                    dirs.push(path.clone());
+                }
+                out.insert(path, (e.kind, content));
+            }
+        }
+        out
+    }
+
+    fn remove_under(tree: &mut Tree, root: &VfsPath, keep_root: bool) {
+        tree.retain(|p, _| !(p.starts_with(root) && !(keep_root && p == root)));
+    }
+
+    fn apply(tree: &mut Tree, layer: &Tree) {
+        for (path, _) in layer.iter() {
+            let name = path.file_name().unwrap();
+            let parent = path.parent().unwrap();
+            if name == ".wh..wh..opq" {
+                remove_under(tree, &parent, true);
+            } else if let Some(hidden) = name.strip_prefix(".wh.") {
+                remove_under(tree, &parent.join(hidden).unwrap(), false);
+            }
+        }
+        for (path, (kind, content)) in layer {
+            if path.file_name().unwrap().starts_with(".wh.") {
+                continue;
+            }
+            let dir_over_dir =
+                *kind == FileType::Dir && tree.get(path).is_some_and(|(k, _)| *k == FileType::Dir);
+            if !dir_over_dir {
+                remove_under(tree, path, false);
+            }
+            tree.insert(path.clone(), (*kind, content.clone()));
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        File(String, u8),
+        Dir(String),
+        Link(String),
+        Whiteout(String),
+        Opaque(String),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let path = prop::collection::vec("[ab]", 1..4).prop_map(|v| v.join("/"));
+        prop_oneof![
+            (path.clone(), any::<u8>()).prop_map(|(p, c)| Op::File(p, c)),
+            path.clone().prop_map(Op::Dir),
+            path.clone().prop_map(Op::Link),
+            path.clone().prop_map(Op::Whiteout),
+            path.prop_map(Op::Opaque),
+        ]
+    }
+
+    fn build(ops: &[Op]) -> Arc<dyn FileSystem> {
+        let fs = MemFs::new();
+        for op in ops {
+            // Conflicting ops (a file where a directory is needed) just fail and are skipped.
+            let _ = match op {
+                Op::File(path, c) => {
+                    let path = p(path);
+                    fs.create_dir_all(&path.parent().unwrap())
+                        .and_then(|()| fs.write_file(&path, Bytes::from(vec![*c])))
+                }
+                Op::Dir(path) => fs.create_dir_all(&p(path)),
+                Op::Link(path) => {
+                    let path = p(path);
+                    fs.create_dir_all(&path.parent().unwrap())
+                        .and_then(|()| fs.symlink("a", &path))
+                }
+                Op::Whiteout(path) => {
+                    let path = p(path);
+                    let wh = path
+                        .parent()
+                        .unwrap()
+                        .join(&format!(".wh.{}", path.file_name().unwrap()))
+                        .unwrap();
+                    fs.create_dir_all(&path.parent().unwrap())
+                        .and_then(|()| fs.write_file(&wh, Bytes::new()))
+                }
+                Op::Opaque(path) => {
+                    let path = p(path);
+                    fs.create_dir_all(&path).and_then(|()| {
+                        fs.write_file(&path.join(".wh..wh..opq").unwrap(), Bytes::new())
+                    })
+                }
+            };
+        }
+        Arc::new(fs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn overlay_matches_naive_model(
+            layers in prop::collection::vec(prop::collection::vec(op(), 0..8), 1..5),
+        ) {
+            let layers: Vec<Arc<dyn FileSystem>> = layers.iter().map(|ops| build(ops)).collect();
+            let mut expected = Tree::new();
+            for layer in &layers {
+                apply(&mut expected, &walk(layer.as_ref()));
+            }
+            let overlay = Overlay::new(layers).unwrap();
+            prop_assert_eq!(walk(&overlay), expected);
+            prop_assert_eq!(overlay.len(), walk(&overlay).len() + 1);
+        }
+    }
+}
