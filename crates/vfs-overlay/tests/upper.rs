@@ -152,3 +152,126 @@ fn creation_conflicts() {
         .unwrap();
     assert_eq!(o.read_all(&p("/etc/conf")).unwrap(), "shared");
 }
+
+mod model {
+    //! A writable overlay must behave like a plain `MemFs` holding the merged tree, except
+    //! that renaming a directory with lower contents is refused as cross-device.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use vfs_overlay::FileType;
+
+    use super::*;
+
+    type Tree = BTreeMap<VfsPath, (FileType, u32, Bytes)>;
+
+    fn walk(fs: &dyn FileSystem) -> Tree {
+        let mut out = Tree::new();
+        let mut dirs = vec![VfsPath::root()];
+        while let Some(dir) = dirs.pop() {
+            for e in fs.read_dir(&dir).unwrap() {
+                let path = dir.join(&e.name).unwrap();
+                let meta = fs.symlink_metadata(&path).unwrap();
+                let content = match e.kind {
+                    FileType::File => fs.read_all(&path).unwrap(),
+                    FileType::Symlink => Bytes::from(fs.read_link(&path).unwrap()),
+                    _ => Bytes::new(),
+                };
+                if e.kind == FileType::Dir {
+                    dirs.push(path.clone());
+                }
+                out.insert(path, (e.kind, meta.mode, content));
+            }
+        }
+        out
+    }
+
+    fn copy_of(tree: &Tree) -> MemFs {
+        let fs = MemFs::new();
+        for (path, (kind, mode, content)) in tree {
+            match kind {
+                FileType::Dir => fs.create_dir(path).unwrap(),
+                FileType::Symlink => {
+                    fs.symlink(std::str::from_utf8(content).unwrap(), path)
+                        .unwrap();
+                }
+                _ => fs.write_file(path, content.clone()).unwrap(),
+            }
+            if *kind != FileType::Symlink {
+                fs.set_mode(path, *mode).unwrap();
+            }
+        }
+        fs
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(String, u8),
+        Mkdir(String),
+        Remove(String),
+        RemoveAll(String),
+        Rename(String, String),
+        Symlink(String, String),
+        Chmod(String, u32),
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec("[abl]", 1..4).prop_map(|v| v.join("/"))
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (path(), any::<u8>()).prop_map(|(p, c)| Op::Write(p, c)),
+            path().prop_map(Op::Mkdir),
+            path().prop_map(Op::Remove),
+            path().prop_map(Op::RemoveAll),
+            (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
+            (path(), path()).prop_map(|(t, l)| Op::Symlink(t, l)),
+            (path(), 0u32..0o1000).prop_map(|(p, m)| Op::Chmod(p, m)),
+        ]
+    }
+
+    fn run(fs: &dyn FileSystem, op: &Op) -> Result<(), VfsError> {
+        match op {
+            Op::Write(path, c) => fs.write_file(&p(path), Bytes::from(vec![*c])),
+            Op::Mkdir(path) => fs.create_dir(&p(path)),
+            Op::Remove(path) => fs.remove(&p(path)),
+            Op::RemoveAll(path) => fs.remove_dir_all(&p(path)),
+            Op::Rename(a, b) => fs.rename(&p(a), &p(b)),
+            Op::Symlink(target, link) => fs.symlink(target, &p(link)),
+            Op::Chmod(path, mode) => fs.set_mode(&p(path), *mode),
+        }
+    }
+
+    fn lower() -> Arc<dyn FileSystem> {
+        let fs = MemFs::new();
+        for dir in ["/a", "/a/b", "/b", "/b/a"] {
+            fs.create_dir(&p(dir)).unwrap();
+        }
+        for file in ["/a/a", "/a/b/a", "/b/b", "/l/x"] {
+            let _ = fs.write_file(&p(file), Bytes::from_static(b"lower"));
+        }
+        fs.symlink("b", &p("/l")).unwrap();
+        fs.symlink("../b/a", &p("/a/l")).unwrap();
+        Arc::new(fs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn behaves_like_a_plain_filesystem(ops in prop::collection::vec(op(), 0..12)) {
+            let o = WritableOverlay::new(Overlay::new(vec![lower()]).unwrap());
+            let reference = copy_of(&walk(&o));
+            for op in &ops {
+                let got = run(&o, op);
+                if matches!(got, Err(VfsError::CrossDevice { .. })) {
+                    continue;
+                }
+                let want = run(&reference, op);
+                prop_assert_eq!(&got, &want, "{:?}", op);
+                prop_assert_eq!(walk(&o), walk(&reference), "after {:?}", op);
+            }
+        }
+    }
+}
