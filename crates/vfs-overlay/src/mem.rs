@@ -234,6 +234,19 @@ fn parent_entries<'a, 'p>(
     }
 }
 
+/// The read-only half of [`parent_entries`]: whether `path`'s parent is a directory.
+fn check_parent_dir(root: &Node, path: &VfsPath) -> Result<()> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    match lookup(root, &parent) {
+        Ok(Node::Dir { .. }) => Ok(()),
+        Ok(_) => Err(VfsError::NotADirectory(parent)),
+        Err(VfsError::NotFound(_)) => Err(VfsError::NotFound(parent)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Inserts a new entry, refusing to replace anything.
 fn create(root: &mut Node, path: &VfsPath, node: Node) -> Result<()> {
     let (entries, name) = parent_entries(root, path, "/ already exists")?;
@@ -383,11 +396,17 @@ impl FileSystem for MemFs {
                 return Ok(());
             }
             let src_is_dir = matches!(src, Node::Dir { .. });
-            if src_is_dir && to.starts_with(from) {
+            // Same order of checks as Linux: the destination's directory must exist, then
+            // neither path may contain the other, and only then do the kinds matter.
+            check_parent_dir(root, to)?;
+            if to.starts_with(from) {
                 return Err(VfsError::InvalidOperation {
                     path: from.clone(),
                     reason: "cannot move a directory into itself",
                 });
+            }
+            if from.starts_with(to) {
+                return Err(VfsError::DirectoryNotEmpty(to.clone()));
             }
             match lookup(root, to) {
                 Ok(Node::Dir { entries, .. }) if src_is_dir => {
@@ -404,9 +423,8 @@ impl FileSystem for MemFs {
                 Ok(_) | Err(VfsError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
-            // Make sure the destination's directory exists before detaching the source, so
-            // nothing can fail between taking the node out and putting it back in.
-            parent_entries(root, to, "cannot rename to /")?;
+            // The destination's directory was checked above, so nothing can fail between
+            // taking the node out and putting it back in.
             let (entries, name) = parent_entries(root, from, "cannot rename /")?;
             let node = entries
                 .remove(name)

@@ -299,17 +299,23 @@ impl FileSystem for WritableOverlay {
                 reason: "cannot rename to or from /",
             });
         }
-        if src.is_dir() && self.lower_visible(&state, from) {
-            return Err(VfsError::CrossDevice {
-                from: from.clone(),
-                to: to.clone(),
-            });
+        // Checks in the order Linux makes them: destination directory, paths containing
+        // each other, kinds; the overlay's own refusal comes last, as overlayfs's does.
+        if let Some(parent) = to.parent() {
+            match self.merged_metadata(&state, &parent) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(VfsError::NotADirectory(parent)),
+                Err(e) => return Err(e),
+            }
         }
-        if src.is_dir() && to.starts_with(from) {
+        if to.starts_with(from) {
             return Err(VfsError::InvalidOperation {
                 path: from.clone(),
                 reason: "cannot move a directory into itself",
             });
+        }
+        if from.starts_with(to) {
+            return Err(VfsError::DirectoryNotEmpty(to.clone()));
         }
         match self.merged_metadata(&state, to) {
             Ok(dst) if src.is_dir() && !dst.is_dir() => {
@@ -323,6 +329,12 @@ impl FileSystem for WritableOverlay {
             }
             Ok(_) | Err(VfsError::NotFound(_)) => {}
             Err(e) => return Err(e),
+        }
+        if src.is_dir() && self.lower_visible(&state, from) {
+            return Err(VfsError::CrossDevice {
+                from: from.clone(),
+                to: to.clone(),
+            });
         }
         self.copy_up(&state, from)?;
         self.copy_up_parents(&state, to)?;
