@@ -245,6 +245,8 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// not followed, as with `linkat` without `AT_SYMLINK_FOLLOW`).
     fn hard_link(&self, existing: &VfsPath, new: &VfsPath) -> Result<()> {
         let existing = resolve(self, existing, Follow::Parents)?;
+        // As `linkat(2)`: a missing source is reported before any problem with `new`.
+        self.node_metadata(&existing)?;
         let new = resolve(self, new, Follow::Parents)?;
         self.node_hard_link(&existing, &new)
     }

@@ -445,7 +445,13 @@ impl FileSystem for MemFs {
 
     fn node_hard_link(&self, existing: &VfsPath, new: &VfsPath) -> Result<()> {
         self.write(|root| {
-            let node = match lookup(root, existing)? {
+            let src = lookup(root, existing)?;
+            // As Linux: problems with the new name come before refusing a directory.
+            check_parent_dir(root, new)?;
+            if lookup(root, new).is_ok() {
+                return Err(VfsError::AlreadyExists(new.clone()));
+            }
+            let node = match src {
                 Node::File(inode) => Node::File(Arc::clone(inode)),
                 // A symlink has no content to share and is never modified in place, so a
                 // copy of it behaves exactly like a second name.

@@ -24,6 +24,8 @@ enum Op {
     Rename(String, String),
     Symlink(String, String),
     Chmod(String, u32),
+    Truncate(String, u8),
+    HardLink(String, String),
 }
 
 fn path() -> impl Strategy<Value = String> {
@@ -40,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
         (path(), path()).prop_map(|(t, l)| Op::Symlink(t, l)),
         // The owner keeps rwx so that the tree stays walkable without privileges.
         (path(), 0o700u32..0o1000).prop_map(|(p, m)| Op::Chmod(p, m)),
+        (path(), 0u8..4).prop_map(|(p, n)| Op::Truncate(p, n)),
+        (path(), path()).prop_map(|(a, b)| Op::HardLink(a, b)),
     ]
 }
 
@@ -67,6 +71,14 @@ fn run_mem(fs: &MemFs, op: &Op) -> Result<(), i32> {
         Op::Rename(a, b) => fs.rename(&p(a), &p(b)),
         Op::Symlink(target, link) => fs.symlink(target, &p(link)),
         Op::Chmod(path, mode) => fs.set_mode(&p(path), *mode),
+        Op::Truncate(path, len) => fs.set_len(&p(path), u64::from(*len)),
+        // Linux refuses hard links to directories with EPERM.
+        Op::HardLink(a, b) => {
+            return fs.hard_link(&p(a), &p(b)).map_err(|e| match e {
+                VfsError::InvalidOperation { .. } => 1,
+                e => errno(&e),
+            });
+        }
     };
     r.map_err(|e| errno(&e))
 }
@@ -94,6 +106,12 @@ fn run_host(root: &Path, op: &Op) -> Result<(), i32> {
         Op::Chmod(path, mode) => {
             std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(*mode))
         }
+        // Truncating opens for writing, like `truncate(2)`: a directory is EISDIR.
+        Op::Truncate(path, len) => std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join(path))
+            .and_then(|f| f.set_len(u64::from(*len))),
+        Op::HardLink(a, b) => std::fs::hard_link(root.join(a), root.join(b)),
     };
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }

@@ -214,6 +214,8 @@ mod model {
         Rename(String, String),
         Symlink(String, String),
         Chmod(String, u32),
+        Truncate(String, u8),
+        HardLink(String, String),
     }
 
     fn path() -> impl Strategy<Value = String> {
@@ -229,6 +231,8 @@ mod model {
             (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
             (path(), path()).prop_map(|(t, l)| Op::Symlink(t, l)),
             (path(), 0u32..0o1000).prop_map(|(p, m)| Op::Chmod(p, m)),
+            (path(), 0u8..4).prop_map(|(p, n)| Op::Truncate(p, n)),
+            (path(), path()).prop_map(|(a, b)| Op::HardLink(a, b)),
         ]
     }
 
@@ -241,6 +245,8 @@ mod model {
             Op::Rename(a, b) => fs.rename(&p(a), &p(b)),
             Op::Symlink(target, link) => fs.symlink(target, &p(link)),
             Op::Chmod(path, mode) => fs.set_mode(&p(path), *mode),
+            Op::Truncate(path, len) => fs.set_len(&p(path), u64::from(*len)),
+            Op::HardLink(a, b) => fs.hard_link(&p(a), &p(b)),
         }
     }
 
