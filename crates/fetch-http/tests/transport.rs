@@ -60,6 +60,26 @@ fn request(url: String, data: &[u8]) -> BlobRequest {
     )
 }
 
+/// Fetch every `(url, data)` at once; each blob must arrive intact.
+async fn fetch_all_in_parallel(client: &HttpClient, store: &Store, items: Vec<(String, Bytes)>) {
+    let tasks: Vec<_> = items
+        .into_iter()
+        .map(|(url, data)| {
+            let (client, store) = (client.clone(), store.clone());
+            tokio::spawn(async move {
+                let blob = client
+                    .fetch_blob(request(url, &data), &store)
+                    .await
+                    .unwrap();
+                assert_eq!(&blob[..], &data[..]);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 fn basic(user: &str, password: &str) -> Credential {
     Credential::Basic {
         username: user.into(),
@@ -368,18 +388,15 @@ async fn tokens_are_fetched_once_and_never_follow_redirects() {
     creds.insert(&registry.host(), basic("alice", "pw"));
     let client = client_with(creds);
     let (_d, store) = store().await;
-    let tasks: Vec<_> = blobs
-        .iter()
-        .enumerate()
-        .map(|(i, data)| {
-            let (client, store) = (client.clone(), store.clone());
-            let req = request(registry.url(&format!("/v2/acme/app/blobs/{i}")), data);
-            tokio::spawn(async move { client.fetch_blob(req, &store).await })
+    let items = (0..blobs.len())
+        .map(|i| {
+            (
+                registry.url(&format!("/v2/acme/app/blobs/{i}")),
+                blobs[i].clone(),
+            )
         })
         .collect();
-    for (t, data) in tasks.into_iter().zip(&blobs) {
-        assert_eq!(&t.await.unwrap().unwrap()[..], &data[..]);
-    }
+    fetch_all_in_parallel(&client, &store, items).await;
     assert_eq!(registry.hits("/token"), 1, "six parallel pulls, one token");
     let token_request = &registry.requests_to("/token")[0];
     assert_eq!(
@@ -552,18 +569,10 @@ async fn the_per_host_limit_holds_under_parallel_pulls() {
     )
     .unwrap();
     let (_d, store) = store().await;
-    let tasks: Vec<_> = blobs
-        .iter()
-        .enumerate()
-        .map(|(i, data)| {
-            let (client, store) = (client.clone(), store.clone());
-            let req = request(server.url(&format!("/b{i}")), data);
-            tokio::spawn(async move { client.fetch_blob(req, &store).await })
-        })
+    let items = (0..blobs.len())
+        .map(|i| (server.url(&format!("/b{i}")), blobs[i].clone()))
         .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    fetch_all_in_parallel(&client, &store, items).await;
     assert_eq!(server.requests().len(), 6);
     assert!(
         server.peak_in_flight() <= 2,
