@@ -63,6 +63,15 @@ pub enum VfsError {
     /// `.wh...`): the layer is malformed and is refused rather than guessed at.
     #[error("{0}: invalid whiteout entry; the layer is malformed")]
     BadWhiteout(VfsPath),
+    /// `EIO`: the backing data does not hold what the index says (a volume's index that
+    /// does not match its archive).
+    #[error("{path}: corrupt volume: {reason}")]
+    Corrupt {
+        /// The entry being read.
+        path: VfsPath,
+        /// What did not match.
+        reason: &'static str,
+    },
     /// Two mounts on one path under [`crate::MountPolicy::Fail`].
     #[error("{0}: something is already mounted here")]
     AlreadyMounted(VfsPath),
@@ -93,6 +102,10 @@ impl VfsError {
             },
             E::AlreadyMounted(p) => E::AlreadyMounted(f(p)),
             E::BadWhiteout(p) => E::BadWhiteout(f(p)),
+            E::Corrupt { path, reason } => E::Corrupt {
+                path: f(path),
+                reason,
+            },
             e @ E::InvalidPath { .. } => e,
         }
     }

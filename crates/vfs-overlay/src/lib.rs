@@ -9,8 +9,9 @@
 //! [`Overlay`] stacks read-only layers with OCI whiteout rules into one flattened table;
 //! [`WritableOverlay`] puts a writable layer with copy-up on top of one.
 //!
-//! Tar volumes over memory-mapped blobs, host directory volumes and materialization (issue 5)
-//! are not written yet.
+//! [`TarVolume`] serves an uncompressed tar (a memory-mapped blob) read-only, file data as
+//! zero-copy slices, from a [`TarIndex`] built once and serializable. Decompression, host
+//! directory volumes and materialization (issue 5) are not written yet.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -34,9 +35,11 @@ mod overlay;
 mod path;
 mod resolve;
 mod sub;
+mod tar;
 mod union;
 mod upper;
 
+pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, ReadSeek};
 pub use mem::MemFs;

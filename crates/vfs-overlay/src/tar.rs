@@ -1,0 +1,851 @@
+//! `TarVolume`: a read-only filesystem over an uncompressed tar held in memory (in
+//! production, a memory-mapped [`cache_core::Blob`]).
+//!
+//! The headers are scanned once into a [`TarIndex`]: path → kind, attributes and the byte
+//! range of the data inside the tar. File reads are then `Bytes::slice`s of the archive, so
+//! no byte of content is copied. The index serializes ([`TarIndex::to_bytes`]) so that it
+//! can be kept as a derived store entry and a warm load does not scan again;
+//! [`TarIndex::from_bytes`] checks everything it is given.
+//!
+//! Hostile archives, and what the index makes of them:
+//! - **Names are normalized with [`VfsPath`]**: absolute names and `..` stay inside the
+//!   volume's `/`. `../../etc/x` and `/etc/x` both become `/etc/x` *inside the volume*;
+//!   nothing can name a path above its root.
+//! - **A NUL byte in a name** (possible through PAX or GNU long names) refuses the whole
+//!   archive with [`TarError::BadName`]: such a name cannot exist on any filesystem and
+//!   truncating it would make it alias another entry.
+//! - **Names that are not UTF-8** are converted lossily (invalid bytes become U+FFFD).
+//! - **Duplicate entries**: the later one wins, as extraction does. A directory over a
+//!   directory only updates the attributes; anything else replaces the earlier entry and
+//!   everything below it.
+//! - **An entry below a non-directory** (`a` a file or a symlink, then `a/b`): `a` is
+//!   replaced by an implied directory. Symlinks are never followed while indexing, so a
+//!   symlink to `/etc` followed by `link/passwd` puts `passwd` under the volume's own `/link`.
+//! - **Implied directories** (parents no entry names) exist with mode 0755, uid/gid 0 and
+//!   mtime 0.
+//! - **Hardlinks** must name an entry that came earlier in the archive and is not a
+//!   directory, else [`TarError::BadHardlink`] refuses the archive. A hardlink to a file
+//!   shares the target's data range (same bytes, same attributes, counted in `nlink`); a
+//!   hardlink to a symlink or a device is a copy of that entry (as `link(2)` without
+//!   `AT_SYMLINK_FOLLOW` does). The target is looked up literally, never through symlinks.
+//! - **Data past the end of the buffer** (a truncated tar, including a cut inside the
+//!   padding that rounds data up to 512 bytes) is [`TarError::Truncated`]; a tar cut at an
+//!   entry boundary lacks its end-of-archive zero block and is [`TarError::MissingEnd`].
+//!   An empty buffer is an empty volume.
+//! - **Sparse files** are refused ([`TarError::Unsupported`]): their data is not one range.
+//!   PAX global headers and unknown entry types are skipped.
+//! - A symlink target is kept verbatim (a NUL in it is [`TarError::BadEntry`]); it is
+//!   resolved later inside the VFS root, like any other.
+//! - uid, gid and mtime come from the ustar header fields (PAX overrides of those are not
+//!   read); a uid or gid above `u32::MAX` is clamped to it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VfsError};
+use crate::fs::{DirEntry, FileSystem, FileType, Metadata};
+use crate::path::VfsPath;
+
+/// Magic string and version of the serialized index.
+const INDEX_FORMAT: &str = "pkgload-tar-index";
+const INDEX_VERSION: u32 = 1;
+
+/// Mode of directories that no entry describes.
+const IMPLIED_DIR_MODE: u32 = 0o755;
+
+/// Why an archive (or a serialized index) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TarError {
+    /// The tar structure itself could not be read (bad checksum, bad number field, …).
+    #[error("tar is malformed near byte {at}: {message}")]
+    Malformed {
+        /// Byte offset of the last header read successfully (0 before the first).
+        at: u64,
+        /// What the tar reader reported.
+        message: String,
+    },
+    /// An entry's name holds a NUL byte.
+    #[error("tar entry name {name:?} contains a NUL byte; the archive is refused")]
+    BadName {
+        /// The name, lossily decoded.
+        name: String,
+    },
+    /// An entry that cannot be represented (a non-directory named `/`, a symlink target
+    /// with a NUL byte).
+    #[error("tar entry {path}: {reason}")]
+    BadEntry {
+        /// The entry's normalized path.
+        path: VfsPath,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A hardlink whose target is missing (or comes later in the archive) or is a directory.
+    #[error("tar entry {path}: hardlink to {target}, which {reason}")]
+    BadHardlink {
+        /// The hardlink's path.
+        path: VfsPath,
+        /// The target it names.
+        target: VfsPath,
+        /// "does not exist (earlier in the archive)" or "is a directory".
+        reason: &'static str,
+    },
+    /// A file's data runs past the end of the buffer: the tar is truncated.
+    #[error(
+        "tar entry {path}: data at byte {offset} of {size} bytes runs past the end of the \
+         {len}-byte archive (truncated download?)"
+    )]
+    Truncated {
+        /// The file's path.
+        path: VfsPath,
+        /// Start of its data.
+        offset: u64,
+        /// Its size.
+        size: u64,
+        /// Length of the archive.
+        len: u64,
+    },
+    /// The archive stops right after an entry, without the zero block that ends a tar: it was
+    /// cut at an entry boundary.
+    #[error("tar ends at byte {at} without an end-of-archive block (truncated download?)")]
+    MissingEnd {
+        /// Where the next header or the end marker should start.
+        at: u64,
+    },
+    /// An entry kind whose data cannot be served as one slice.
+    #[error("tar entry {path}: {kind} entries are not supported")]
+    Unsupported {
+        /// The entry's path.
+        path: VfsPath,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A serialized index that is unreadable, of another version, inconsistent, or made for
+    /// another archive. Re-index the tar.
+    #[error("invalid tar index: {0}; rebuild it from the tar")]
+    BadIndex(String),
+}
+
+/// What a tar entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TarEntryKind {
+    /// A regular file.
+    File,
+    /// A directory (listed in the tar, or implied by deeper entries).
+    Dir,
+    /// A symbolic link; `link` is its target, verbatim.
+    Symlink,
+    /// A hardlink to an earlier regular file; `link` is the target's path and the data range
+    /// is the target's.
+    Hardlink,
+    /// A device node or fifo: listed, never read.
+    Other,
+}
+
+/// One indexed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarEntry {
+    /// Normalized path inside the volume.
+    pub path: VfsPath,
+    /// What it is.
+    pub kind: TarEntryKind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
+    /// Bytes of data (files and hardlinks; 0 otherwise).
+    pub size: u64,
+    /// Offset of the data in the tar (files and hardlinks; 0 otherwise).
+    pub offset: u64,
+    /// Symlink target (verbatim) or hardlink target (normalized path).
+    pub link: Option<String>,
+}
+
+impl TarEntry {
+    fn has_data(&self) -> bool {
+        matches!(self.kind, TarEntryKind::File | TarEntryKind::Hardlink)
+    }
+
+    fn implied_dir(path: VfsPath) -> TarEntry {
+        TarEntry {
+            path,
+            kind: TarEntryKind::Dir,
+            mode: IMPLIED_DIR_MODE,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: 0,
+            offset: 0,
+            link: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    entry: TarEntry,
+    children: BTreeSet<String>,
+}
+
+/// The headers of one tar: a path table with each file's data range.
+#[derive(Clone)]
+pub struct TarIndex {
+    tar_len: u64,
+    nodes: HashMap<VfsPath, Node>,
+    /// Names sharing one data range (a file and its hardlinks), keyed by data offset.
+    links: HashMap<u64, u64>,
+}
+
+impl fmt::Debug for TarIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TarIndex")
+            .field("tar_len", &self.tar_len)
+            .field("entries", &self.nodes.len())
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireIndex {
+    format: String,
+    version: u32,
+    tar_len: u64,
+    entries: Vec<WireEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireEntry {
+    path: String,
+    kind: TarEntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+}
+
+fn malformed(at: u64, e: &std::io::Error) -> TarError {
+    TarError::Malformed {
+        at,
+        message: e.to_string(),
+    }
+}
+
+fn header_num<T>(at: u64, r: std::io::Result<T>) -> Result<T, TarError> {
+    r.map_err(|e| malformed(at, &e))
+}
+
+impl TarIndex {
+    fn empty(tar_len: u64) -> TarIndex {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            VfsPath::root(),
+            Node {
+                entry: TarEntry::implied_dir(VfsPath::root()),
+                children: BTreeSet::new(),
+            },
+        );
+        TarIndex {
+            tar_len,
+            nodes,
+            links: HashMap::new(),
+        }
+    }
+
+    /// Scans the headers of an uncompressed tar (see the module docs for what is accepted).
+    ///
+    /// # Errors
+    /// A [`TarError`] describing the first problem; nothing in `data` can make this panic.
+    pub fn scan(data: &[u8]) -> Result<TarIndex, TarError> {
+        let len = data.len() as u64;
+        let mut index = TarIndex::empty(len);
+        let mut archive = ::tar::Archive::new(Cursor::new(data));
+        let entries = archive.entries_with_seek().map_err(|e| malformed(0, &e))?;
+        let mut at = 0u64;
+        // Where the next header starts: after the last entry's data, padded to 512 bytes.
+        let mut end = 0u64;
+        for entry in entries {
+            let entry = entry.map_err(|e| malformed(at, &e))?;
+            at = entry.raw_header_position();
+            end = padded_end(entry.raw_file_position(), entry.size())
+                .filter(|&e| e <= len)
+                .ok_or_else(|| TarError::Truncated {
+                    path: VfsPath::new(&String::from_utf8_lossy(&entry.path_bytes()))
+                        .unwrap_or_else(|_| VfsPath::root()),
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                    len,
+                })?;
+            let header = entry.header();
+            let raw_name = entry.path_bytes();
+            let name = String::from_utf8_lossy(&raw_name);
+            let path = VfsPath::new(&name).map_err(|_| TarError::BadName {
+                name: name.clone().into_owned(),
+            })?;
+            use ::tar::EntryType as T;
+            let etype = header.entry_type();
+            let kind = match etype {
+                T::Regular | T::Continuous if name.ends_with('/') => TarEntryKind::Dir,
+                T::Regular | T::Continuous => TarEntryKind::File,
+                T::Directory => TarEntryKind::Dir,
+                T::Symlink => TarEntryKind::Symlink,
+                T::Link => TarEntryKind::Hardlink,
+                T::Char | T::Block | T::Fifo => TarEntryKind::Other,
+                T::GNUSparse => {
+                    return Err(TarError::Unsupported {
+                        path,
+                        kind: "GNU sparse",
+                    });
+                }
+                _ => continue,
+            };
+            let mut e = TarEntry {
+                path,
+                kind,
+                mode: header_num(at, header.mode())? & 0o7777,
+                uid: u32::try_from(header_num(at, header.uid())?).unwrap_or(u32::MAX),
+                gid: u32::try_from(header_num(at, header.gid())?).unwrap_or(u32::MAX),
+                mtime: header_num(at, header.mtime())?,
+                size: 0,
+                offset: 0,
+                link: None,
+            };
+            match kind {
+                TarEntryKind::File => {
+                    e.size = entry.size();
+                    e.offset = entry.raw_file_position();
+                    check_range(&e, len)?;
+                }
+                TarEntryKind::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .unwrap_or_default();
+                    if target.contains('\0') {
+                        return Err(TarError::BadEntry {
+                            path: e.path,
+                            reason: "symlink target contains a NUL byte",
+                        });
+                    }
+                    e.link = Some(target);
+                }
+                TarEntryKind::Hardlink => {
+                    let raw = entry.link_name_bytes().unwrap_or_default();
+                    let raw = String::from_utf8_lossy(&raw);
+                    let target = VfsPath::new(&raw).map_err(|_| TarError::BadName {
+                        name: raw.clone().into_owned(),
+                    })?;
+                    e = index.resolve_hardlink(e, target)?;
+                }
+                TarEntryKind::Dir | TarEntryKind::Other => {}
+            }
+            index.insert(e)?;
+        }
+        let marker = usize::try_from(end)
+            .ok()
+            .and_then(|e| data.get(e..e.checked_add(512)?));
+        if !data.is_empty() && !marker.is_some_and(|b| b.iter().all(|&x| x == 0)) {
+            return Err(TarError::MissingEnd { at: end });
+        }
+        index.count_links();
+        Ok(index)
+    }
+
+    fn resolve_hardlink(&self, link: TarEntry, target: VfsPath) -> Result<TarEntry, TarError> {
+        let Some(node) = self.nodes.get(&target) else {
+            return Err(TarError::BadHardlink {
+                path: link.path,
+                target,
+                reason: "does not exist (earlier in the archive)",
+            });
+        };
+        let t = &node.entry;
+        match t.kind {
+            TarEntryKind::Dir => Err(TarError::BadHardlink {
+                path: link.path,
+                target,
+                reason: "is a directory",
+            }),
+            // Another name of the same inode: the target's data and attributes.
+            TarEntryKind::File | TarEntryKind::Hardlink => Ok(TarEntry {
+                path: link.path,
+                kind: TarEntryKind::Hardlink,
+                link: Some(target.as_str().to_owned()),
+                ..t.clone()
+            }),
+            TarEntryKind::Symlink | TarEntryKind::Other => Ok(TarEntry {
+                path: link.path,
+                ..t.clone()
+            }),
+        }
+    }
+
+    /// Adds `entry`, later-wins, creating (or forcing) its parents as directories.
+    fn insert(&mut self, entry: TarEntry) -> Result<(), TarError> {
+        let path = entry.path.clone();
+        let Some(parent) = path.parent() else {
+            // The root: only a directory can describe it, and it keeps its children.
+            if entry.kind != TarEntryKind::Dir {
+                return Err(TarError::BadEntry {
+                    path,
+                    reason: "only a directory can stand for the volume root",
+                });
+            }
+            if let Some(root) = self.nodes.get_mut(&path) {
+                root.entry = entry;
+            }
+            return Ok(());
+        };
+        self.ensure_dir(&parent);
+        let merge = entry.kind == TarEntryKind::Dir
+            && self
+                .nodes
+                .get(&path)
+                .is_some_and(|n| n.entry.kind == TarEntryKind::Dir);
+        if merge {
+            if let Some(node) = self.nodes.get_mut(&path) {
+                node.entry = entry;
+            }
+            return Ok(());
+        }
+        self.remove_subtree(&path);
+        self.link_child(&parent, &path);
+        self.nodes.insert(
+            path,
+            Node {
+                entry,
+                children: BTreeSet::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn link_child(&mut self, parent: &VfsPath, path: &VfsPath) {
+        if let (Some(p), Some(name)) = (self.nodes.get_mut(parent), path.file_name()) {
+            p.children.insert(name.to_owned());
+        }
+    }
+
+    /// Makes every component of `dir` a directory: missing ones are implied, non-directories
+    /// in the way are replaced.
+    fn ensure_dir(&mut self, dir: &VfsPath) {
+        let mut cur = VfsPath::root();
+        for name in dir.components() {
+            let next = cur.child(name);
+            match self.nodes.get(&next) {
+                Some(n) if n.entry.kind == TarEntryKind::Dir => {}
+                _ => {
+                    self.remove_subtree(&next);
+                    self.link_child(&cur, &next);
+                    self.nodes.insert(
+                        next.clone(),
+                        Node {
+                            entry: TarEntry::implied_dir(next.clone()),
+                            children: BTreeSet::new(),
+                        },
+                    );
+                }
+            }
+            cur = next;
+        }
+    }
+
+    /// Removes `path` and its subtree, iteratively.
+    fn remove_subtree(&mut self, path: &VfsPath) {
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && let Some(p) = self.nodes.get_mut(&parent)
+        {
+            p.children.remove(name);
+        }
+        let mut stack = vec![path.clone()];
+        while let Some(p) = stack.pop() {
+            if let Some(node) = self.nodes.remove(&p) {
+                stack.extend(node.children.iter().map(|c| p.child(c)));
+            }
+        }
+    }
+
+    fn count_links(&mut self) {
+        self.links.clear();
+        for node in self.nodes.values() {
+            if node.entry.has_data() {
+                *self.links.entry(node.entry.offset).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Length of the tar this index describes.
+    pub fn tar_len(&self) -> u64 {
+        self.tar_len
+    }
+
+    /// Number of entries, implied directories and `/` included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the volume holds nothing but `/`.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    /// The entry at `path`, if any (not following symlinks).
+    pub fn get(&self, path: &VfsPath) -> Option<&TarEntry> {
+        self.nodes.get(path).map(|n| &n.entry)
+    }
+
+    /// Every entry, sorted by path (so parents come before their children).
+    pub fn entries(&self) -> Vec<&TarEntry> {
+        let mut v: Vec<&TarEntry> = self.nodes.values().map(|n| &n.entry).collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    /// Bytes of file content, each data range counted once (hardlinks are free).
+    pub fn content_bytes(&self) -> u64 {
+        let mut seen = BTreeSet::new();
+        self.nodes
+            .values()
+            .filter(|n| n.entry.has_data() && seen.insert(n.entry.offset))
+            .map(|n| n.entry.size)
+            .sum()
+    }
+
+    /// Serializes the index (versioned JSON) to keep it next to the blob.
+    ///
+    /// # Errors
+    /// [`TarError::BadIndex`] if serialization fails (it does not for a valid index).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, TarError> {
+        let wire = WireIndex {
+            format: INDEX_FORMAT.to_owned(),
+            version: INDEX_VERSION,
+            tar_len: self.tar_len,
+            entries: self
+                .entries()
+                .into_iter()
+                .map(|e| WireEntry {
+                    path: e.path.as_str().to_owned(),
+                    kind: e.kind,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    mtime: e.mtime,
+                    size: e.size,
+                    offset: e.offset,
+                    link: e.link.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&wire).map_err(|e| TarError::BadIndex(e.to_string()))
+    }
+
+    /// Reads an index written by [`TarIndex::to_bytes`], checking it as if it came from
+    /// outside: format and version, canonical unique paths, parents present and directories
+    /// before their children, `/` a directory, every data range inside `tar_len`, no NUL in
+    /// link targets. [`TarVolume::with_index`] then checks `tar_len` against the tar.
+    ///
+    /// # Errors
+    /// [`TarError::BadIndex`] naming the first problem.
+    pub fn from_bytes(bytes: &[u8]) -> Result<TarIndex, TarError> {
+        let bad = |m: String| TarError::BadIndex(m);
+        let wire: WireIndex = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if wire.format != INDEX_FORMAT || wire.version != INDEX_VERSION {
+            return Err(bad(format!(
+                "format {:?} version {}, expected {INDEX_FORMAT:?} version {INDEX_VERSION}",
+                wire.format, wire.version
+            )));
+        }
+        let mut index = TarIndex::empty(wire.tar_len);
+        let mut seen_root = false;
+        for w in wire.entries {
+            let path = VfsPath::new(&w.path).map_err(|e| bad(e.to_string()))?;
+            if path.as_str() != w.path {
+                return Err(bad(format!("path {:?} is not normalized", w.path)));
+            }
+            if w.mode > 0o7777 {
+                return Err(bad(format!("{path}: mode {:o} out of range", w.mode)));
+            }
+            if w.link.as_deref().is_some_and(|l| l.contains('\0')) {
+                return Err(bad(format!("{path}: link target contains a NUL byte")));
+            }
+            let link_ok = match w.kind {
+                TarEntryKind::Symlink | TarEntryKind::Hardlink => w.link.is_some(),
+                TarEntryKind::File | TarEntryKind::Dir | TarEntryKind::Other => w.link.is_none(),
+            };
+            if !link_ok {
+                return Err(bad(format!(
+                    "{path}: link target present or missing wrongly"
+                )));
+            }
+            let entry = TarEntry {
+                path: path.clone(),
+                kind: w.kind,
+                mode: w.mode,
+                uid: w.uid,
+                gid: w.gid,
+                mtime: w.mtime,
+                size: if w.kind == TarEntryKind::File || w.kind == TarEntryKind::Hardlink {
+                    w.size
+                } else {
+                    0
+                },
+                offset: if w.kind == TarEntryKind::File || w.kind == TarEntryKind::Hardlink {
+                    w.offset
+                } else {
+                    0
+                },
+                link: w.link,
+            };
+            if entry.has_data() {
+                check_range(&entry, wire.tar_len).map_err(|e| bad(e.to_string()))?;
+            }
+            match path.parent() {
+                None => {
+                    if seen_root || entry.kind != TarEntryKind::Dir {
+                        return Err(bad("`/` must appear once, as a directory".to_owned()));
+                    }
+                    seen_root = true;
+                    if let Some(root) = index.nodes.get_mut(&path) {
+                        root.entry = entry;
+                    }
+                }
+                Some(parent) => {
+                    if index.nodes.contains_key(&path) {
+                        return Err(bad(format!("{path} appears twice")));
+                    }
+                    match index.nodes.get(&parent) {
+                        Some(p) if p.entry.kind == TarEntryKind::Dir => {}
+                        _ => {
+                            return Err(bad(format!(
+                                "{path} comes before its parent directory, or its parent is \
+                                 not a directory"
+                            )));
+                        }
+                    }
+                    index.link_child(&parent, &path);
+                    index.nodes.insert(
+                        path,
+                        Node {
+                            entry,
+                            children: BTreeSet::new(),
+                        },
+                    );
+                }
+            }
+        }
+        if !seen_root {
+            return Err(bad("`/` is missing".to_owned()));
+        }
+        index.count_links();
+        Ok(index)
+    }
+}
+
+/// End of a data range rounded up to the 512-byte block, as the next header follows it.
+fn padded_end(offset: u64, size: u64) -> Option<u64> {
+    offset.checked_add(size.checked_next_multiple_of(512)?)
+}
+
+fn check_range(e: &TarEntry, len: u64) -> Result<(), TarError> {
+    match e.offset.checked_add(e.size) {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(TarError::Truncated {
+            path: e.path.clone(),
+            offset: e.offset,
+            size: e.size,
+            len,
+        }),
+    }
+}
+
+/// A read-only [`FileSystem`] over an uncompressed tar in memory; file contents are
+/// zero-copy slices of it. Cheap to clone (the data and the index are shared).
+#[derive(Clone)]
+pub struct TarVolume {
+    data: Bytes,
+    index: Arc<TarIndex>,
+}
+
+impl fmt::Debug for TarVolume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TarVolume")
+            .field("bytes", &self.data.len())
+            .field("entries", &self.index.len())
+            .finish()
+    }
+}
+
+impl TarVolume {
+    /// Indexes `data` (an uncompressed tar) and serves it.
+    ///
+    /// # Errors
+    /// See [`TarIndex::scan`].
+    pub fn new(data: Bytes) -> Result<Self, TarError> {
+        let index = TarIndex::scan(&data)?;
+        Ok(TarVolume {
+            data,
+            index: Arc::new(index),
+        })
+    }
+
+    /// A volume over a store blob (its mmap; nothing is copied).
+    ///
+    /// # Errors
+    /// See [`TarIndex::scan`].
+    pub fn from_blob(blob: &cache_core::Blob) -> Result<Self, TarError> {
+        Self::new(blob.bytes().clone())
+    }
+
+    /// A volume from an index built earlier (say, read back with [`TarIndex::from_bytes`]),
+    /// without scanning again.
+    ///
+    /// # Errors
+    /// [`TarError::BadIndex`] if the index was made for a tar of another length.
+    pub fn with_index(data: Bytes, index: Arc<TarIndex>) -> Result<Self, TarError> {
+        if index.tar_len != data.len() as u64 {
+            return Err(TarError::BadIndex(format!(
+                "made for a {}-byte tar, given {} bytes",
+                index.tar_len,
+                data.len()
+            )));
+        }
+        Ok(TarVolume { data, index })
+    }
+
+    /// The index, to serialize or share.
+    pub fn index(&self) -> &Arc<TarIndex> {
+        &self.index
+    }
+
+    /// The whole tar.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    fn node(&self, path: &VfsPath) -> Result<&Node> {
+        self.index
+            .nodes
+            .get(path)
+            .ok_or_else(|| VfsError::NotFound(path.clone()))
+    }
+}
+
+impl FileSystem for TarVolume {
+    fn node_metadata(&self, path: &VfsPath) -> Result<Metadata> {
+        let node = self.node(path)?;
+        let e = &node.entry;
+        let (kind, size, nlink) = match e.kind {
+            TarEntryKind::File | TarEntryKind::Hardlink => (
+                FileType::File,
+                e.size,
+                self.index.links.get(&e.offset).copied().unwrap_or(1),
+            ),
+            TarEntryKind::Dir => {
+                let subdirs = node
+                    .children
+                    .iter()
+                    .filter(|c| {
+                        self.index
+                            .nodes
+                            .get(&path.child(c))
+                            .is_some_and(|n| n.entry.kind == TarEntryKind::Dir)
+                    })
+                    .count() as u64;
+                (FileType::Dir, 0, 2 + subdirs)
+            }
+            TarEntryKind::Symlink => (
+                FileType::Symlink,
+                e.link.as_ref().map_or(0, |l| l.len() as u64),
+                1,
+            ),
+            TarEntryKind::Other => (FileType::Other, 0, 1),
+        };
+        Ok(Metadata {
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(e.mtime))
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            size,
+            nlink,
+        })
+    }
+
+    fn node_read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>> {
+        let node = self.node(path)?;
+        if node.entry.kind != TarEntryKind::Dir {
+            return Err(VfsError::NotADirectory(path.clone()));
+        }
+        Ok(node
+            .children
+            .iter()
+            .filter_map(|name| {
+                let child = self.index.nodes.get(&path.child(name))?;
+                let kind = match child.entry.kind {
+                    TarEntryKind::File | TarEntryKind::Hardlink => FileType::File,
+                    TarEntryKind::Dir => FileType::Dir,
+                    TarEntryKind::Symlink => FileType::Symlink,
+                    TarEntryKind::Other => FileType::Other,
+                };
+                Some(DirEntry {
+                    name: name.clone(),
+                    kind,
+                })
+            })
+            .collect())
+    }
+
+    fn node_read_link(&self, path: &VfsPath) -> Result<String> {
+        let e = &self.node(path)?.entry;
+        match (&e.kind, &e.link) {
+            (TarEntryKind::Symlink, Some(target)) => Ok(target.clone()),
+            _ => Err(VfsError::NotASymlink(path.clone())),
+        }
+    }
+
+    fn node_read_all(&self, path: &VfsPath) -> Result<Bytes> {
+        let e = &self.node(path)?.entry;
+        match e.kind {
+            TarEntryKind::File | TarEntryKind::Hardlink => {}
+            TarEntryKind::Dir => return Err(VfsError::IsADirectory(path.clone())),
+            TarEntryKind::Symlink | TarEntryKind::Other => {
+                return Err(VfsError::InvalidOperation {
+                    path: path.clone(),
+                    reason: "not a regular file",
+                });
+            }
+        }
+        let corrupt = || VfsError::Corrupt {
+            path: path.clone(),
+            reason: "the data range lies outside the tar",
+        };
+        let start = usize::try_from(e.offset).map_err(|_| corrupt())?;
+        let end = e
+            .offset
+            .checked_add(e.size)
+            .and_then(|end| usize::try_from(end).ok())
+            .ok_or_else(corrupt)?;
+        if end > self.data.len() {
+            return Err(corrupt());
+        }
+        Ok(self.data.slice(start..end))
+    }
+}
