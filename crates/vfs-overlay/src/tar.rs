@@ -444,25 +444,39 @@ impl TarIndex {
 
     /// Makes every component of `dir` a directory: missing ones are implied, non-directories
     /// in the way are replaced.
+    ///
+    /// Every entry's parent is a directory in the table (replacing an entry removes its
+    /// subtree), so the walk goes up only as far as the first existing directory: one probe
+    /// for the usual entry whose parent exists, and deep archives stay linear.
     fn ensure_dir(&mut self, dir: &VfsPath) {
-        let mut cur = VfsPath::root();
-        for name in dir.components() {
-            let next = cur.child(name);
-            match self.nodes.get(&next) {
-                Some(n) if n.entry.kind == TarEntryKind::Dir => {}
-                _ => {
-                    self.remove_subtree(&next);
-                    self.link_child(&cur, &next);
-                    self.nodes.insert(
-                        next.clone(),
-                        Node {
-                            entry: TarEntry::implied_dir(next.clone()),
-                            children: BTreeSet::new(),
-                        },
-                    );
-                }
+        let mut missing = Vec::new();
+        let mut cur = dir.clone();
+        loop {
+            if self
+                .nodes
+                .get(&cur)
+                .is_some_and(|n| n.entry.kind == TarEntryKind::Dir)
+            {
+                break;
             }
-            cur = next;
+            let Some(parent) = cur.parent() else {
+                break;
+            };
+            missing.push(cur);
+            cur = parent;
+        }
+        while let Some(path) = missing.pop() {
+            self.remove_subtree(&path);
+            if let Some(parent) = path.parent() {
+                self.link_child(&parent, &path);
+            }
+            self.nodes.insert(
+                path.clone(),
+                Node {
+                    entry: TarEntry::implied_dir(path),
+                    children: BTreeSet::new(),
+                },
+            );
         }
     }
 
