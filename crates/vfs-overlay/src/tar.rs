@@ -36,8 +36,9 @@
 //!   PAX global headers and unknown entry types are skipped.
 //! - A symlink target is kept verbatim (a NUL in it is [`TarError::BadEntry`]); it is
 //!   resolved later inside the VFS root, like any other.
-//! - uid, gid and mtime come from the ustar header fields (PAX overrides of those are not
-//!   read); a uid or gid above `u32::MAX` is clamped to it.
+//! - uid, gid and mtime come from the entry's PAX header when it has them (mtime in whole
+//!   seconds, negative → 0), else from the ustar/GNU header fields; a uid or gid above
+//!   `u32::MAX` is clamped to it. PAX global headers are not applied.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -247,6 +248,46 @@ fn malformed(at: u64, e: &std::io::Error) -> TarError {
     }
 }
 
+/// uid, gid and mtime from an entry's PAX extended header, where it has them.
+#[derive(Default)]
+struct PaxAttrs {
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<u64>,
+}
+
+/// Reads the PAX values that override header fields (`path`/`linkpath`/`size` are applied
+/// by the tar reader itself). Values that do not parse are ignored, leaving the header's.
+fn pax_attrs<R: std::io::Read>(
+    entry: &mut ::tar::Entry<'_, R>,
+    at: u64,
+) -> Result<PaxAttrs, TarError> {
+    let mut out = PaxAttrs::default();
+    let Some(exts) = entry.pax_extensions().map_err(|e| malformed(at, &e))? else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| malformed(at, &e))?;
+        let Ok(value) = ext.value() else { continue };
+        let value = value.trim();
+        match ext.key_bytes() {
+            b"uid" => out.uid = value.parse().ok().or(out.uid),
+            b"gid" => out.gid = value.parse().ok().or(out.gid),
+            // Seconds, possibly fractional or negative: whole seconds, clamped at the epoch.
+            b"mtime" => {
+                let whole = value.split('.').next().unwrap_or_default();
+                out.mtime = if whole.starts_with('-') {
+                    Some(0)
+                } else {
+                    whole.parse().ok().or(out.mtime)
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 fn header_num<T>(at: u64, r: std::io::Result<T>) -> Result<T, TarError> {
     r.map_err(|e| malformed(at, &e))
 }
@@ -281,7 +322,7 @@ impl TarIndex {
         // Where the next header starts: after the last entry's data, padded to 512 bytes.
         let mut end = 0u64;
         for entry in entries {
-            let entry = entry.map_err(|e| malformed(at, &e))?;
+            let mut entry = entry.map_err(|e| malformed(at, &e))?;
             at = entry.raw_header_position();
             end = padded_end(entry.raw_file_position(), entry.size())
                 .filter(|&e| e <= len)
@@ -315,13 +356,27 @@ impl TarIndex {
                 }
                 _ => continue,
             };
+            // PAX values win over the header fields, which may then hold anything.
+            let pax = pax_attrs(&mut entry, at)?;
+            let header = entry.header();
+            let uid = match pax.uid {
+                Some(v) => v,
+                None => header_num(at, header.uid())?,
+            };
+            let gid = match pax.gid {
+                Some(v) => v,
+                None => header_num(at, header.gid())?,
+            };
             let mut e = TarEntry {
                 path,
                 kind,
                 mode: header_num(at, header.mode())? & 0o7777,
-                uid: u32::try_from(header_num(at, header.uid())?).unwrap_or(u32::MAX),
-                gid: u32::try_from(header_num(at, header.gid())?).unwrap_or(u32::MAX),
-                mtime: header_num(at, header.mtime())?,
+                uid: u32::try_from(uid).unwrap_or(u32::MAX),
+                gid: u32::try_from(gid).unwrap_or(u32::MAX),
+                mtime: match pax.mtime {
+                    Some(v) => v,
+                    None => header_num(at, header.mtime())?,
+                },
                 size: 0,
                 offset: 0,
                 link: None,

@@ -234,6 +234,28 @@ fn long_names_gnu_and_pax() {
 }
 
 #[test]
+fn pax_overrides_owner_and_mtime() {
+    let v = Tar::new()
+        .pax(&[
+            ("uid", b"3000000000"),
+            ("gid", b"5000000000"),
+            ("mtime", b"1800000000.75"),
+        ])
+        .file("big-ids", b"x", 0o640)
+        .pax(&[("mtime", b"-5"), ("uid", b"not a number")])
+        .file("old", b"y", 0o644)
+        .volume();
+    let m = v.metadata(&p("/big-ids")).unwrap();
+    assert_eq!((m.uid, m.gid, m.mode), (3_000_000_000, u32::MAX, 0o640));
+    assert_eq!(
+        m.mtime,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    );
+    let m = v.metadata(&p("/old")).unwrap();
+    assert_eq!((m.uid, m.mtime), (1000, SystemTime::UNIX_EPOCH));
+}
+
+#[test]
 fn thousand_files() {
     let mut t = Tar::new().dir("many", 0o755);
     for i in 0..1000 {
