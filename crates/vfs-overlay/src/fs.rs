@@ -99,6 +99,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// is one, so no copy.
     fn node_read_all(&self, path: &VfsPath) -> Result<Bytes>;
 
+    /// Whether the resolved directory `path` exists only because deeper entries need it (a
+    /// tar with no entry of its own for it). An [`crate::Overlay`] then keeps a lower
+    /// layer's attributes for it. `false` by default.
+    fn node_is_implied_dir(&self, _path: &VfsPath) -> bool {
+        false
+    }
+
     /// Opens a resolved regular file. The default reads it into a cursor, which is already
     /// zero-copy for in-memory and mmap-backed data.
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {

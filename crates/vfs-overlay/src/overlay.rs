@@ -11,7 +11,9 @@
 //! 1. `.wh..wh..opq` hides every child the lower layers gave this directory;
 //! 2. `.wh.<name>` hides `<name>` (and its subtree) from the lower layers only;
 //! 3. the layer's own entries: a directory over a directory merges and takes the new
-//!    attributes; anything else replaces what was there, subtree included.
+//!    attributes (unless the layer only implies it, see
+//!    [`FileSystem::node_is_implied_dir`]); anything else replaces what was there, subtree
+//!    included.
 //!
 //! A bare `.wh.`, `.wh..` and `.wh...` are errors. Whiteout entries never show.
 
@@ -134,7 +136,9 @@ fn apply_layer(
     index: usize,
     layer: &dyn FileSystem,
 ) -> Result<()> {
-    if let Some(root) = table.get_mut(&VfsPath::root()) {
+    if let Some(root) = table.get_mut(&VfsPath::root())
+        && (root.layer.is_none() || !layer.node_is_implied_dir(&VfsPath::root()))
+    {
         root.layer = Some(index);
     }
     let mut dirs = vec![VfsPath::root()];
@@ -170,7 +174,10 @@ fn apply_layer(
             let merge =
                 kind == FileType::Dir && table.get(&path).is_some_and(|n| n.kind == FileType::Dir);
             if merge {
-                if let Some(node) = table.get_mut(&path) {
+                // A directory the layer only implies leaves the lower one's attributes.
+                if !layer.node_is_implied_dir(&path)
+                    && let Some(node) = table.get_mut(&path)
+                {
                     node.layer = Some(index);
                 }
             } else {

@@ -22,7 +22,9 @@
 //!   replaced by an implied directory. Symlinks are never followed while indexing, so a
 //!   symlink to `/etc` followed by `link/passwd` puts `passwd` under the volume's own `/link`.
 //! - **Implied directories** (parents no entry names) exist with mode 0755, uid/gid 0 and
-//!   mtime 0.
+//!   mtime 0, and say so ([`FileSystem::node_is_implied_dir`]): in an [`crate::Overlay`] a
+//!   lower layer's directory keeps its attributes under them, as unpacking a layer that
+//!   only creates missing parents does.
 //! - **Hardlinks** must name an entry that came earlier in the archive and is not a
 //!   directory, else [`TarError::BadHardlink`] refuses the archive. A hardlink to a file
 //!   shares the target's data range (same bytes, same attributes, counted in `nlink`); a
@@ -171,6 +173,8 @@ pub struct TarEntry {
     pub offset: u64,
     /// Symlink target (verbatim) or hardlink target (normalized path).
     pub link: Option<String>,
+    /// A directory no entry describes, there only because deeper entries need it.
+    pub implied: bool,
 }
 
 impl TarEntry {
@@ -189,6 +193,7 @@ impl TarEntry {
             size: 0,
             offset: 0,
             link: None,
+            implied: true,
         }
     }
 }
@@ -239,6 +244,8 @@ struct WireEntry {
     offset: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     link: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    implied: bool,
 }
 
 fn malformed(at: u64, e: &std::io::Error) -> TarError {
@@ -380,6 +387,7 @@ impl TarIndex {
                 size: 0,
                 offset: 0,
                 link: None,
+                implied: false,
             };
             match kind {
                 TarEntryKind::File => {
@@ -618,6 +626,7 @@ impl TarIndex {
                     size: e.size,
                     offset: e.offset,
                     link: e.link.clone(),
+                    implied: e.implied,
                 })
                 .collect(),
         };
@@ -657,6 +666,9 @@ impl TarIndex {
                 TarEntryKind::Symlink | TarEntryKind::Hardlink => w.link.is_some(),
                 TarEntryKind::File | TarEntryKind::Dir | TarEntryKind::Other => w.link.is_none(),
             };
+            if w.implied && w.kind != TarEntryKind::Dir {
+                return Err(bad(format!("{path}: only a directory can be implied")));
+            }
             if !link_ok {
                 return Err(bad(format!(
                     "{path}: link target present or missing wrongly"
@@ -680,6 +692,7 @@ impl TarIndex {
                     0
                 },
                 link: w.link,
+                implied: w.implied,
             };
             if entry.has_data() {
                 check_range(&entry, wire.tar_len).map_err(|e| bad(e.to_string()))?;
@@ -880,6 +893,13 @@ impl FileSystem for TarVolume {
                 })
             })
             .collect())
+    }
+
+    fn node_is_implied_dir(&self, path: &VfsPath) -> bool {
+        self.index
+            .nodes
+            .get(path)
+            .is_some_and(|n| n.entry.kind == TarEntryKind::Dir && n.entry.implied)
     }
 
     fn node_read_link(&self, path: &VfsPath) -> Result<String> {

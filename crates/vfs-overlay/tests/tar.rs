@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tar::{Builder, EntryType, Header};
 use vfs_overlay::{
-    FileSystem, FileType, MountPolicy, Overlay, TarEntryKind, TarError, TarIndex, TarVolume, Union,
-    VfsError, VfsPath,
+    FileSystem, FileType, MountPolicy, Overlay, SubFs, TarEntryKind, TarError, TarIndex, TarVolume,
+    Union, VfsError, VfsPath,
 };
 
 const MTIME: u64 = 1_700_000_000;
@@ -598,6 +598,43 @@ fn layers_of_an_overlay() {
         Overlay::new(vec![Arc::new(bad)]),
         Err(VfsError::BadWhiteout(_))
     ));
+}
+
+#[test]
+fn overlay_recreated_dir_and_layered_hardlinks() {
+    let l1 = Tar::new()
+        .file("app/old", b"old", 0o644)
+        .file("lib/libc.so", b"libc v1", 0o755)
+        .hardlink("lib/libc.so.6", "lib/libc.so")
+        .volume();
+    // The directory is whited out and recreated in the same layer (entry order is
+    // irrelevant); the file gets new content here, the hardlink stays from layer 1.
+    let l2 = Tar::new()
+        .dir("app", 0o700)
+        .file("app/new", b"new", 0o644)
+        .file(".wh.app", b"", 0o644)
+        .file("lib/libc.so", b"libc v2", 0o755)
+        .volume();
+    let l3 = Tar::new().file("app/.wh.new", b"", 0o644).volume();
+    let o = Overlay::new(vec![Arc::new(l1), Arc::new(l2), Arc::new(l3)]).unwrap();
+    assert!(o.read_dir(&p("/app")).unwrap().is_empty());
+    assert_eq!(o.metadata(&p("/app")).unwrap().mode, 0o700);
+    assert_eq!(o.read_all(&p("/lib/libc.so")).unwrap(), "libc v2");
+    assert_eq!(o.read_all(&p("/lib/libc.so.6")).unwrap(), "libc v1");
+}
+
+#[test]
+fn sub_path_of_a_volume() {
+    let v: Arc<dyn FileSystem> = Arc::new(sample().volume());
+    let root = Union::new();
+    root.mount(
+        &p("/tools"),
+        Arc::new(SubFs::new(v, &p("/usr/bin")).unwrap()),
+        MountPolicy::Fail,
+    )
+    .unwrap();
+    assert_eq!(names(&root, "/tools"), ["busybox", "ls", "sh", "su"]);
+    assert_eq!(root.read_all(&p("/tools/ls")).unwrap(), "\x7fELF busybox");
 }
 
 #[test]
