@@ -60,6 +60,9 @@ impl FileSystem for SubFs {
     fn node_read_link(&self, path: &VfsPath) -> Result<String> {
         self.outer(self.inner.node_read_link(&self.inner_path(path)))
     }
+    fn node_is_implied_dir(&self, path: &VfsPath) -> bool {
+        self.inner.node_is_implied_dir(&self.inner_path(path))
+    }
     fn node_read_all(&self, path: &VfsPath) -> Result<Bytes> {
         self.outer(self.inner.node_read_all(&self.inner_path(path)))
     }

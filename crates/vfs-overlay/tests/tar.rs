@@ -635,6 +635,15 @@ fn sub_path_of_a_volume() {
     .unwrap();
     assert_eq!(names(&root, "/tools"), ["busybox", "ls", "sh", "su"]);
     assert_eq!(root.read_all(&p("/tools/ls")).unwrap(), "\x7fELF busybox");
+
+    // A sub-path still says which directories its tar only implies.
+    let t: Arc<dyn FileSystem> = Arc::new(Tar::new().file("pkg/a/b", b"", 0o644).volume());
+    let sub = SubFs::new(t, &p("/pkg")).unwrap();
+    assert!(sub.node_is_implied_dir(&p("/a")));
+    assert!(!sub.node_is_implied_dir(&p("/a/b")));
+    let explicit = Tar::new().dir("a", 0o700).volume();
+    assert!(!explicit.node_is_implied_dir(&p("/a")));
+    assert!(explicit.node_is_implied_dir(&p("/")));
 }
 
 #[test]
