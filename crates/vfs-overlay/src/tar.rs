@@ -295,8 +295,14 @@ fn pax_attrs<R: std::io::Read>(
     Ok(out)
 }
 
-fn header_num<T>(at: u64, r: std::io::Result<T>) -> Result<T, TarError> {
-    r.map_err(|e| malformed(at, &e))
+/// A numeric header field: an empty one (all NUL or spaces, as some writers leave uid, gid
+/// or mtime) reads as 0; anything else that does not parse is [`TarError::Malformed`].
+fn header_num<T: Default>(at: u64, raw: &[u8], r: std::io::Result<T>) -> Result<T, TarError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(T::default()),
+        Err(e) => Err(malformed(at, &e)),
+    }
 }
 
 impl TarIndex {
@@ -368,21 +374,21 @@ impl TarIndex {
             let header = entry.header();
             let uid = match pax.uid {
                 Some(v) => v,
-                None => header_num(at, header.uid())?,
+                None => header_num(at, &header.as_old().uid, header.uid())?,
             };
             let gid = match pax.gid {
                 Some(v) => v,
-                None => header_num(at, header.gid())?,
+                None => header_num(at, &header.as_old().gid, header.gid())?,
             };
             let mut e = TarEntry {
                 path,
                 kind,
-                mode: header_num(at, header.mode())? & 0o7777,
+                mode: header_num(at, &header.as_old().mode, header.mode())? & 0o7777,
                 uid: u32::try_from(uid).unwrap_or(u32::MAX),
                 gid: u32::try_from(gid).unwrap_or(u32::MAX),
                 mtime: match pax.mtime {
                     Some(v) => v,
-                    None => header_num(at, header.mtime())?,
+                    None => header_num(at, &header.as_old().mtime, header.mtime())?,
                 },
                 size: 0,
                 offset: 0,

@@ -256,6 +256,32 @@ fn pax_overrides_owner_and_mtime() {
 }
 
 #[test]
+fn empty_numeric_fields_read_as_zero() {
+    let mut t = Tar::new();
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(2);
+    h.set_mode(0o644);
+    // uid, gid and mtime left all NUL, as `Header::new_gnu` makes them.
+    t.0.append_data(&mut h, "f", &b"ok"[..]).unwrap();
+    let v = t.volume();
+    let m = v.metadata(&p("/f")).unwrap();
+    assert_eq!((m.uid, m.gid, m.mtime), (0, 0, SystemTime::UNIX_EPOCH));
+    // A field with garbage in it is an error.
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.as_old_mut().uid.copy_from_slice(b"zz\0\0\0\0\0\0");
+    let mut t = Tar::new();
+    t.0.append_data(&mut h, "g", &b""[..]).unwrap();
+    assert!(matches!(
+        TarVolume::new(t.bytes()),
+        Err(TarError::Malformed { .. })
+    ));
+}
+
+#[test]
 fn thousand_files() {
     let mut t = Tar::new().dir("many", 0o755);
     for i in 0..1000 {
