@@ -3,15 +3,14 @@
 // Helpers outside `#[test]` functions panic on purpose too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use common::p;
 use vfs_overlay::{DirEntry, FileSystem, FileType, MAX_SYMLINK_HOPS, MemFs, VfsError, VfsPath};
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
-}
 
 fn fs_with(files: &[(&str, &str)]) -> MemFs {
     let fs = MemFs::new();

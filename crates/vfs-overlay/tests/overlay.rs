@@ -3,14 +3,13 @@
 // Helpers outside `#[test]` functions panic on purpose too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::{names, p};
 use vfs_overlay::{FileSystem, FileType, MemFs, Overlay, VfsError, VfsPath};
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
-}
 
 /// A layer from `(path, content)`; a content of `"/"` makes a directory, `"->x"` a symlink.
 fn layer(entries: &[(&str, &str)]) -> Arc<dyn FileSystem> {
@@ -28,14 +27,6 @@ fn layer(entries: &[(&str, &str)]) -> Arc<dyn FileSystem> {
         }
     }
     Arc::new(fs)
-}
-
-fn names(fs: &dyn FileSystem, dir: &str) -> Vec<String> {
-    fs.read_dir(&p(dir))
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect()
 }
 
 #[test]

@@ -6,46 +6,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+/// Modes where the owner keeps rwx, so the tree stays walkable without privileges.
+const OWNER_KEEPS_RWX: std::ops::Range<u32> = 0o700..0o1000;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use common::{Op, apply, op};
 use proptest::prelude::*;
 use vfs_overlay::{FileSystem, FileType, MemFs, VfsError, VfsPath};
-
-#[derive(Debug, Clone)]
-enum Op {
-    Write(String, u8),
-    Mkdir(String),
-    Remove(String),
-    RemoveAll(String),
-    Rename(String, String),
-    Symlink(String, String),
-    Chmod(String, u32),
-    Truncate(String, u8),
-    HardLink(String, String),
-}
-
-fn path() -> impl Strategy<Value = String> {
-    prop::collection::vec("[abl]", 1..4).prop_map(|v| v.join("/"))
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (path(), any::<u8>()).prop_map(|(p, c)| Op::Write(p, c)),
-        path().prop_map(Op::Mkdir),
-        path().prop_map(Op::Remove),
-        path().prop_map(Op::RemoveAll),
-        (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
-        (path(), path()).prop_map(|(t, l)| Op::Symlink(t, l)),
-        // The owner keeps rwx so that the tree stays walkable without privileges.
-        (path(), 0o700u32..0o1000).prop_map(|(p, m)| Op::Chmod(p, m)),
-        (path(), 0u8..4).prop_map(|(p, n)| Op::Truncate(p, n)),
-        (path(), path()).prop_map(|(a, b)| Op::HardLink(a, b)),
-    ]
-}
 
 /// The errno a `VfsError` stands for, to compare with the host's.
 fn errno(e: &VfsError) -> i32 {
@@ -62,25 +35,11 @@ fn errno(e: &VfsError) -> i32 {
 }
 
 fn run_mem(fs: &MemFs, op: &Op) -> Result<(), i32> {
-    let p = |s: &str| VfsPath::new(s).unwrap();
-    let r = match op {
-        Op::Write(path, c) => fs.write_file(&p(path), Bytes::from(vec![*c])),
-        Op::Mkdir(path) => fs.create_dir(&p(path)),
-        Op::Remove(path) => fs.remove(&p(path)),
-        Op::RemoveAll(path) => fs.remove_dir_all(&p(path)),
-        Op::Rename(a, b) => fs.rename(&p(a), &p(b)),
-        Op::Symlink(target, link) => fs.symlink(target, &p(link)),
-        Op::Chmod(path, mode) => fs.set_mode(&p(path), *mode),
-        Op::Truncate(path, len) => fs.set_len(&p(path), u64::from(*len)),
+    apply(fs, op).map_err(|e| match (op, e) {
         // Linux refuses hard links to directories with EPERM.
-        Op::HardLink(a, b) => {
-            return fs.hard_link(&p(a), &p(b)).map_err(|e| match e {
-                VfsError::InvalidOperation { .. } => 1,
-                e => errno(&e),
-            });
-        }
-    };
-    r.map_err(|e| errno(&e))
+        (Op::HardLink(..), VfsError::InvalidOperation { .. }) => 1,
+        (_, e) => errno(&e),
+    })
 }
 
 fn run_host(root: &Path, op: &Op) -> Result<(), i32> {
@@ -165,7 +124,7 @@ fn walk_host(root: &Path) -> Tree {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
-    fn memfs_matches_the_host_filesystem(ops in prop::collection::vec(op(), 0..16)) {
+    fn memfs_matches_the_host_filesystem(ops in prop::collection::vec(op(OWNER_KEEPS_RWX), 0..16)) {
         let dir = tempfile::tempdir().unwrap();
         let mem = MemFs::new();
         for op in &ops {

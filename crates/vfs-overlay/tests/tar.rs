@@ -3,21 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use common::{names, p};
 use tar::{Builder, EntryType, Header};
 use vfs_overlay::{
     FileSystem, FileType, MountPolicy, Overlay, SubFs, TarEntryKind, TarError, TarIndex, TarVolume,
-    Union, VfsError, VfsPath,
+    Union, VfsError,
 };
 
 const MTIME: u64 = 1_700_000_000;
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
-}
 
 fn header(kind: EntryType, size: u64, mode: u32) -> Header {
     let mut h = Header::new_gnu();
@@ -82,14 +81,6 @@ impl Tar {
     fn volume(self) -> TarVolume {
         TarVolume::new(self.bytes()).unwrap()
     }
-}
-
-fn names(fs: &dyn FileSystem, dir: &str) -> Vec<String> {
-    fs.read_dir(&p(dir))
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect()
 }
 
 fn sample() -> Tar {

@@ -3,17 +3,16 @@
 // Helpers outside `#[test]` functions panic on purpose too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::p;
 use proptest::prelude::*;
 use vfs_overlay::{
     FileSystem, FileType, MemFs, MountOutcome, MountPolicy, Union, VfsError, VfsPath,
 };
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
-}
 
 fn mem(files: &[(&str, &str)]) -> Arc<MemFs> {
     let fs = MemFs::new();

@@ -3,15 +3,14 @@
 // Helpers outside `#[test]` functions panic on purpose too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use common::{names, p};
 use vfs_overlay::{FileSystem, MemFs, Overlay, VfsError, VfsPath, WritableOverlay};
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
-}
 
 fn base() -> (Arc<MemFs>, WritableOverlay) {
     let lower = MemFs::new();
@@ -39,14 +38,6 @@ fn base() -> (Arc<MemFs>, WritableOverlay) {
     let lower = Arc::new(lower);
     let overlay = Overlay::new(vec![lower.clone() as Arc<dyn FileSystem>]).unwrap();
     (lower, WritableOverlay::new(overlay))
-}
-
-fn names(fs: &dyn FileSystem, dir: &str) -> Vec<String> {
-    fs.read_dir(&p(dir))
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect()
 }
 
 #[test]
@@ -205,51 +196,6 @@ mod model {
         fs
     }
 
-    #[derive(Debug, Clone)]
-    enum Op {
-        Write(String, u8),
-        Mkdir(String),
-        Remove(String),
-        RemoveAll(String),
-        Rename(String, String),
-        Symlink(String, String),
-        Chmod(String, u32),
-        Truncate(String, u8),
-        HardLink(String, String),
-    }
-
-    fn path() -> impl Strategy<Value = String> {
-        prop::collection::vec("[abl]", 1..4).prop_map(|v| v.join("/"))
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (path(), any::<u8>()).prop_map(|(p, c)| Op::Write(p, c)),
-            path().prop_map(Op::Mkdir),
-            path().prop_map(Op::Remove),
-            path().prop_map(Op::RemoveAll),
-            (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
-            (path(), path()).prop_map(|(t, l)| Op::Symlink(t, l)),
-            (path(), 0u32..0o1000).prop_map(|(p, m)| Op::Chmod(p, m)),
-            (path(), 0u8..4).prop_map(|(p, n)| Op::Truncate(p, n)),
-            (path(), path()).prop_map(|(a, b)| Op::HardLink(a, b)),
-        ]
-    }
-
-    fn run(fs: &dyn FileSystem, op: &Op) -> Result<(), VfsError> {
-        match op {
-            Op::Write(path, c) => fs.write_file(&p(path), Bytes::from(vec![*c])),
-            Op::Mkdir(path) => fs.create_dir(&p(path)),
-            Op::Remove(path) => fs.remove(&p(path)),
-            Op::RemoveAll(path) => fs.remove_dir_all(&p(path)),
-            Op::Rename(a, b) => fs.rename(&p(a), &p(b)),
-            Op::Symlink(target, link) => fs.symlink(target, &p(link)),
-            Op::Chmod(path, mode) => fs.set_mode(&p(path), *mode),
-            Op::Truncate(path, len) => fs.set_len(&p(path), u64::from(*len)),
-            Op::HardLink(a, b) => fs.hard_link(&p(a), &p(b)),
-        }
-    }
-
     fn lower() -> Arc<dyn FileSystem> {
         let fs = MemFs::new();
         for dir in ["/a", "/a/b", "/b", "/b/a"] {
@@ -266,15 +212,15 @@ mod model {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
-        fn behaves_like_a_plain_filesystem(ops in prop::collection::vec(op(), 0..12)) {
+        fn behaves_like_a_plain_filesystem(ops in prop::collection::vec(common::op(0..0o1000), 0..12)) {
             let o = WritableOverlay::new(Overlay::new(vec![lower()]).unwrap());
             let reference = copy_of(&walk(&o));
             for op in &ops {
-                let got = run(&o, op);
+                let got = common::apply(&o, op);
                 if matches!(got, Err(VfsError::CrossDevice { .. })) {
                     continue;
                 }
-                let want = run(&reference, op);
+                let want = common::apply(&reference, op);
                 prop_assert_eq!(&got, &want, "{:?}", op);
                 prop_assert_eq!(walk(&o), walk(&reference), "after {:?}", op);
             }
