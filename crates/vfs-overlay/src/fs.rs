@@ -51,6 +51,20 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// A directory that no layer or volume describes (a mount point's parent, the root of
+    /// an empty overlay): 0755, owned by root, at the epoch.
+    pub fn synthetic_dir() -> Metadata {
+        Metadata {
+            kind: FileType::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: std::time::SystemTime::UNIX_EPOCH,
+            size: 0,
+            nlink: 2,
+        }
+    }
+
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
         self.kind == FileType::Dir

@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -208,15 +207,7 @@ impl FileSystem for Overlay {
     fn node_metadata(&self, path: &VfsPath) -> Result<Metadata> {
         match self.provider(path)? {
             (_, Some(layer)) => layer.node_metadata(path),
-            (_, None) => Ok(Metadata {
-                kind: FileType::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: SystemTime::UNIX_EPOCH,
-                size: 0,
-                nlink: 2,
-            }),
+            (_, None) => Ok(Metadata::synthetic_dir()),
         }
     }
 

@@ -89,19 +89,6 @@ impl fmt::Debug for Union {
     }
 }
 
-/// Mount points that the covering filesystem does not have are shown with these.
-fn synthetic_dir() -> Metadata {
-    Metadata {
-        kind: FileType::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: SystemTime::UNIX_EPOCH,
-        size: 0,
-        nlink: 2,
-    }
-}
-
 /// Runs `op` on the mounted filesystem and names union paths in its errors.
 fn delegate<T>(mount_path: &VfsPath, result: Result<T>) -> Result<T> {
     result.map_err(|e| e.map_paths(|p| mount_path.concat(&p)))
@@ -286,15 +273,15 @@ impl FileSystem for Union {
         let shadowing = loc.is_shadowing(path);
         let Some((mp, fs, rest)) = loc.mount else {
             return if loc.in_trie {
-                Ok(synthetic_dir())
+                Ok(Metadata::synthetic_dir())
             } else {
                 Err(VfsError::NotFound(path.clone()))
             };
         };
         match fs.node_metadata(&rest) {
-            Ok(m) if shadowing && !m.is_dir() => Ok(synthetic_dir()),
+            Ok(m) if shadowing && !m.is_dir() => Ok(Metadata::synthetic_dir()),
             Err(VfsError::NotFound(_) | VfsError::NotADirectory(_)) if shadowing => {
-                Ok(synthetic_dir())
+                Ok(Metadata::synthetic_dir())
             }
             other => delegate(&mp, other),
         }
