@@ -37,26 +37,39 @@ impl Blob {
     /// Load the file at `path` (which the store has verified to hold `digest`): memory-mapped
     /// at or above `mmap_threshold` bytes, read into memory below it.
     pub(crate) fn load(digest: Digest, path: &Path, mmap_threshold: u64) -> Result<Option<Self>> {
+        Ok(Self::open(digest, path, mmap_threshold)?.map(|(blob, _, _)| blob))
+    }
+
+    /// [`Blob::load`], also handing back the open file and its metadata so that the caller
+    /// can act on them (e.g. record a use) without opening or stat-ing the file again.
+    pub(crate) fn open(
+        digest: Digest,
+        path: &Path,
+        mmap_threshold: u64,
+    ) -> Result<Option<(Self, File, std::fs::Metadata)>> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(crate::Error::io("open blob", path, e)),
         };
-        let len = file.metadata().at("stat blob", path)?.len();
-        if len == 0 {
-            return Ok(Some(Blob::new(digest, Bytes::new(), false)));
-        }
-        if len < mmap_threshold {
+        let meta = file.metadata().at("stat blob", path)?;
+        let len = meta.len();
+        let blob = if len == 0 {
+            Blob::new(digest, Bytes::new(), false)
+        } else if len < mmap_threshold {
             let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             std::io::Read::read_to_end(&mut &file, &mut data).at("read blob", path)?;
-            return Ok(Some(Blob::new(digest, Bytes::from(data), false)));
-        }
-        // SAFETY: store blobs are immutable: they are written once, made read-only and only
-        // ever replaced by rename or removed by unlink, neither of which changes the bytes of
-        // a mapping that already exists. A process that ignores the store's permissions and
-        // writes into a blob in place breaks that contract; `Store::verify` detects it.
-        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.at("mmap blob", path)?;
-        Ok(Some(Blob::new(digest, Bytes::from_owner(map), true)))
+            Blob::new(digest, Bytes::from(data), false)
+        } else {
+            // SAFETY: store blobs are immutable: they are written once, made read-only and
+            // only ever replaced by rename or removed by unlink, neither of which changes the
+            // bytes of a mapping that already exists. A process that ignores the store's
+            // permissions and writes into a blob in place breaks that contract;
+            // `Store::verify` detects it.
+            let map = unsafe { memmap2::MmapOptions::new().map(&file) }.at("mmap blob", path)?;
+            Blob::new(digest, Bytes::from_owner(map), true)
+        };
+        Ok(Some((blob, file, meta)))
     }
 
     /// The blob's digest.

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 use crate::layout::Layout;
@@ -308,15 +308,7 @@ fn scan_blobs(layout: &Layout) -> Result<(Vec<BlobInfo>, Vec<PathBuf>)> {
                     }
                 };
                 match digest {
-                    Some(digest) => blobs.push(BlobInfo {
-                        digest,
-                        size: meta.len(),
-                        last_used: meta
-                            .accessed()
-                            .or_else(|_| meta.modified())
-                            .unwrap_or(SystemTime::UNIX_EPOCH),
-                        path,
-                    }),
+                    Some(digest) => blobs.push(BlobInfo::new(digest, path, &meta)),
                     None => strays.push(path),
                 }
             }

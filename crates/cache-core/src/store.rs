@@ -51,6 +51,21 @@ pub struct BlobInfo {
     pub last_used: SystemTime,
 }
 
+impl BlobInfo {
+    pub(crate) fn new(digest: Digest, path: PathBuf, meta: &std::fs::Metadata) -> Self {
+        BlobInfo {
+            digest,
+            size: meta.len(),
+            // The access time is what `get` refreshes for LRU; mtime where atime is missing.
+            last_used: meta
+                .accessed()
+                .or_else(|_| meta.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            path,
+        }
+    }
+}
+
 /// The outcome of [`Store::begin`].
 // Returned once and matched at once, never stored in bulk: boxing the writer would only
 // cost an allocation per ingest.
@@ -224,15 +239,7 @@ impl Store {
     pub fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         let path = self.blob_path(digest);
         match std::fs::metadata(&path) {
-            Ok(meta) => Ok(Some(BlobInfo {
-                digest: *digest,
-                size: meta.len(),
-                last_used: meta
-                    .accessed()
-                    .or_else(|_| meta.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                path,
-            })),
+            Ok(meta) => Ok(Some(BlobInfo::new(*digest, path, &meta))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("stat", path, e)),
         }
@@ -248,10 +255,12 @@ impl Store {
             return Ok(Some(blob));
         }
         let path = self.blob_path(digest);
-        let Some(blob) = Blob::load(*digest, &path, self.inner.options.mmap_threshold)? else {
+        let Some((blob, file, meta)) =
+            Blob::open(*digest, &path, self.inner.options.mmap_threshold)?
+        else {
             return Ok(None);
         };
-        touch(&path);
+        touch(&file, &meta);
         self.inner.memory.insert(blob.clone());
         Ok(Some(blob))
     }
@@ -562,17 +571,14 @@ pub(crate) fn read_ref(path: &Path) -> Result<Option<RefEntry>> {
 
 /// Record a use for LRU trimming. Explicit, because `noatime`/`relatime` mounts do not keep
 /// access times; rate-limited to one write per hour per blob.
-fn touch(path: &Path) {
+fn touch(file: &std::fs::File, meta: &std::fs::Metadata) {
     const EVERY: Duration = Duration::from_secs(3600);
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
     let stale = meta
         .accessed()
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_none_or(|age| age > EVERY);
-    if stale && let Ok(file) = std::fs::File::open(path) {
+    if stale {
         let _ = file.set_times(std::fs::FileTimes::new().set_accessed(SystemTime::now()));
     }
 }
