@@ -134,42 +134,28 @@ fn cold_pull(
     group.measurement_time(Duration::from_secs(30));
     group.bench_function("pkgload", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch.join("store");
-                let start = Instant::now();
+            timed_into(iters, &scratch.join("store"), |dir| {
                 rt.block_on(async {
-                    let store = Store::open(&dir).await.unwrap();
-                    pkgload_pull(&client, host, "bench/img", &store).await
+                    let store = Store::open(dir).await.unwrap();
+                    pkgload_pull(&client, host, "bench/img", &store).await;
                 });
-                spent += start.elapsed();
-                remove_tree(&dir);
-            }
-            spent
+            })
         })
     });
     group.bench_function("skopeo_copy", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch.join("skopeo");
-                let start = Instant::now();
+            timed_into(iters, &scratch.join("skopeo"), |dir| {
                 run(Command::new("skopeo")
                     .args(["copy", "--quiet", "--src-tls-verify=false"])
                     .arg(format!("docker://{host}/bench/img:v1"))
                     .arg(format!("oci:{}:v1", dir.display())));
-                spent += start.elapsed();
-                remove_tree(&dir);
-            }
-            spent
+            })
         })
     });
     group.bench_function("curl_parallel_sha256sum", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch.join("curl");
-                std::fs::create_dir_all(&dir).unwrap();
+            timed_into(iters, &scratch.join("curl"), |dir| {
+                std::fs::create_dir_all(dir).unwrap();
                 let mut curl = Command::new("curl");
                 curl.args(["--silent", "--fail", "--parallel", "--parallel-max", "16"]);
                 let mut files = Vec::new();
@@ -180,16 +166,24 @@ fn cold_pull(
                         .arg(format!("http://{host}/v2/bench/img/blobs/{d}"));
                     files.push(file);
                 }
-                let start = Instant::now();
                 run(&mut curl);
                 run(Command::new("sha256sum").args(&files));
-                spent += start.elapsed();
-                remove_tree(&dir);
-            }
-            spent
+            })
         })
     });
     group.finish();
+}
+
+/// Run `pull` into a fresh `dir` `iters` times; the time spent pulling (not cleaning up).
+fn timed_into(iters: u64, dir: &Path, mut pull: impl FnMut(&Path)) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        pull(dir);
+        spent += start.elapsed();
+        remove_tree(dir);
+    }
+    spent
 }
 
 fn remove_tree(dir: &Path) {
