@@ -95,9 +95,39 @@ fn remove(store: &Store, digest: &Digest) {
     std::fs::remove_file(store.blob_path(digest)).expect("remove blob");
 }
 
+/// The file's digest, streamed (a 1 GiB fixture is never held in memory at once).
 fn digest_of(path: &Path, algorithm: Algorithm) -> Digest {
-    let data = std::fs::read(path).expect("read");
-    algorithm.digest(&data)
+    let mut hasher = cache_core::Hasher::new(algorithm);
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A store without a memory tier, so every `get` takes the disk path.
+fn uncached_store(rt: &tokio::runtime::Runtime, dir: &Path) -> Store {
+    rt.block_on(Store::open_with(
+        dir,
+        StoreOptions {
+            memory_budget: 0,
+            ..Default::default()
+        },
+    ))
+    .expect("store")
 }
 
 fn run(cmd: &mut Command) {
@@ -106,20 +136,8 @@ fn run(cmd: &mut Command) {
 }
 
 fn ingest(c: &mut Criterion, fx: &Fixture) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let store = rt
-        .block_on(Store::open_with(
-            &fx.store_dir,
-            StoreOptions {
-                memory_budget: 0,
-                ..Default::default()
-            },
-        ))
-        .expect("store");
+    let rt = runtime();
+    let store = uncached_store(&rt, &fx.store_dir);
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Bytes(fx.len));
     // Seconds per iteration: flat sampling, ten iterations per variant.
@@ -153,16 +171,8 @@ fn ingest(c: &mut Criterion, fx: &Fixture) {
 }
 
 fn lookups(c: &mut Criterion, fx: &Fixture) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let cold = rt
-        .block_on(Store::open_with(
-            &fx.store_dir,
-            StoreOptions {
-                memory_budget: 0,
-                ..Default::default()
-            },
-        ))
-        .expect("store");
+    let rt = runtime();
+    let cold = uncached_store(&rt, &fx.store_dir);
     let digest = rt.block_on(async {
         let blob = cold
             .import_file(&fx.source, Algorithm::Sha256)
@@ -204,23 +214,9 @@ fn lookups(c: &mut Criterion, fx: &Fixture) {
 /// Child mode: ingest once and print the peak RSS (VmHWM) in KiB.
 fn rss_child(source: &Path, store_dir: &Path) {
     let len = std::fs::metadata(source).expect("stat").len();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // The digest is computed streaming, so this pass does not inflate the peak either.
-    let mut hasher = cache_core::Hasher::new(Algorithm::Sha256);
-    let mut file = std::fs::File::open(source).expect("open");
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let digest = hasher.finalize();
+    let rt = runtime();
+    // Streamed, so this pass does not inflate the peak either.
+    let digest = digest_of(source, Algorithm::Sha256);
     rt.block_on(async {
         let store = Store::open(store_dir).await.expect("store");
         ingest_file(&store, source, digest, len).await;
