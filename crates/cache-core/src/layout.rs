@@ -7,6 +7,7 @@
 //! <root>/v1/ingest/<alg>-<hex>.lock              per-digest lock (one ingest at a time)
 //! <root>/v1/ingest/tmp-<unique>                  anonymous ingests and atomic-write temps
 //! <root>/v1/refs/<registry>/<repo>/_tags/<tag>   tag -> digest pointer with fetch time
+//! <root>/v1/refs/<registry>/<repo>/_list         the repository's tag list with fetch time
 //! <root>/v1/derived/<alg>/<hex>.<kind>           data computed from a blob
 //! ```
 //!
@@ -93,6 +94,23 @@ impl Layout {
         p.push("_tags");
         p.push(&key.tag);
         p
+    }
+
+    /// `refs/<registry>/<repo…>/_list`: a repository's tag list. Repository components
+    /// cannot start with `_`, so neither `_list` nor `_tags` can collide with one.
+    pub(crate) fn tag_list(&self, registry: &str, repository: &str) -> crate::Result<PathBuf> {
+        validate_registry(registry)?;
+        validate_repository(repository)?;
+        let mut p = self.refs_dir().join(registry);
+        for part in repository.split('/') {
+            p.push(part);
+        }
+        p.push("_list");
+        Ok(p)
+    }
+
+    pub(crate) fn check_tag(tag: &str) -> bool {
+        validate_tag(tag).is_ok()
     }
 }
 

@@ -70,4 +70,4 @@ pub use maintenance::{
     ChildrenFn, GcOptions, GcReport, Problem, ProblemKind, VerifyMode, VerifyReport,
 };
 pub use memory::MemoryTier;
-pub use store::{Begin, BlobInfo, LinkMode, Linked, RefEntry, Store, StoreOptions};
+pub use store::{Begin, BlobInfo, LinkMode, Linked, RefEntry, Store, StoreOptions, TagList};

@@ -400,6 +400,9 @@ fn list_refs(layout: &Layout) -> Result<Vec<(RefKey, RefEntry)>> {
                 stack.push(path);
                 continue;
             }
+            if path.file_name().is_some_and(|n| n == "_list") {
+                continue;
+            }
             let Some(key) = ref_key_of(&root, &path) else {
                 tracing::warn!(path = %path.display(), "ignoring a file in refs/ that is not a ref");
                 continue;

@@ -126,6 +126,32 @@ impl RefEntry {
     }
 }
 
+/// A repository's tags as last fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagList {
+    /// The tags.
+    pub tags: Vec<String>,
+    /// When they were fetched.
+    pub fetched_at: SystemTime,
+}
+
+impl TagList {
+    /// True when fetched less than `ttl` ago.
+    pub fn is_fresh(&self, ttl: Duration) -> bool {
+        SystemTime::now()
+            .duration_since(self.fetched_at)
+            .unwrap_or_default()
+            < ttl
+    }
+}
+
+fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
 type InFlight = WeakShared<BoxFuture<'static, Result<Blob>>>;
 
 pub(crate) struct Inner {
@@ -455,11 +481,7 @@ impl Store {
     /// Remember that `key` pointed to `digest` now.
     pub async fn set_ref(&self, key: &crate::RefKey, digest: &Digest) -> Result<()> {
         let path = self.inner.layout.tag_ref(key);
-        let fetched = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let body = format!("{digest}\n{fetched}\n");
+        let body = format!("{digest}\n{}\n", now_millis());
         self.write_atomic(path, body.into_bytes()).await
     }
 
@@ -475,6 +497,51 @@ impl Store {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
             _ => Ok(()),
         }
+    }
+
+    /// Remember a repository's tag list (for offline loads and fresh-enough reuse).
+    pub async fn set_tag_list(
+        &self,
+        registry: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> Result<()> {
+        let path = self.inner.layout.tag_list(registry, repository)?;
+        let mut body = format!("{}\n", now_millis());
+        for tag in tags.iter().filter(|t| crate::layout::Layout::check_tag(t)) {
+            body.push_str(tag);
+            body.push('\n');
+        }
+        self.write_atomic(path, body.into_bytes()).await
+    }
+
+    /// A repository's tag list as last fetched, if any.
+    pub fn get_tag_list(&self, registry: &str, repository: &str) -> Result<Option<TagList>> {
+        let path = self.inner.layout.tag_list(registry, repository)?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let mut lines = text.lines();
+        let millis: u64 =
+            lines
+                .next()
+                .and_then(|l| l.parse().ok())
+                .ok_or_else(|| Error::CorruptFile {
+                    path: path.clone(),
+                    reason: "missing fetch time".to_owned(),
+                })?;
+        // A tag that is not a valid tag can only come from damage: drop it rather than
+        // hand it to a caller that will build a path or URL from it.
+        let tags = lines
+            .filter(|t| crate::layout::Layout::check_tag(t))
+            .map(str::to_owned)
+            .collect();
+        Ok(Some(TagList {
+            tags,
+            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+        }))
     }
 
     // ----- derived entries -----

@@ -458,6 +458,28 @@ async fn refs_and_derived_entries() {
     store.remove_ref(&key).unwrap();
     assert!(store.get_ref(&key).unwrap().is_none());
 
+    // Tag lists live beside the refs without being mistaken for one.
+    assert!(
+        store
+            .get_tag_list("127.0.0.1:5000", "team/acme/app")
+            .unwrap()
+            .is_none()
+    );
+    let tags = vec!["1.0.0".to_owned(), "latest".to_owned()];
+    store
+        .set_tag_list("127.0.0.1:5000", "team/acme/app", &tags)
+        .await
+        .unwrap();
+    let list = store
+        .get_tag_list("127.0.0.1:5000", "team/acme/app")
+        .unwrap()
+        .unwrap();
+    assert_eq!(list.tags, tags);
+    assert!(list.is_fresh(Duration::from_secs(60)));
+    assert!(!list.is_fresh(Duration::ZERO));
+    assert!(store.get_tag_list("127.0.0.1:5000", "../etc").is_err());
+    assert_eq!(store.refs().await.unwrap().len(), 1);
+
     let kind = DerivedKind::new("tar-index").unwrap();
     assert!(DerivedKind::new("../x").is_err());
     assert!(store.get_derived(&d1, &kind).unwrap().is_none());
