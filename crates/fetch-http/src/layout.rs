@@ -128,6 +128,18 @@ impl OciLayout {
                 });
             }
         };
+        // A manifest an index points to (an image of a multi-platform index) is in the
+        // layout's blobs without an entry of its own in index.json.
+        let nested = match (entry, reference.map(Digest::parse)) {
+            (None, Some(Ok(digest))) if self.contains(&digest) => Some(digest),
+            _ => None,
+        };
+        if let Some(digest) = nested {
+            let path = self.blob_path(&digest);
+            let bytes = Bytes::from(read_capped(&path, MANIFEST_LIMIT)?);
+            check_digest(&path, &digest, &bytes)?;
+            return Manifest::new(digest, bytes, None, path.display().to_string());
+        }
         let entry = entry.ok_or_else(|| Error::Status {
             method: "READ".into(),
             url: shown(),
@@ -146,16 +158,7 @@ impl OciLayout {
         }
         let path = self.blob_path(&digest);
         let bytes = Bytes::from(read_capped(&path, MANIFEST_LIMIT)?);
-        let actual = digest.algorithm().digest(&bytes);
-        if actual != digest {
-            return Err(Error::Corrupt {
-                url: path.display().to_string(),
-                source: cache_core::Error::DigestMismatch {
-                    expected: digest,
-                    actual,
-                },
-            });
-        }
+        check_digest(&path, &digest, &bytes)?;
         let declared = entry.media_type().to_string();
         Manifest::new(digest, bytes, Some(&declared), path.display().to_string())
     }
@@ -281,6 +284,20 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         return Err(file_error(path, &e));
     }
     Ok(())
+}
+
+fn check_digest(path: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    let actual = digest.algorithm().digest(bytes);
+    if actual == *digest {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        url: path.display().to_string(),
+        source: cache_core::Error::DigestMismatch {
+            expected: *digest,
+            actual,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -39,6 +39,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Parse a document already known to hash to `digest` (e.g. read back from a cache);
+    /// `declared` is the media type recorded with it, `source` names it in errors.
+    pub fn from_verified_bytes(
+        digest: Digest,
+        bytes: Bytes,
+        declared: Option<&str>,
+        source: &str,
+    ) -> Result<Manifest> {
+        Manifest::new(digest, bytes, declared, source.to_owned())
+    }
+
     /// Parse a verified document (`digest` is already known to be its digest); `declared` is
     /// the media type its source announced, `source` names it in errors.
     pub(crate) fn new(
