@@ -30,6 +30,7 @@
 
 mod error;
 mod fs;
+mod layer;
 mod mem;
 mod overlay;
 mod path;
@@ -42,6 +43,7 @@ mod upper;
 pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, ReadSeek};
+pub use layer::{Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer};
 pub use mem::MemFs;
 pub use overlay::Overlay;
 pub use path::VfsPath;
