@@ -72,6 +72,17 @@ pub enum VfsError {
         /// What did not match.
         reason: &'static str,
     },
+    /// `EIO` and other host errors from a filesystem backed by a host directory
+    /// ([`crate::DirVolume`]) that have no closer variant.
+    #[error("{path}: {op} failed: {message}")]
+    Io {
+        /// The entry being accessed.
+        path: VfsPath,
+        /// What was being done (`"open"`, `"read"`, ...).
+        op: &'static str,
+        /// The host error.
+        message: String,
+    },
     /// Two mounts on one path under [`crate::MountPolicy::Fail`].
     #[error("{0}: something is already mounted here")]
     AlreadyMounted(VfsPath),
@@ -101,6 +112,11 @@ impl VfsError {
                 reason,
             },
             E::AlreadyMounted(p) => E::AlreadyMounted(f(p)),
+            E::Io { path, op, message } => E::Io {
+                path: f(path),
+                op,
+                message,
+            },
             E::BadWhiteout(p) => E::BadWhiteout(f(p)),
             E::Corrupt { path, reason } => E::Corrupt {
                 path: f(path),

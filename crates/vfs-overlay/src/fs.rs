@@ -79,6 +79,114 @@ impl Metadata {
     }
 }
 
+/// Identity of a regular file's content inside one filesystem: two names with equal ids
+/// are hardlinks of one file (same bytes, same attributes), so a copy of the tree can link
+/// them again. Opaque; only comparable between ids taken from one filesystem while it is
+/// not being changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(Vec<u8>);
+
+impl NodeId {
+    /// An id made of numbers the filesystem uses internally (an offset, an inode number).
+    pub fn new(parts: &[u64]) -> NodeId {
+        let mut v = Vec::with_capacity(9 + 8 * parts.len());
+        v.push(0);
+        v.extend_from_slice(&(parts.len() as u64).to_le_bytes());
+        for p in parts {
+            v.extend_from_slice(&p.to_le_bytes());
+        }
+        NodeId(v)
+    }
+
+    /// This id as seen from a filesystem that combines several (a layer index, a mount
+    /// point): ids from different scopes never compare equal. Both parts are length
+    /// prefixed, so no two (scope, id) pairs can encode alike.
+    pub fn scoped(&self, scope: &str) -> NodeId {
+        let mut v = Vec::with_capacity(17 + scope.len() + self.0.len());
+        v.push(1);
+        v.extend_from_slice(&(scope.len() as u64).to_le_bytes());
+        v.extend_from_slice(scope.as_bytes());
+        v.extend_from_slice(&(self.0.len() as u64).to_le_bytes());
+        v.extend_from_slice(&self.0);
+        NodeId(v)
+    }
+}
+
+/// `dir/name` for a name a listing returned. A name that is not one real component (`..`,
+/// `a/b`, empty, with NUL) would address another path, and a walk that followed it could
+/// loop or leave the tree, so it is refused.
+pub(crate) fn listed_child(dir: &VfsPath, name: &str) -> Result<VfsPath> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(VfsError::InvalidPath {
+            path: format!("{}/{name}", dir.as_str().trim_end_matches('/')),
+            reason: "a directory listing returned a name that is not a single path component",
+        });
+    }
+    Ok(dir.child(name))
+}
+
+/// What a filesystem holds, counted without reading file data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Names of regular files (each hardlink counts).
+    pub files: u64,
+    /// Directories, `/` included.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Device nodes, fifos and sockets.
+    pub others: u64,
+    /// Bytes of file content, the content of hardlinked names counted once.
+    pub bytes: u64,
+}
+
+impl Footprint {
+    /// Counts by walking `fs` from `/` (listings and `lstat`, never file data), without
+    /// following symlinks. Files whose [`FileSystem::node_id`] is `None` count their bytes
+    /// each. Iterative, so deep trees cannot overflow the stack.
+    ///
+    /// # Errors
+    /// Whatever listing or `lstat` reports.
+    pub fn walk<F: FileSystem + ?Sized>(fs: &F) -> Result<Footprint> {
+        let mut out = Footprint {
+            dirs: 1,
+            ..Footprint::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut dirs = vec![VfsPath::root()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs.node_read_dir(&dir)? {
+                let path = listed_child(&dir, &entry.name)?;
+                let meta = fs.node_metadata(&path)?;
+                match meta.kind {
+                    FileType::Dir => {
+                        out.dirs += 1;
+                        dirs.push(path);
+                    }
+                    FileType::File => {
+                        out.files += 1;
+                        if fs.node_id(&path).is_none_or(|id| seen.insert(id)) {
+                            out.bytes = out.bytes.saturating_add(meta.size);
+                        }
+                    }
+                    FileType::Symlink => out.symlinks += 1,
+                    FileType::Other => out.others += 1,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn add(&mut self, kind: FileType) {
+        match kind {
+            FileType::File => self.files += 1,
+            FileType::Dir => self.dirs += 1,
+            FileType::Symlink => self.symlinks += 1,
+            FileType::Other => self.others += 1,
+        }
+    }
+}
+
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DirEntry {
@@ -124,6 +232,32 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// zero-copy for in-memory and mmap-backed data.
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
         Ok(Box::new(Cursor::new(self.node_read_all(path)?)))
+    }
+
+    /// Content identity of the resolved regular file `path`, shared by its hardlinks; `None`
+    /// (the default) where the filesystem cannot tell, and every name is then its own file.
+    fn node_id(&self, _path: &VfsPath) -> Option<NodeId> {
+        None
+    }
+
+    /// A host file holding exactly the content of the resolved regular file `path`, whole
+    /// (a file of a host directory, a store blob served as one file), so that
+    /// [`crate::materialize`] can reflink or hardlink it instead of copying. `None` by
+    /// default: a slice of a larger blob (a tar member) has no such file.
+    ///
+    /// # Errors
+    /// Whatever opening it reports.
+    fn node_backing_file(&self, _path: &VfsPath) -> Result<Option<std::fs::File>> {
+        Ok(None)
+    }
+
+    /// Totals of the whole filesystem without reading file data; see [`Footprint`]. The
+    /// default walks the tree ([`Footprint::walk`]); volumes with an index override it.
+    ///
+    /// # Errors
+    /// Whatever listing or `lstat` reports.
+    fn footprint(&self) -> Result<Footprint> {
+        Footprint::walk(self)
     }
 
     // ---- Write side, on resolved paths; read-only by default. ----

@@ -28,6 +28,8 @@
 //! # Ok::<(), vfs_overlay::VfsError>(())
 //! ```
 
+#[cfg(unix)]
+mod dir;
 mod error;
 mod fs;
 mod layer;
@@ -42,7 +44,9 @@ mod upper;
 
 pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
 pub use error::{Result, VfsError};
-pub use fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, ReadSeek};
+#[cfg(unix)]
+pub use dir::DirVolume;
+pub use fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId, ReadSeek};
 pub use layer::{Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer};
 pub use mem::MemFs;
 pub use overlay::Overlay;

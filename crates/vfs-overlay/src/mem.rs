@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileSystem, FileType, Metadata};
+use crate::fs::{DirEntry, FileSystem, FileType, Metadata, NodeId};
 use crate::path::VfsPath;
 
 const FILE_MODE: u32 = 0o644;
@@ -291,6 +291,17 @@ impl FileSystem for MemFs {
                 reason: "is a symlink; read it through a resolving call",
             }),
         })
+    }
+
+    fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
+        // Every name of a file holds a clone of one `Arc`, so its address is the inode; it
+        // stays unique for as long as any name keeps the inode alive.
+        self.read(|root| match lookup(root, path)? {
+            Node::File(inode) => Ok(Some(NodeId::new(&[Arc::as_ptr(inode) as usize as u64]))),
+            _ => Ok(None),
+        })
+        .ok()
+        .flatten()
     }
 
     fn node_write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata};
+use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId};
 use crate::path::VfsPath;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -242,5 +242,35 @@ impl FileSystem for Overlay {
 
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
         self.file_layer(path)?.node_open(path)
+    }
+
+    fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
+        // Hardlinks never span layers (a tar links only to its own earlier entries), so the
+        // providing layer's id, kept apart per layer, is the overlay's.
+        let layer = self.table.get(path)?.layer?;
+        let id = self.layers.get(layer)?.node_id(path)?;
+        Some(id.scoped(&layer.to_string()))
+    }
+
+    fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
+        self.file_layer(path)?.node_backing_file(path)
+    }
+
+    /// From the flattened table: kinds without any listing, sizes from the providing
+    /// layers' metadata.
+    fn footprint(&self) -> Result<Footprint> {
+        let mut out = Footprint::default();
+        let mut seen = std::collections::HashSet::new();
+        for (path, node) in &self.table {
+            out.add(node.kind);
+            if node.kind != FileType::File {
+                continue;
+            }
+            let layer = self.file_layer(path)?;
+            if self.node_id(path).is_none_or(|id| seen.insert(id)) {
+                out.bytes = out.bytes.saturating_add(layer.node_metadata(path)?.size);
+            }
+        }
+        Ok(out)
     }
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileReader, FileSystem, Metadata};
+use crate::fs::{DirEntry, FileReader, FileSystem, Metadata, NodeId};
 use crate::path::VfsPath;
 
 /// A directory of another filesystem, rooted at `/`.
@@ -68,6 +68,12 @@ impl FileSystem for SubFs {
     }
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
         self.outer(self.inner.node_open(&self.inner_path(path)))
+    }
+    fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
+        self.inner.node_id(&self.inner_path(path))
+    }
+    fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
+        self.outer(self.inner.node_backing_file(&self.inner_path(path)))
     }
     fn node_write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {
         self.outer(self.inner.node_write_file(&self.inner_path(path), data))

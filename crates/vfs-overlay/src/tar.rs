@@ -52,7 +52,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileSystem, FileType, Metadata};
+use crate::fs::{DirEntry, FileSystem, FileType, Footprint, Metadata, NodeId};
 use crate::path::VfsPath;
 
 /// Magic string and version of the serialized index.
@@ -906,6 +906,27 @@ impl FileSystem for TarVolume {
             .nodes
             .get(path)
             .is_some_and(|n| n.entry.kind == TarEntryKind::Dir && n.entry.implied)
+    }
+
+    fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
+        // A file and its hardlinks share one data range, and no two headers share a data
+        // offset, so the offset names the inode.
+        let e = &self.index.nodes.get(path)?.entry;
+        e.has_data().then(|| NodeId::new(&[e.offset]))
+    }
+
+    fn footprint(&self) -> Result<Footprint> {
+        let mut out = Footprint::default();
+        for node in self.index.nodes.values() {
+            out.add(match node.entry.kind {
+                TarEntryKind::File | TarEntryKind::Hardlink => FileType::File,
+                TarEntryKind::Dir => FileType::Dir,
+                TarEntryKind::Symlink => FileType::Symlink,
+                TarEntryKind::Other => FileType::Other,
+            });
+        }
+        out.bytes = self.index.content_bytes();
+        Ok(out)
     }
 
     fn node_read_link(&self, path: &VfsPath) -> Result<String> {

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata};
+use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, NodeId};
 use crate::path::VfsPath;
 
 /// What [`Union::mount`] does when something is already mounted at the path.
@@ -334,6 +334,25 @@ impl FileSystem for Union {
         match loc.mount {
             _ if loc.in_trie => Err(VfsError::IsADirectory(path.clone())),
             Some((mp, fs, rest)) => delegate(&mp, fs.node_open(&rest)),
+            None => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+
+    fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
+        let loc = self.locate(path);
+        match loc.mount {
+            _ if loc.in_trie => None,
+            // The same filesystem may be mounted twice; its ids are kept apart per mount.
+            Some((mp, fs, rest)) => Some(fs.node_id(&rest)?.scoped(mp.as_str())),
+            None => None,
+        }
+    }
+
+    fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
+        let loc = self.locate(path);
+        match loc.mount {
+            _ if loc.in_trie => Err(VfsError::IsADirectory(path.clone())),
+            Some((mp, fs, rest)) => delegate(&mp, fs.node_backing_file(&rest)),
             None => Err(VfsError::NotFound(path.clone())),
         }
     }

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata};
+use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, NodeId};
 use crate::mem::MemFs;
 use crate::overlay::Overlay;
 use crate::path::VfsPath;
@@ -212,6 +212,21 @@ impl FileSystem for WritableOverlay {
         match self.source(&self.read_state(), path) {
             Some(Source::Upper) => self.upper.node_open(path),
             Some(Source::Lower) => self.lower.node_open(path),
+            None => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+
+    fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
+        match self.source(&self.read_state(), path)? {
+            Source::Upper => Some(self.upper.node_id(path)?.scoped("upper")),
+            Source::Lower => Some(self.lower.node_id(path)?.scoped("lower")),
+        }
+    }
+
+    fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
+        match self.source(&self.read_state(), path) {
+            Some(Source::Upper) => self.upper.node_backing_file(path),
+            Some(Source::Lower) => self.lower.node_backing_file(path),
             None => Err(VfsError::NotFound(path.clone())),
         }
     }
