@@ -51,6 +51,8 @@ pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
 pub use client::{ClientConfig, HttpClient};
 pub use error::{Error, Result};
 pub use layout::OciLayout;
-pub use registry::{MANIFEST_LIMIT, MANIFEST_MEDIA_TYPES, Manifest, ManifestKind, Pushed};
+pub use registry::{
+    MANIFEST_LIMIT, MANIFEST_MEDIA_TYPES, Manifest, ManifestKind, Pushed, descriptor_platform,
+};
 pub use repository::Repository;
 pub use retry::{RetryPolicy, parse_retry_after};

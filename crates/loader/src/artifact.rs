@@ -1,0 +1,256 @@
+//! What an image manifest holds, in pkgload's terms (DESIGN.md "A package is an OCI
+//! artifact" and "Other OCI content is a package too"): a package (config + named volumes
+//! and atoms), a container image (layers stacked at `/`) or a wasm artifact (one atom).
+
+use cache_core::Digest;
+use oci_spec::image::{Descriptor, ImageManifest};
+
+use crate::error::{LoadError, Result};
+
+/// `artifactType` of a pkgload package manifest.
+pub const PACKAGE_ARTIFACT_TYPE: &str = "application/vnd.pkgload.package.v1";
+/// Media type of a package's config blob.
+pub const PACKAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.pkgload.package.config.v1+json";
+/// The annotation that names a volume or an atom.
+pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+/// Media type of a wasm module layer.
+pub const WASM_MEDIA_TYPE: &str = "application/wasm";
+
+const IMAGE_CONFIG_MEDIA_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// The largest config blob read into memory.
+pub const CONFIG_LIMIT: u64 = 4 << 20;
+
+/// What kind of artifact a manifest describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// A pkgload package.
+    Package,
+    /// A container image.
+    Image,
+    /// A wasm artifact.
+    Wasm,
+}
+
+/// One blob a manifest points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size, as the descriptor declares it.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: String,
+    /// Its `org.opencontainers.image.title`, if any.
+    pub title: Option<String>,
+}
+
+impl BlobRef {
+    fn from_descriptor(d: &Descriptor, reference: &str) -> Result<BlobRef> {
+        let digest = Digest::parse(d.digest().as_ref()).map_err(|e| LoadError::Inconsistent {
+            reference: reference.to_owned(),
+            reason: format!("a descriptor has an unusable digest: {e}"),
+        })?;
+        Ok(BlobRef {
+            digest,
+            size: d.size(),
+            media_type: d.media_type().to_string(),
+            title: d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(TITLE_ANNOTATION))
+                .cloned(),
+        })
+    }
+
+    /// True when the layer is a tar (plain, gzip or zstd): a volume, not an atom.
+    pub fn is_tar(&self) -> bool {
+        is_tar_media_type(&self.media_type)
+    }
+}
+
+/// True for OCI and Docker tar layer media types, compressed or not.
+pub fn is_tar_media_type(media_type: &str) -> bool {
+    media_type.contains(".tar") || media_type.ends_with(".tar")
+}
+
+/// An image manifest, classified.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Where it came from (for messages and lockfiles).
+    pub reference: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// What it is.
+    pub kind: ArtifactKind,
+    /// Its config blob.
+    pub config: BlobRef,
+    /// Its layers, in manifest order.
+    pub layers: Vec<BlobRef>,
+}
+
+impl Artifact {
+    /// Classify `manifest` (pulled from `reference`, hashing to `digest`).
+    pub fn classify(manifest: &ImageManifest, digest: Digest, reference: &str) -> Result<Self> {
+        let config = BlobRef::from_descriptor(manifest.config(), reference)?;
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(|d| BlobRef::from_descriptor(d, reference))
+            .collect::<Result<Vec<_>>>()?;
+        let artifact_type = manifest.artifact_type().as_ref().map(|t| t.to_string());
+        let kind = if config.media_type == PACKAGE_CONFIG_MEDIA_TYPE
+            || artifact_type.as_deref() == Some(PACKAGE_ARTIFACT_TYPE)
+        {
+            ArtifactKind::Package
+        } else if IMAGE_CONFIG_MEDIA_TYPES.contains(&config.media_type.as_str())
+            && layers.iter().all(BlobRef::is_tar)
+        {
+            ArtifactKind::Image
+        } else if let [only] = layers.as_slice()
+            && only.media_type == WASM_MEDIA_TYPE
+        {
+            ArtifactKind::Wasm
+        } else {
+            return Err(LoadError::unsupported(
+                reference,
+                format!(
+                    "not a pkgload package, a container image or a wasm artifact (config media \
+                     type {:?}, layer media types [{}])",
+                    config.media_type,
+                    layers
+                        .iter()
+                        .map(|l| l.media_type.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if kind == ArtifactKind::Package && config.size > CONFIG_LIMIT {
+            return Err(LoadError::Inconsistent {
+                reference: reference.to_owned(),
+                reason: format!(
+                    "its config blob declares {} bytes, over the {CONFIG_LIMIT}-byte limit",
+                    config.size
+                ),
+            });
+        }
+        Ok(Artifact {
+            reference: reference.to_owned(),
+            digest,
+            kind,
+            config,
+            layers,
+        })
+    }
+
+    /// The volume (tar layer) named `name`.
+    pub fn volume(&self, name: &str) -> Option<&BlobRef> {
+        self.layers
+            .iter()
+            .find(|l| l.is_tar() && l.title.as_deref() == Some(name))
+    }
+
+    /// The atom (non-tar layer) named `name`.
+    pub fn atom(&self, name: &str) -> Option<&BlobRef> {
+        self.layers
+            .iter()
+            .find(|l| !l.is_tar() && l.title.as_deref() == Some(name))
+    }
+
+    /// The titles of the layers, for "no such volume" messages.
+    pub fn titles(&self) -> String {
+        let titles: Vec<&str> = self
+            .layers
+            .iter()
+            .filter_map(|l| l.title.as_deref())
+            .collect();
+        if titles.is_empty() {
+            "none".to_owned()
+        } else {
+            titles.join(", ")
+        }
+    }
+}
+
+/// The part of an image config we use: the uncompressed digests of its layers.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ImageConfig {
+    pub(crate) rootfs: RootFs,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RootFs {
+    #[serde(default)]
+    pub(crate) diff_ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(config_type: &str, layers: &[(&str, Option<&str>)]) -> ImageManifest {
+        let empty = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|(media, title)| {
+                let mut d = serde_json::json!({"mediaType": media, "digest": empty, "size": 2});
+                if let Some(t) = title {
+                    d["annotations"] = serde_json::json!({ TITLE_ANNOTATION: t });
+                }
+                d
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config_type, "digest": empty, "size": 2},
+            "layers": layers,
+        }))
+        .unwrap()
+    }
+
+    fn classify(m: &ImageManifest) -> Result<Artifact> {
+        Artifact::classify(m, cache_core::Algorithm::Sha256.digest(b"m"), "test/ref")
+    }
+
+    #[test]
+    fn kinds_and_lookup() {
+        let pkg = manifest(
+            PACKAGE_CONFIG_MEDIA_TYPE,
+            &[
+                ("application/vnd.oci.image.layer.v1.tar+zstd", Some("app")),
+                (WASM_MEDIA_TYPE, Some("app")),
+            ],
+        );
+        let a = classify(&pkg).unwrap();
+        assert_eq!(a.kind, ArtifactKind::Package);
+        assert!(a.volume("app").unwrap().is_tar());
+        assert_eq!(a.atom("app").unwrap().media_type, WASM_MEDIA_TYPE);
+        assert!(a.volume("data").is_none());
+        assert_eq!(a.titles(), "app, app");
+
+        let image = manifest(
+            IMAGE_CONFIG_MEDIA_TYPES[1],
+            &[("application/vnd.docker.image.rootfs.diff.tar.gzip", None)],
+        );
+        assert_eq!(classify(&image).unwrap().kind, ArtifactKind::Image);
+
+        let wasm = manifest(
+            "application/vnd.wasm.config.v0+json",
+            &[(WASM_MEDIA_TYPE, None)],
+        );
+        assert_eq!(classify(&wasm).unwrap().kind, ArtifactKind::Wasm);
+
+        let other = manifest("application/x-thing", &[("text/plain", None)]);
+        let err = classify(&other).unwrap_err().to_string();
+        assert!(
+            err.contains("test/ref") && err.contains("text/plain"),
+            "{err}"
+        );
+    }
+}

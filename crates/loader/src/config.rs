@@ -1,0 +1,245 @@
+//! [`LoaderBuilder`]: every knob of a [`Loader`](crate::Loader), with defaults a user can
+//! live with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fetch_http::{ClientConfig, Credential, Credentials, HttpClient};
+
+use crate::error::{LoadError, Result};
+
+/// What to do when a layer's content does not match the uncompressed digest (`diff_id`)
+/// its image config declares.
+///
+/// Every downloaded blob is verified against its descriptor's digest whatever this says:
+/// the store cannot hold a blob under a digest it does not have. The switch exists for
+/// parity with loaders that can skip checks; it governs the checks that are ours to relax.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Validation {
+    /// Do not check diff_ids.
+    NoValidate,
+    /// Check, log a warning on mismatch, and use the layer anyway.
+    Warn,
+    /// Check, and fail on mismatch.
+    #[default]
+    Fail,
+}
+
+/// One event for a progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadEvent {
+    /// The fetch plan is known: `blobs` blobs, `bytes` bytes, `cached` already in the store.
+    Planned {
+        /// Blobs needed.
+        blobs: usize,
+        /// Their total size.
+        bytes: u64,
+        /// How many of them the store already holds.
+        cached: usize,
+    },
+    /// A blob transfer made progress.
+    Blob(fetch_http::Progress),
+}
+
+/// Receives [`LoadEvent`]s; called from download tasks, so keep it cheap.
+pub type ProgressSink = Arc<dyn Fn(LoadEvent) + Send + Sync>;
+
+/// Builds a [`Loader`](crate::Loader).
+#[derive(Clone)]
+pub struct LoaderBuilder {
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) registry: Option<String>,
+    pub(crate) prefix: String,
+    pub(crate) insecure: Vec<String>,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) explicit: Vec<(String, Credential)>,
+    pub(crate) jobs: usize,
+    pub(crate) validation: Validation,
+    pub(crate) offline: bool,
+    pub(crate) ref_ttl: Duration,
+    pub(crate) memory_budget: u64,
+    pub(crate) progress: Option<ProgressSink>,
+    pub(crate) client: Option<ClientConfig>,
+}
+
+impl std::fmt::Debug for LoaderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoaderBuilder")
+            .field("cache_dir", &self.cache_dir)
+            .field("registry", &self.registry)
+            .field("prefix", &self.prefix)
+            .field("insecure", &self.insecure)
+            .field("jobs", &self.jobs)
+            .field("validation", &self.validation)
+            .field("offline", &self.offline)
+            .field("ref_ttl", &self.ref_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LoaderBuilder {
+    fn default() -> Self {
+        LoaderBuilder {
+            cache_dir: None,
+            registry: None,
+            prefix: String::new(),
+            insecure: Vec::new(),
+            credentials: None,
+            explicit: Vec::new(),
+            jobs: 16,
+            validation: Validation::Fail,
+            offline: false,
+            ref_ttl: Duration::from_secs(300),
+            memory_budget: 64 << 20,
+            progress: None,
+            client: None,
+        }
+    }
+}
+
+impl LoaderBuilder {
+    /// The cache directory (default: `$PKGLOAD_CACHE_DIR`, else the platform cache
+    /// directory + `pkgload`).
+    #[must_use]
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The registry (`host[:port]`) and repository prefix that `namespace/name@REQ`
+    /// references resolve against.
+    #[must_use]
+    pub fn registry(mut self, registry: impl Into<String>, prefix: impl Into<String>) -> Self {
+        self.registry = Some(registry.into());
+        self.prefix = prefix.into().trim_matches('/').to_owned();
+        self
+    }
+
+    /// A host that may be spoken to over plain HTTP (loopback always may).
+    #[must_use]
+    pub fn insecure_host(mut self, host: impl Into<String>) -> Self {
+        self.insecure.push(host.into());
+        self
+    }
+
+    /// Use these credentials instead of reading the docker config file.
+    #[must_use]
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// A credential for one registry host, on top of the others.
+    #[must_use]
+    pub fn credential(mut self, host: impl Into<String>, credential: Credential) -> Self {
+        self.explicit.push((host.into(), credential));
+        self
+    }
+
+    /// How many blobs download at once (default 16).
+    #[must_use]
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
+    /// The diff_id check policy (default [`Validation::Fail`]).
+    #[must_use]
+    pub fn validation(mut self, validation: Validation) -> Self {
+        self.validation = validation;
+        self
+    }
+
+    /// Make no network request at all: everything must be in the cache.
+    #[must_use]
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// How long a cached tag → digest pointer or tag list is used without asking the
+    /// registry again (default 5 minutes).
+    #[must_use]
+    pub fn ref_ttl(mut self, ttl: Duration) -> Self {
+        self.ref_ttl = ttl;
+        self
+    }
+
+    /// Bytes of small blobs kept in memory (default 64 MiB).
+    #[must_use]
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Where progress events go.
+    #[must_use]
+    pub fn progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
+    }
+
+    /// HTTP settings (timeouts, retries, user agent); `jobs` and insecure hosts given to
+    /// this builder are applied on top.
+    #[must_use]
+    pub fn http(mut self, config: ClientConfig) -> Self {
+        self.client = Some(config);
+        self
+    }
+
+    /// Open the cache and build the HTTP client.
+    pub async fn build(self) -> Result<crate::Loader> {
+        let cache_dir = match &self.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir().ok_or_else(|| LoadError::Io {
+                action: "find a cache directory for",
+                path: "pkgload".to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "set PKGLOAD_CACHE_DIR or HOME, or give a cache directory",
+                ),
+            })?,
+        };
+        let store = cache_core::Store::open_with(
+            &cache_dir,
+            cache_core::StoreOptions {
+                memory_budget: self.memory_budget,
+                ..cache_core::StoreOptions::default()
+            },
+        )
+        .await?;
+        let mut credentials = match &self.credentials {
+            Some(c) => c.clone(),
+            None => Credentials::from_docker_config()
+                .map_err(|e| LoadError::fetch("reading docker credentials", e))?,
+        };
+        for (host, credential) in &self.explicit {
+            credentials.insert(host, credential.clone());
+        }
+        let mut client = self.client.clone().unwrap_or_default();
+        client.max_concurrent = client.max_concurrent.max(self.jobs);
+        client.max_per_host = client.max_per_host.max(self.jobs);
+        client.insecure_hosts.extend(self.insecure.iter().cloned());
+        let client = HttpClient::new(client, credentials)
+            .map_err(|e| LoadError::fetch("starting the HTTP client", e))?;
+        Ok(crate::Loader::from_parts(store, client, self))
+    }
+}
+
+/// `$PKGLOAD_CACHE_DIR`, else `$XDG_CACHE_HOME/pkgload`, else `~/.cache/pkgload`
+/// (`~/Library/Caches/pkgload` on macOS).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("PKGLOAD_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if cfg!(target_os = "macos") {
+        return non_empty("HOME").map(|h| Path::new(&h).join("Library/Caches/pkgload"));
+    }
+    non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| non_empty("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|base| base.join("pkgload"))
+}

@@ -1,0 +1,97 @@
+//! A package under development: a directory with `pkgload.toml` whose volumes are host
+//! directories (served read-only and confined by [`DirVolume`]) and whose atoms are local
+//! files, with its dependencies resolved from the configured registry.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use cache_core::{Algorithm, Blob};
+use resolve_graph::Lockfile;
+use vfs_overlay::{DirVolume, FileSystem};
+
+use crate::artifact::{Artifact, ArtifactKind, BlobRef, PACKAGE_CONFIG_MEDIA_TYPE};
+use crate::error::{LoadError, Result};
+use crate::load::{Loader, Resolved};
+use crate::package_dir::PackageDir;
+use crate::remote::{Located, Place};
+use crate::source::Found;
+
+/// The local volumes and atoms of a package under development.
+#[derive(Debug, Default)]
+pub(crate) struct LocalParts {
+    pub(crate) volumes: HashMap<String, Arc<dyn FileSystem>>,
+    pub(crate) atoms: HashMap<String, Blob>,
+}
+
+pub(crate) async fn resolve_directory(
+    loader: &Loader,
+    dir: &Path,
+    lock: Option<&Lockfile>,
+) -> Result<Resolved> {
+    let package = {
+        let owned = dir.to_owned();
+        tokio::task::spawn_blocking(move || PackageDir::open(&owned))
+            .await
+            .map_err(|e| LoadError::PackageDir {
+                path: dir.display().to_string(),
+                reason: format!("reading the package failed: {e}"),
+            })??
+    };
+    let place = match (
+        loader.default_place(),
+        package.manifest.dependencies.is_empty(),
+    ) {
+        (Some(place), _) => place.clone(),
+        (None, true) => Place::Layouts {
+            root: dir.to_owned(),
+        },
+        (None, false) => {
+            return Err(LoadError::PackageDir {
+                path: dir
+                    .join(crate::reference::PACKAGE_FILE)
+                    .display()
+                    .to_string(),
+                reason: "it has dependencies: say where they come from with --registry \
+                         HOST[/PREFIX] (or LoaderBuilder::registry)"
+                    .to_owned(),
+            });
+        }
+    };
+    let config = Algorithm::Sha256.digest(&package.config_json);
+    let artifact = Artifact {
+        reference: dir.display().to_string(),
+        digest: config,
+        kind: ArtifactKind::Package,
+        config: BlobRef {
+            digest: config,
+            size: package.config_json.len() as u64,
+            media_type: PACKAGE_CONFIG_MEDIA_TYPE.to_owned(),
+            title: None,
+        },
+        layers: Vec::new(),
+    };
+    let root = Found {
+        at: Located::Layout(dir.to_owned()),
+        artifact: Arc::new(artifact),
+    };
+    let manifest = package.manifest.clone();
+    let mut resolved = loader.resolve_package(manifest, root, place, lock).await?;
+    resolved.dev = Some(Arc::new(package));
+    Ok(resolved)
+}
+
+/// Open the package's volumes as directories and import its atoms into the store (an atom
+/// is handed out as a [`Blob`] like any other).
+pub(crate) async fn local_parts(loader: &Loader, package: &PackageDir) -> Result<LocalParts> {
+    let mut parts = LocalParts::default();
+    for (name, dir) in &package.volumes {
+        let volume = DirVolume::open(dir).map_err(|e| LoadError::io("open volume", dir, e))?;
+        parts.volumes.insert(name.clone(), Arc::new(volume));
+    }
+    for (name, file) in &package.atoms {
+        let blob = loader.store().import_file(file, Algorithm::Sha256).await?;
+        parts.atoms.insert(name.clone(), blob);
+    }
+    Ok(parts)
+}

@@ -1,0 +1,682 @@
+//! [`Loader`]: reference → resolution → fetch plan → parallel fetch → assembled filesystem.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cache_core::{Blob, Digest, Store};
+use futures::{StreamExt, TryStreamExt};
+use resolve_graph::{
+    Lockfile, PackageId, Resolution, ResolveOptions, ResolvedGraph, ResolvedPackage,
+};
+use serde::Serialize;
+use vfs_overlay::{FileSystem, MountPolicy, SubFs, Union, VfsPath};
+
+use crate::artifact::{ArtifactKind, BlobRef};
+use crate::config::{LoadEvent, LoaderBuilder, Validation};
+use crate::error::{LoadError, Result};
+use crate::package_dir::PackageDir;
+use crate::reference::PackageRef;
+use crate::remote::{Located, Place, Remote, place_of};
+use crate::source::{Found, PackageSource};
+
+/// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    remote: Arc<Remote>,
+    jobs: usize,
+    validation: Validation,
+    default_place: Option<Place>,
+}
+
+/// One package of a resolution, as printed by `pkgload resolve --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageInfo {
+    /// The package name (for an image or wasm artifact: where it came from).
+    pub name: String,
+    /// Its version (for an image or wasm artifact: its tag or digest).
+    pub version: String,
+    /// The digest of its OCI manifest.
+    pub digest: String,
+}
+
+/// The outcome of resolving a reference: which packages, and where their blobs are.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The root.
+    pub root: PackageInfo,
+    /// What the root is.
+    pub kind: ArtifactKind,
+    /// Every package, the root first, then by name.
+    pub packages: Vec<PackageInfo>,
+    /// The solver's result (packages only).
+    pub resolution: Option<Resolution>,
+    /// The dependency graph (packages only).
+    pub graph: Option<ResolvedGraph>,
+    /// Merged commands and mounts (packages only).
+    pub merged: Option<ResolvedPackage>,
+    pub(crate) root_found: Found,
+    pub(crate) found: HashMap<PackageId, Found>,
+    /// A package under development: its own volumes and atoms are local files.
+    pub(crate) dev: Option<Arc<PackageDir>>,
+}
+
+/// A command of the loaded tree, with its code.
+#[derive(Debug, Clone)]
+pub struct LoadedCommand {
+    /// The command's name.
+    pub name: String,
+    /// The package that declares it.
+    pub package: String,
+    /// That package's version.
+    pub version: String,
+    /// Which runner executes it.
+    pub runner: String,
+    /// Runner settings, verbatim.
+    pub annotations: BTreeMap<String, serde_json::Value>,
+    /// The code (memory-mapped from the store).
+    pub atom: Blob,
+}
+
+/// What a runtime gets: the tree's filesystem, commands and entrypoint.
+#[derive(Debug, Clone)]
+pub struct LoadedPackage {
+    /// The root and every resolved package.
+    pub resolved: Resolved,
+    /// The assembled filesystem.
+    pub fs: Arc<dyn FileSystem>,
+    /// Every exposed command, by name.
+    pub commands: Vec<LoadedCommand>,
+    /// The command to run by default.
+    pub entrypoint: Option<String>,
+    /// Size of the assembled tree, from the volumes' indexes.
+    pub footprint: vfs_overlay::Footprint,
+}
+
+/// What [`Loader::fetch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FetchReport {
+    /// Blobs the tree needs.
+    pub blobs: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// How many were already in the cache.
+    pub cached: usize,
+}
+
+impl Resolved {
+    /// The lockfile of this resolution (packages only).
+    pub fn lockfile(&self) -> Option<Lockfile> {
+        self.resolution.as_ref().map(Lockfile::from_resolution)
+    }
+
+    /// Every blob the tree uses, deduplicated by digest, largest first: the volumes of fs
+    /// mappings and the atoms of commands (an image's layers, a wasm artifact's module).
+    /// Other layers of a package are never fetched.
+    pub fn blobs(&self) -> Result<Vec<BlobRef>> {
+        Ok(self.plan()?.into_iter().map(|(_, b)| b).collect())
+    }
+
+    pub(crate) fn plan(&self) -> Result<Vec<(Located, BlobRef)>> {
+        let mut wanted: Vec<(Located, BlobRef)> = Vec::new();
+        match (&self.kind, &self.merged) {
+            (ArtifactKind::Package, Some(merged)) => {
+                for mapping in merged.fs.values().filter(|m| !self.is_local(&m.package)) {
+                    let found = self.found_of(&mapping.package)?;
+                    let blob = found.artifact.volume(&mapping.volume).ok_or_else(|| {
+                        missing(&mapping.package, "volume", &mapping.volume, &found)
+                    })?;
+                    wanted.push((found.at.clone(), blob.clone()));
+                }
+                for command in merged
+                    .commands
+                    .values()
+                    .filter(|c| !self.is_local(&c.atom_package))
+                {
+                    let found = self.found_of(&command.atom_package)?;
+                    let blob = found.artifact.atom(&command.atom).ok_or_else(|| {
+                        missing(&command.atom_package, "atom", &command.atom, &found)
+                    })?;
+                    wanted.push((found.at.clone(), blob.clone()));
+                }
+            }
+            _ => {
+                let found = &self.root_found;
+                wanted.extend(
+                    found
+                        .artifact
+                        .layers
+                        .iter()
+                        .map(|l| (found.at.clone(), l.clone())),
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        wanted.retain(|(_, b)| seen.insert(b.digest));
+        wanted.sort_by(|a, b| b.1.size.cmp(&a.1.size));
+        Ok(wanted)
+    }
+
+    /// True when `id`'s volumes and atoms are local files (the root under development).
+    pub(crate) fn is_local(&self, id: &PackageId) -> bool {
+        self.dev.is_some() && self.resolution.as_ref().is_some_and(|r| r.root.id() == *id)
+    }
+
+    fn found_of(&self, id: &PackageId) -> Result<&Found> {
+        self.found.get(id).ok_or_else(|| LoadError::Inconsistent {
+            reference: id.to_string(),
+            reason: "resolved, but its manifest was never read (a loader bug)".to_owned(),
+        })
+    }
+}
+
+fn missing(id: &PackageId, what: &'static str, name: &str, found: &Found) -> LoadError {
+    LoadError::MissingLayer {
+        package: id.to_string(),
+        what,
+        name: name.to_owned(),
+        available: found.artifact.titles(),
+    }
+}
+
+impl Loader {
+    /// Start configuring a loader.
+    pub fn builder() -> LoaderBuilder {
+        LoaderBuilder::default()
+    }
+
+    pub(crate) fn from_parts(
+        store: Store,
+        client: fetch_http::HttpClient,
+        config: LoaderBuilder,
+    ) -> Self {
+        let remote = Remote {
+            store,
+            client,
+            offline: config.offline,
+            ttl: config.ref_ttl,
+            progress: config.progress.clone(),
+            platform: fetch_http::platform::PlatformMatcher::new(
+                &fetch_http::platform::Platform::host(),
+            ),
+        };
+        Loader {
+            remote: Arc::new(remote),
+            jobs: config.jobs,
+            validation: config.validation,
+            default_place: config.registry.map(|registry| Place::Registry {
+                registry,
+                prefix: config.prefix,
+            }),
+        }
+    }
+
+    pub(crate) fn default_place(&self) -> Option<&Place> {
+        self.default_place.as_ref()
+    }
+
+    /// The content-addressed cache this loader reads and fills.
+    pub fn store(&self) -> &Store {
+        &self.remote.store
+    }
+
+    /// Resolve `reference`; with `lock`, exactly the locked versions (no version query,
+    /// manifests read by their locked digests).
+    #[tracing::instrument(level = "info", skip(self, lock), fields(%reference))]
+    pub async fn resolve(
+        &self,
+        reference: &PackageRef,
+        lock: Option<&Lockfile>,
+    ) -> Result<Resolved> {
+        let trust = lock.is_some();
+        let (at, tag) = match reference {
+            PackageRef::Registry(r) => (
+                Located::Registry {
+                    registry: r.registry().to_owned(),
+                    repository: r.repository().to_owned(),
+                },
+                Some(r.reference_str()),
+            ),
+            PackageRef::Layout(l) => (
+                Located::Layout(l.dir().to_owned()),
+                l.tag().map(str::to_owned),
+            ),
+            PackageRef::Named { name, req } => {
+                let place = self
+                    .default_place
+                    .clone()
+                    .ok_or_else(|| LoadError::Reference {
+                        input: reference.to_string(),
+                        reason: "a name with a version requirement needs a registry: pass \
+                             --registry HOST[/PREFIX] (or LoaderBuilder::registry)"
+                            .to_owned(),
+                    })?;
+                let source = PackageSource::new(self.remote.clone(), place.clone(), HashMap::new());
+                let locked = lock
+                    .filter(|l| l.root.name == *name && req.matches(&l.root.version))
+                    .map(|l| l.root.version.clone());
+                let version = match locked {
+                    Some(v) => v,
+                    None => {
+                        let versions = resolve_graph::Source::versions(&source, name)
+                            .await
+                            .map_err(|e| LoadError::Reference {
+                                input: reference.to_string(),
+                                reason: e.to_string(),
+                            })?;
+                        versions
+                            .into_iter()
+                            .filter(|v| req.matches(v))
+                            .max()
+                            .ok_or_else(|| LoadError::Reference {
+                                input: reference.to_string(),
+                                reason: format!(
+                                    "{} has no version matching {req}",
+                                    place.locate(name.as_str()).describe()
+                                ),
+                            })?
+                    }
+                };
+                (place.locate(name.as_str()), Some(version.to_string()))
+            }
+            PackageRef::Directory(dir) => {
+                return crate::dev::resolve_directory(self, dir, lock).await;
+            }
+        };
+        let artifact = Arc::new(self.remote.artifact(&at, tag.as_deref(), trust).await?);
+        let root_found = Found {
+            at: at.clone(),
+            artifact: artifact.clone(),
+        };
+        match artifact.kind {
+            ArtifactKind::Package => {
+                let manifest = self.remote.package_config(&at, &artifact).await?;
+                let place = place_of(&at, manifest.name.as_str());
+                self.resolve_package(manifest, root_found, place, lock)
+                    .await
+            }
+            kind => {
+                let (name, version) = match (&at, reference) {
+                    (
+                        Located::Registry {
+                            registry,
+                            repository,
+                        },
+                        _,
+                    ) => (
+                        format!("{registry}/{repository}"),
+                        tag.clone().unwrap_or_default(),
+                    ),
+                    (Located::Layout(dir), _) => (
+                        format!("oci:{}", dir.display()),
+                        tag.clone().unwrap_or_default(),
+                    ),
+                };
+                let root = PackageInfo {
+                    name,
+                    version,
+                    digest: artifact.digest.to_string(),
+                };
+                Ok(Resolved {
+                    packages: vec![root.clone()],
+                    root,
+                    kind,
+                    resolution: None,
+                    graph: None,
+                    merged: None,
+                    root_found,
+                    found: HashMap::new(),
+                    dev: None,
+                })
+            }
+        }
+    }
+
+    /// Resolve the dependencies of a root package whose manifest is already known.
+    pub(crate) async fn resolve_package(
+        &self,
+        manifest: resolve_graph::Manifest,
+        root_found: Found,
+        place: Place,
+        lock: Option<&Lockfile>,
+    ) -> Result<Resolved> {
+        let root_id = manifest.id();
+        let pinned: HashMap<PackageId, Digest> = lock
+            .map(|l| {
+                l.packages
+                    .iter()
+                    .filter_map(|p| {
+                        let digest = Digest::parse(&p.digest).ok()?;
+                        Some((PackageId::new(p.name.clone(), p.version.clone()), digest))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let source = PackageSource::new(self.remote.clone(), place, pinned);
+        source.remember(root_id.clone(), root_found.clone());
+        let resolution = match lock {
+            Some(lock) => resolve_graph::resolve_locked(&source, &manifest, lock).await?,
+            None => resolve_graph::resolve(&source, &manifest, &ResolveOptions::default())
+                .await
+                .map_err(|source| LoadError::Resolve {
+                    root: root_id.to_string(),
+                    source,
+                })?,
+        };
+        let graph = ResolvedGraph::new(&resolution)?;
+        if let Some(cycle) = graph.find_cycle() {
+            return Err(LoadError::Graph(resolve_graph::GraphError::Cycle(cycle)));
+        }
+        let merged = ResolvedPackage::new(&resolution).map_err(|source| LoadError::Merge {
+            root: root_id.to_string(),
+            source,
+        })?;
+        let mut found = HashMap::new();
+        found.insert(root_id.clone(), root_found.clone());
+        let mut packages = vec![PackageInfo {
+            name: root_id.name.to_string(),
+            version: root_id.version.to_string(),
+            digest: root_found.artifact.digest.to_string(),
+        }];
+        for (name, summary) in &resolution.packages {
+            let id = PackageId::new(name.clone(), summary.manifest.version.clone());
+            if let Some(f) = source.found(&id) {
+                found.insert(id.clone(), f);
+            }
+            packages.push(PackageInfo {
+                name: name.to_string(),
+                version: summary.manifest.version.to_string(),
+                digest: summary.digest.clone(),
+            });
+        }
+        Ok(Resolved {
+            root: packages
+                .first()
+                .cloned()
+                .ok_or_else(|| LoadError::Inconsistent {
+                    reference: root_id.to_string(),
+                    reason: "empty resolution".to_owned(),
+                })?,
+            packages,
+            kind: ArtifactKind::Package,
+            resolution: Some(resolution),
+            graph: Some(graph),
+            merged: Some(merged),
+            root_found,
+            found,
+            dev: None,
+        })
+    }
+
+    /// Fetch every blob the resolved tree uses, `jobs` at a time, largest first; blobs in
+    /// the cache cost nothing.
+    pub async fn fetch(&self, resolved: &Resolved) -> Result<(FetchReport, HashMap<Digest, Blob>)> {
+        let plan = resolved.plan()?;
+        let cached = plan
+            .iter()
+            .filter(|(_, b)| self.remote.store.contains(&b.digest))
+            .count();
+        let report = FetchReport {
+            blobs: plan.len(),
+            bytes: plan.iter().map(|(_, b)| b.size).sum(),
+            cached,
+        };
+        if let Some(sink) = &self.remote.progress {
+            sink(LoadEvent::Planned {
+                blobs: report.blobs,
+                bytes: report.bytes,
+                cached,
+            });
+        }
+        let remote = &self.remote;
+        let blobs: HashMap<Digest, Blob> = futures::stream::iter(plan)
+            .map(
+                |(at, blob)| async move { remote.blob(&at, &blob).await.map(|b| (blob.digest, b)) },
+            )
+            .buffer_unordered(self.jobs)
+            .try_collect()
+            .await?;
+        Ok((report, blobs))
+    }
+
+    /// Resolve, fetch and assemble.
+    pub async fn load(
+        &self,
+        reference: &PackageRef,
+        lock: Option<&Lockfile>,
+    ) -> Result<LoadedPackage> {
+        let resolved = self.resolve(reference, lock).await?;
+        self.load_resolved(resolved).await
+    }
+
+    /// Fetch and assemble an already resolved tree.
+    pub async fn load_resolved(&self, resolved: Resolved) -> Result<LoadedPackage> {
+        let (_, blobs) = self.fetch(&resolved).await?;
+        let local = match &resolved.dev {
+            Some(dev) => crate::dev::local_parts(self, dev).await?,
+            None => crate::dev::LocalParts::default(),
+        };
+        let fs: Arc<dyn FileSystem> = match resolved.kind {
+            ArtifactKind::Image => self.image_fs(&resolved).await?,
+            ArtifactKind::Wasm => Arc::new(Union::new()),
+            ArtifactKind::Package => self.package_fs(&resolved, &local).await?,
+        };
+        let commands = self.commands(&resolved, &blobs, &local)?;
+        let entrypoint = match (&resolved.merged, resolved.kind) {
+            (Some(m), _) => m.entrypoint.clone(),
+            (None, ArtifactKind::Wasm) => commands.first().map(|c| c.name.clone()),
+            (None, _) => None,
+        };
+        let footprint = footprint(fs.clone()).await?;
+        Ok(LoadedPackage {
+            resolved,
+            fs,
+            commands,
+            entrypoint,
+            footprint,
+        })
+    }
+
+    /// The union of the packages' mappings; `local` holds the volumes of a package under
+    /// development.
+    async fn package_fs(
+        &self,
+        resolved: &Resolved,
+        local: &crate::dev::LocalParts,
+    ) -> Result<Arc<dyn FileSystem>> {
+        let Some(merged) = &resolved.merged else {
+            return Ok(Arc::new(Union::new()));
+        };
+        let union = Union::new();
+        let mut volumes: HashMap<Digest, Arc<dyn FileSystem>> = HashMap::new();
+        for mapping in merged.fs.values() {
+            let local_volume = resolved
+                .is_local(&mapping.package)
+                .then(|| local.volumes.get(&mapping.volume))
+                .flatten();
+            let volume: Arc<dyn FileSystem> = match local_volume {
+                Some(fs) => fs.clone(),
+                None => {
+                    let found = resolved.found_of(&mapping.package)?;
+                    let blob = found.artifact.volume(&mapping.volume).ok_or_else(|| {
+                        missing(&mapping.package, "volume", &mapping.volume, found)
+                    })?;
+                    match volumes.get(&blob.digest) {
+                        Some(v) => v.clone(),
+                        None => {
+                            let v = self.open_volume(blob, None).await?;
+                            volumes.insert(blob.digest, v.clone());
+                            v
+                        }
+                    }
+                }
+            };
+            let sub = vfs_path(mapping.path.as_str())?;
+            let shown: Arc<dyn FileSystem> = if sub.is_root() {
+                volume
+            } else {
+                Arc::new(SubFs::new(volume, &sub)?)
+            };
+            union.mount(&vfs_path(mapping.mount.as_str())?, shown, MountPolicy::Fail)?;
+        }
+        Ok(Arc::new(union))
+    }
+
+    async fn open_volume(
+        &self,
+        blob: &BlobRef,
+        diff_id: Option<Digest>,
+    ) -> Result<Arc<dyn FileSystem>> {
+        let spec = vfs_overlay::LayerSpec {
+            digest: blob.digest,
+            media_type: blob.media_type.clone(),
+            diff_id,
+        };
+        let volume = vfs_overlay::open_layer(
+            &self.remote.store,
+            &spec,
+            &vfs_overlay::LayerLimits::default(),
+        )
+        .await
+        .map_err(|source| LoadError::Layer {
+            digest: blob.digest,
+            source,
+        })?;
+        Ok(Arc::new(volume))
+    }
+
+    async fn image_fs(&self, resolved: &Resolved) -> Result<Arc<dyn FileSystem>> {
+        let found = &resolved.root_found;
+        let diff_ids = match self.validation {
+            Validation::NoValidate => Vec::new(),
+            _ => self.remote.diff_ids(&found.at, &found.artifact).await?,
+        };
+        if !diff_ids.is_empty() && diff_ids.len() != found.artifact.layers.len() {
+            return Err(LoadError::Inconsistent {
+                reference: found.artifact.reference.clone(),
+                reason: format!(
+                    "its config lists {} diff_ids for {} layers",
+                    diff_ids.len(),
+                    found.artifact.layers.len()
+                ),
+            });
+        }
+        let specs = |with_ids: bool| -> Vec<vfs_overlay::LayerSpec> {
+            found
+                .artifact
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| vfs_overlay::LayerSpec {
+                    digest: l.digest,
+                    media_type: l.media_type.clone(),
+                    diff_id: if with_ids {
+                        diff_ids.get(i).copied()
+                    } else {
+                        None
+                    },
+                })
+                .collect()
+        };
+        let limits = vfs_overlay::LayerLimits::default();
+        let opened =
+            vfs_overlay::open_image_layers(&self.remote.store, &specs(true), &limits).await;
+        let overlay = match (opened, self.validation) {
+            (Ok(o), _) => o,
+            (Err(e @ vfs_overlay::LayerError::DiffIdMismatch { .. }), Validation::Warn) => {
+                tracing::warn!(reference = %found.artifact.reference, error = %e, "diff_id mismatch; using the layer anyway (validation: warn)");
+                vfs_overlay::open_image_layers(&self.remote.store, &specs(false), &limits)
+                    .await
+                    .map_err(|source| layer_error(found, source))?
+            }
+            (Err(e), _) => return Err(layer_error(found, e)),
+        };
+        let union = Union::new();
+        union.mount(&VfsPath::root(), Arc::new(overlay), MountPolicy::Fail)?;
+        Ok(Arc::new(union))
+    }
+
+    fn commands(
+        &self,
+        resolved: &Resolved,
+        blobs: &HashMap<Digest, Blob>,
+        local: &crate::dev::LocalParts,
+    ) -> Result<Vec<LoadedCommand>> {
+        let blob_of = |b: &BlobRef| -> Result<Blob> {
+            blobs
+                .get(&b.digest)
+                .cloned()
+                .ok_or_else(|| LoadError::Inconsistent {
+                    reference: b.digest.to_string(),
+                    reason: "planned but not fetched (a loader bug)".to_owned(),
+                })
+        };
+        match (&resolved.merged, resolved.kind) {
+            (Some(merged), _) => merged
+                .commands
+                .values()
+                .map(|c| {
+                    let atom = match local.atoms.get(&c.atom) {
+                        Some(blob) if resolved.is_local(&c.atom_package) => blob.clone(),
+                        _ => {
+                            let found = resolved.found_of(&c.atom_package)?;
+                            let atom = found
+                                .artifact
+                                .atom(&c.atom)
+                                .ok_or_else(|| missing(&c.atom_package, "atom", &c.atom, found))?;
+                            blob_of(atom)?
+                        }
+                    };
+                    Ok(LoadedCommand {
+                        name: c.name.clone(),
+                        package: c.declared_by.name.to_string(),
+                        version: c.declared_by.version.to_string(),
+                        runner: c.runner.clone(),
+                        annotations: c.annotations.clone(),
+                        atom,
+                    })
+                })
+                .collect(),
+            (None, ArtifactKind::Wasm) => {
+                let found = &resolved.root_found;
+                let Some(layer) = found.artifact.layers.first() else {
+                    return Ok(Vec::new());
+                };
+                let name = layer.title.clone().unwrap_or_else(|| {
+                    let base = resolved.root.name.rsplit('/').next().unwrap_or("main");
+                    base.trim_end_matches(".wasm").to_owned()
+                });
+                Ok(vec![LoadedCommand {
+                    name,
+                    package: resolved.root.name.clone(),
+                    version: resolved.root.version.clone(),
+                    runner: "wasm".to_owned(),
+                    annotations: BTreeMap::new(),
+                    atom: blob_of(layer)?,
+                }])
+            }
+            (None, _) => Ok(Vec::new()),
+        }
+    }
+}
+
+fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {
+    LoadError::Layer {
+        digest: found.artifact.digest,
+        source,
+    }
+}
+
+pub(crate) fn vfs_path(path: &str) -> Result<VfsPath> {
+    VfsPath::new(path).map_err(LoadError::Vfs)
+}
+
+/// The footprint, computed off the runtime's threads (a union may walk metadata).
+pub(crate) async fn footprint(fs: Arc<dyn FileSystem>) -> Result<vfs_overlay::Footprint> {
+    tokio::task::spawn_blocking(move || fs.footprint())
+        .await
+        .map_err(|e| LoadError::Inconsistent {
+            reference: "footprint".to_owned(),
+            reason: format!("worker failed: {e}"),
+        })?
+        .map_err(LoadError::Vfs)
+}

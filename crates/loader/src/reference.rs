@@ -1,0 +1,121 @@
+//! What a user may ask to load (DESIGN.md "References"), parsed before anything is fetched.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use fetch_http::reference::{LayoutRef, RegistryRef};
+use resolve_graph::PackageName;
+use semver::VersionReq;
+
+use crate::error::{LoadError, Result};
+
+/// The file that makes a directory a package under development.
+pub const PACKAGE_FILE: &str = "pkgload.toml";
+
+/// One thing to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageRef {
+    /// `REGISTRY/REPO[:TAG][@DIGEST]`.
+    Registry(RegistryRef),
+    /// `oci:DIR[:TAG]`.
+    Layout(LayoutRef),
+    /// `namespace/name@REQ` through the configured registry and prefix, newest match.
+    Named {
+        /// The package.
+        name: PackageName,
+        /// Which versions will do.
+        req: VersionReq,
+    },
+    /// A directory holding `pkgload.toml` (a package under development).
+    Directory(PathBuf),
+}
+
+impl PackageRef {
+    /// Parse a reference. In order: `oci:` is a layout; a path to a directory that holds
+    /// `pkgload.toml` is a package directory; `namespace/name@REQ` where `REQ` is not a
+    /// digest is a named requirement; anything else must be a registry reference.
+    pub fn parse(input: &str) -> Result<PackageRef> {
+        let invalid = |reason: String| LoadError::Reference {
+            input: input.chars().take(200).collect(),
+            reason,
+        };
+        if input.starts_with(fetch_http::reference::LAYOUT_PREFIX) {
+            return LayoutRef::parse(input)
+                .map(PackageRef::Layout)
+                .map_err(|e| invalid(e.to_string()));
+        }
+        let path = PathBuf::from(input);
+        if path.join(PACKAGE_FILE).is_file() {
+            return Ok(PackageRef::Directory(path));
+        }
+        if let Some((name, req)) = input.split_once('@')
+            && cache_core::Digest::parse(req).is_err()
+            && !req.contains(':')
+        {
+            let name = PackageName::new(name).map_err(|e| invalid(e.to_string()))?;
+            let req = VersionReq::parse(req).map_err(|e| {
+                invalid(format!("{req:?} is not a semver version requirement: {e}"))
+            })?;
+            return Ok(PackageRef::Named { name, req });
+        }
+        RegistryRef::parse(input)
+            .map(PackageRef::Registry)
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
+
+impl fmt::Display for PackageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PackageRef::Registry(r) => write!(f, "{r}"),
+            PackageRef::Layout(l) => write!(f, "{l}"),
+            PackageRef::Named { name, req } => write!(f, "{name}@{req}"),
+            PackageRef::Directory(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for PackageRef {
+    type Err = LoadError;
+    fn from_str(s: &str) -> Result<Self> {
+        PackageRef::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        assert!(matches!(
+            PackageRef::parse("oci:/tmp/x:v1"),
+            Ok(PackageRef::Layout(_))
+        ));
+        assert!(matches!(
+            PackageRef::parse("127.0.0.1:5000/team/acme/app:1.0.0"),
+            Ok(PackageRef::Registry(_))
+        ));
+        let named = PackageRef::parse("acme/app@^1.2").unwrap();
+        assert_eq!(named.to_string(), "acme/app@^1.2");
+        let digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert!(matches!(
+            PackageRef::parse(&format!("127.0.0.1:5000/a@{digest}")),
+            Ok(PackageRef::Registry(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PACKAGE_FILE), "").unwrap();
+        assert_eq!(
+            PackageRef::parse(dir.path().to_str().unwrap()).unwrap(),
+            PackageRef::Directory(dir.path().to_owned())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_input() {
+        for bad in ["", "acme/app@not a req", "Acme/App@1", "oci:", "a b c"] {
+            let err = PackageRef::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

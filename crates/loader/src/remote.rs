@@ -1,0 +1,464 @@
+//! Cache-first access to registries and layouts: tag lists, manifests and blobs.
+//!
+//! Everything a load reads goes through here, so the rules live in one place:
+//! - a manifest named by digest is immutable: the store's copy is used without a request;
+//! - a tag → digest pointer and a tag list are reused while younger than the TTL (and
+//!   whatever their age in offline mode or when a lockfile pins the result);
+//! - manifests are stored as blobs under their own digest, so a warm load reads them from
+//!   the store and the store's gc keeps what its refs point to;
+//! - offline, a miss is [`LoadError::Offline`] naming what is missing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::{Blob, Digest, RefKey, Store};
+use fetch_http::{HttpClient, Manifest, ManifestKind, OciLayout};
+
+use crate::artifact::{Artifact, ArtifactKind, BlobRef};
+use crate::config::{LoadEvent, ProgressSink};
+use crate::error::{LoadError, Result};
+
+/// Where a set of packages lives: a registry and repository prefix, or a directory of OCI
+/// layouts laid out like a registry (`ROOT/acme/python` is the layout of `acme/python`,
+/// its tags are its versions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Place {
+    Registry { registry: String, prefix: String },
+    Layouts { root: PathBuf },
+}
+
+impl Place {
+    /// Where the package `name` lives.
+    pub(crate) fn locate(&self, name: &str) -> Located {
+        match self {
+            Place::Registry { registry, prefix } => Located::Registry {
+                registry: registry.clone(),
+                repository: if prefix.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{prefix}/{name}")
+                },
+            },
+            Place::Layouts { root } => Located::Layout(root.join(name)),
+        }
+    }
+}
+
+/// One repository: a registry repository or a layout directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Located {
+    Registry {
+        registry: String,
+        repository: String,
+    },
+    Layout(PathBuf),
+}
+
+impl Located {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Located::Registry {
+                registry,
+                repository,
+            } => format!("{registry}/{repository}"),
+            Located::Layout(dir) => format!("oci:{}", dir.display()),
+        }
+    }
+
+    fn layout(&self) -> Result<OciLayout> {
+        match self {
+            Located::Layout(dir) => {
+                OciLayout::open(dir).map_err(|e| LoadError::fetch(self.describe(), e))
+            }
+            Located::Registry { .. } => Err(LoadError::Inconsistent {
+                reference: self.describe(),
+                reason: "not a layout".to_owned(),
+            }),
+        }
+    }
+}
+
+/// The shared machinery of one [`Loader`](crate::Loader).
+pub(crate) struct Remote {
+    pub(crate) store: Store,
+    pub(crate) client: HttpClient,
+    pub(crate) offline: bool,
+    pub(crate) ttl: Duration,
+    pub(crate) progress: Option<ProgressSink>,
+    pub(crate) platform: fetch_http::platform::PlatformMatcher,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("store", &self.store.root())
+            .field("offline", &self.offline)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    fn offline_miss(&self, what: String) -> LoadError {
+        LoadError::Offline {
+            what,
+            cache: self.store.root().display().to_string(),
+        }
+    }
+
+    /// Every tag of a registry repository (cached list when fresh or offline).
+    pub(crate) async fn registry_tags(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Vec<String>> {
+        let cached = self.store.get_tag_list(registry, repository)?;
+        if let Some(list) = &cached
+            && (self.offline || list.is_fresh(self.ttl))
+        {
+            return Ok(list.tags.clone());
+        }
+        if self.offline {
+            return Err(self.offline_miss(format!("the tag list of {registry}/{repository}")));
+        }
+        let tags = match self.client.list_tags(registry, repository).await {
+            Ok(tags) => tags,
+            // A repository that does not exist has no versions: that is an answer.
+            Err(fetch_http::Error::Status { status: 404, .. }) => Vec::new(),
+            Err(e) => {
+                return Err(LoadError::fetch(
+                    format!("tags of {registry}/{repository}"),
+                    e,
+                ));
+            }
+        };
+        self.store.set_tag_list(registry, repository, &tags).await?;
+        Ok(tags)
+    }
+
+    /// A registry manifest by tag or digest, cache-first. `trust_ref`: use a cached tag
+    /// pointer whatever its age (a lockfile pinned this load).
+    pub(crate) async fn registry_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+        trust_ref: bool,
+    ) -> Result<Manifest> {
+        let shown = || format!("{registry}/{repository}:{reference}");
+        if let Ok(digest) = Digest::parse(reference) {
+            if let Some(m) = self.stored_manifest(&digest, &shown())? {
+                return Ok(m);
+            }
+        } else {
+            let key = RefKey::new(registry, repository, reference)?;
+            if let Some(entry) = self.store.get_ref(&key)?
+                && (self.offline || trust_ref || entry.is_fresh(self.ttl))
+                && let Some(m) = self.stored_manifest(&entry.digest, &shown())?
+            {
+                return Ok(m);
+            }
+        }
+        if self.offline {
+            return Err(self.offline_miss(format!("the manifest of {}", shown())));
+        }
+        let manifest = self
+            .client
+            .pull_manifest(registry, repository, reference)
+            .await
+            .map_err(|e| LoadError::fetch(shown(), e))?;
+        self.keep_manifest(&manifest).await?;
+        if Digest::parse(reference).is_err() {
+            let key = RefKey::new(registry, repository, reference)?;
+            self.store.set_ref(&key, &manifest.digest).await?;
+        }
+        Ok(manifest)
+    }
+
+    fn stored_manifest(&self, digest: &Digest, shown: &str) -> Result<Option<Manifest>> {
+        let Some(blob) = self.store.get(digest)? else {
+            return Ok(None);
+        };
+        Manifest::from_verified_bytes(*digest, blob.into_bytes(), None, shown)
+            .map(Some)
+            .map_err(|e| LoadError::fetch(shown.to_owned(), e))
+    }
+
+    async fn keep_manifest(&self, manifest: &Manifest) -> Result<()> {
+        put_bytes(&self.store, manifest.digest, manifest.bytes.clone()).await?;
+        Ok(())
+    }
+
+    /// A manifest at `at` (tag, digest or, for a layout, none), with an index resolved to
+    /// this platform's image.
+    pub(crate) async fn image_manifest(
+        &self,
+        at: &Located,
+        reference: Option<&str>,
+        trust_ref: bool,
+    ) -> Result<Manifest> {
+        let top = self.manifest(at, reference, trust_ref).await?;
+        let ManifestKind::Index(index) = &top.kind else {
+            return Ok(top);
+        };
+        let entry = self
+            .platform
+            .select(index.manifests(), fetch_http::descriptor_platform)
+            .ok_or_else(|| {
+                LoadError::unsupported(
+                    at.describe(),
+                    format!(
+                        "the index has no manifest for platform {}",
+                        self.platform.wanted()
+                    ),
+                )
+            })?;
+        let digest = entry.digest().to_string();
+        let image = self.manifest(at, Some(&digest), true).await?;
+        if !matches!(image.kind, ManifestKind::Image(_)) {
+            return Err(LoadError::unsupported(
+                format!("{}@{digest}", at.describe()),
+                "the index entry for this platform is not an image manifest",
+            ));
+        }
+        Ok(image)
+    }
+
+    async fn manifest(
+        &self,
+        at: &Located,
+        reference: Option<&str>,
+        trust_ref: bool,
+    ) -> Result<Manifest> {
+        match at {
+            Located::Registry {
+                registry,
+                repository,
+            } => {
+                let reference = reference.unwrap_or(fetch_http::reference::DEFAULT_TAG);
+                self.registry_manifest(registry, repository, reference, trust_ref)
+                    .await
+            }
+            Located::Layout(_) => {
+                let layout = at.layout()?;
+                let reference = reference.map(str::to_owned);
+                let shown = format!("{}:{}", at.describe(), reference.as_deref().unwrap_or(""));
+                blocking(&shown.clone(), move || {
+                    layout
+                        .read_manifest(reference.as_deref())
+                        .map_err(|e| LoadError::fetch(shown, e))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Every tag of a repository (an absent repository has none).
+    pub(crate) async fn tags(&self, at: &Located) -> Result<Vec<String>> {
+        match at {
+            Located::Registry {
+                registry,
+                repository,
+            } => self.registry_tags(registry, repository).await,
+            Located::Layout(dir) if !dir.join("index.json").is_file() => Ok(Vec::new()),
+            Located::Layout(_) => {
+                let layout = at.layout()?;
+                let shown = at.describe();
+                blocking(&shown.clone(), move || {
+                    layout.list_tags().map_err(|e| LoadError::fetch(shown, e))
+                })
+                .await
+            }
+        }
+    }
+
+    /// The classified artifact at `at`.
+    pub(crate) async fn artifact(
+        &self,
+        at: &Located,
+        reference: Option<&str>,
+        trust_ref: bool,
+    ) -> Result<Artifact> {
+        let manifest = self.image_manifest(at, reference, trust_ref).await?;
+        let shown = match reference {
+            Some(r) if Digest::parse(r).is_ok() => format!("{}@{r}", at.describe()),
+            Some(r) => format!("{}:{r}", at.describe()),
+            None => at.describe(),
+        };
+        let ManifestKind::Image(image) = &manifest.kind else {
+            return Err(LoadError::unsupported(shown, "not an image manifest"));
+        };
+        Artifact::classify(image, manifest.digest, &shown)
+    }
+
+    /// The request that fetches one blob of `at`.
+    pub(crate) fn blob_request(
+        &self,
+        at: &Located,
+        blob: &BlobRef,
+    ) -> Result<fetch_http::BlobRequest> {
+        let mut request = match at {
+            Located::Registry {
+                registry,
+                repository,
+            } => self
+                .client
+                .registry_blob(registry, repository, blob.digest, Some(blob.size))
+                .map_err(|e| LoadError::fetch(format!("{}@{}", at.describe(), blob.digest), e))?,
+            Located::Layout(_) => at.layout()?.blob_request(blob.digest, Some(blob.size)),
+        };
+        if let Some(sink) = &self.progress {
+            let sink = sink.clone();
+            request.progress = Some(Arc::new(move |p| sink(LoadEvent::Blob(p))));
+        }
+        Ok(request)
+    }
+
+    /// One blob, from the store or fetched into it.
+    pub(crate) async fn blob(&self, at: &Located, blob: &BlobRef) -> Result<Blob> {
+        if let Some(b) = self.store.get(&blob.digest)? {
+            return Ok(b);
+        }
+        if self.offline {
+            return Err(self.offline_miss(format!("blob {} of {}", blob.digest, at.describe())));
+        }
+        let request = self.blob_request(at, blob)?;
+        self.client
+            .fetch_blob(request, &self.store)
+            .await
+            .map_err(|e| LoadError::fetch(format!("{}@{}", at.describe(), blob.digest), e))
+    }
+
+    /// A package's config blob, parsed and checked against the name and version it was
+    /// found under (when known).
+    pub(crate) async fn package_config(
+        &self,
+        at: &Located,
+        artifact: &Artifact,
+    ) -> Result<resolve_graph::Manifest> {
+        debug_assert_eq!(artifact.kind, ArtifactKind::Package);
+        let blob = self.blob(at, &artifact.config).await?;
+        resolve_graph::Manifest::from_json(blob.bytes()).map_err(|source| LoadError::Config {
+            reference: artifact.reference.clone(),
+            source,
+        })
+    }
+
+    /// An image's diff_ids (empty when its config lists none).
+    pub(crate) async fn diff_ids(&self, at: &Located, artifact: &Artifact) -> Result<Vec<Digest>> {
+        if artifact.config.size > crate::artifact::CONFIG_LIMIT {
+            return Err(LoadError::Inconsistent {
+                reference: artifact.reference.clone(),
+                reason: "its image config is over the 4 MiB limit".to_owned(),
+            });
+        }
+        let blob = self.blob(at, &artifact.config).await?;
+        let config: crate::artifact::ImageConfig =
+            serde_json::from_slice(blob.bytes()).map_err(|e| LoadError::Inconsistent {
+                reference: artifact.reference.clone(),
+                reason: format!("its image config is not valid JSON: {e}"),
+            })?;
+        config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| {
+                Digest::parse(d).map_err(|e| LoadError::Inconsistent {
+                    reference: artifact.reference.clone(),
+                    reason: format!("its image config lists an unusable diff_id: {e}"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Run file work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Inconsistent {
+            reference: what.to_owned(),
+            reason: format!("a worker task failed: {e}"),
+        })?
+}
+
+/// Put bytes already in memory into the store under `digest` (verified by the store).
+pub(crate) async fn put_bytes(store: &Store, digest: Digest, bytes: Bytes) -> Result<Blob> {
+    let size = bytes.len() as u64;
+    Ok(store
+        .get_or_ingest(digest, Some(size), move |mut ingest| async move {
+            let offset = usize::try_from(ingest.offset()).unwrap_or(usize::MAX);
+            if let Some(rest) = bytes.get(offset..) {
+                ingest.write(bytes.slice_ref(rest)).await?;
+            }
+            Ok::<_, cache_core::Error>(ingest)
+        })
+        .await?)
+}
+
+/// The place a package was found in, given where it was found and its name: strip the
+/// name from the end of the repository (or layout path). A package pushed under another
+/// name finds its dependencies beside it, in the same parent.
+pub(crate) fn place_of(at: &Located, name: &str) -> Place {
+    match at {
+        Located::Registry {
+            registry,
+            repository,
+        } => {
+            let prefix = match repository.strip_suffix(name) {
+                Some("") => "",
+                Some(p) if p.ends_with('/') => p.trim_end_matches('/'),
+                _ => repository.rsplit_once('/').map_or("", |(parent, _)| parent),
+            };
+            Place::Registry {
+                registry: registry.clone(),
+                prefix: prefix.to_owned(),
+            }
+        }
+        Located::Layout(dir) => {
+            let depth = name.split('/').count();
+            let named = dir.ends_with(name);
+            let mut root = dir.clone();
+            for _ in 0..if named { depth } else { 1 } {
+                root.pop();
+            }
+            Place::Layouts { root }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places() {
+        let reg = |repo: &str| Located::Registry {
+            registry: "127.0.0.1:5000".into(),
+            repository: repo.into(),
+        };
+        let prefix = |p: &str| Place::Registry {
+            registry: "127.0.0.1:5000".into(),
+            prefix: p.into(),
+        };
+        assert_eq!(place_of(&reg("team/acme/app"), "acme/app"), prefix("team"));
+        assert_eq!(place_of(&reg("acme/app"), "acme/app"), prefix(""));
+        assert_eq!(place_of(&reg("xacme/app"), "acme/app"), prefix("xacme"));
+        assert_eq!(prefix("team").locate("acme/py"), reg("team/acme/py"));
+        let layouts = place_of(&Located::Layout("/u/acme/app".into()), "acme/app");
+        assert_eq!(layouts, Place::Layouts { root: "/u".into() });
+        assert_eq!(
+            layouts.locate("acme/py"),
+            Located::Layout("/u/acme/py".into())
+        );
+        assert_eq!(
+            place_of(&Located::Layout("/u/hello".into()), "acme/app"),
+            Place::Layouts { root: "/u".into() }
+        );
+    }
+}

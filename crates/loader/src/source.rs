@@ -1,0 +1,146 @@
+//! [`PackageSource`]: the solver's [`Source`] over a registry or a directory of layouts.
+//!
+//! A package's versions are its repository's semver tags; a version's summary is its
+//! package config, read through [`Remote`] (so cache-first). Every artifact met on the way
+//! is remembered, so the fetch that follows resolution knows each package's layers
+//! without asking again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cache_core::Digest;
+use futures::future::{BoxFuture, FutureExt};
+use resolve_graph::{PackageId, PackageName, Source, SourceError, Summary};
+use semver::Version;
+
+use crate::artifact::{Artifact, ArtifactKind};
+use crate::error::LoadError;
+use crate::remote::{Located, Place, Remote};
+
+/// What the loader knows about one resolved package: where it is and what it carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) at: Located,
+    pub(crate) artifact: Arc<Artifact>,
+}
+
+pub(crate) struct PackageSource {
+    remote: Arc<Remote>,
+    place: Place,
+    /// Manifest digests a lockfile pins: summaries are read by digest, never by tag.
+    pinned: HashMap<PackageId, Digest>,
+    found: Mutex<HashMap<PackageId, Found>>,
+}
+
+impl PackageSource {
+    pub(crate) fn new(
+        remote: Arc<Remote>,
+        place: Place,
+        pinned: HashMap<PackageId, Digest>,
+    ) -> Self {
+        PackageSource {
+            remote,
+            place,
+            pinned,
+            found: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn remember(&self, id: PackageId, found: Found) {
+        self.found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, found);
+    }
+
+    pub(crate) fn found(&self, id: &PackageId) -> Option<Found> {
+        self.found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn failed(&self, package: String, e: &LoadError) -> SourceError {
+        SourceError::Failed {
+            origin: self.place_name(),
+            package,
+            message: e.to_string(),
+        }
+    }
+
+    fn place_name(&self) -> String {
+        match &self.place {
+            Place::Registry { registry, prefix } if prefix.is_empty() => registry.clone(),
+            Place::Registry { registry, prefix } => format!("{registry}/{prefix}"),
+            Place::Layouts { root } => format!("oci:{}", root.display()),
+        }
+    }
+
+    async fn summarize(&self, id: &PackageId) -> Result<Summary, LoadError> {
+        let at = self.place.locate(id.name.as_str());
+        let pinned = self.pinned.get(id).map(ToString::to_string);
+        let reference = pinned.clone().unwrap_or_else(|| id.version.to_string());
+        let artifact = self
+            .remote
+            .artifact(&at, Some(&reference), pinned.is_some())
+            .await?;
+        if artifact.kind != ArtifactKind::Package {
+            return Err(LoadError::unsupported(
+                artifact.reference.clone(),
+                "a dependency must be a pkgload package, this is not one",
+            ));
+        }
+        let manifest = self.remote.package_config(&at, &artifact).await?;
+        if manifest.name != id.name || manifest.version != id.version {
+            return Err(LoadError::Inconsistent {
+                reference: artifact.reference.clone(),
+                reason: format!(
+                    "tagged as {id} but its config says {} {}",
+                    manifest.name, manifest.version
+                ),
+            });
+        }
+        let summary = Summary {
+            manifest,
+            digest: artifact.digest.to_string(),
+            source: at.describe(),
+        };
+        self.remember(
+            id.clone(),
+            Found {
+                at,
+                artifact: Arc::new(artifact),
+            },
+        );
+        Ok(summary)
+    }
+}
+
+impl Source for PackageSource {
+    fn versions<'a>(
+        &'a self,
+        name: &'a PackageName,
+    ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
+        async move {
+            let at = self.place.locate(name.as_str());
+            let tags = self
+                .remote
+                .tags(&at)
+                .await
+                .map_err(|e| self.failed(name.to_string(), &e))?;
+            // Tags that are not versions (`latest`, `main`) are not candidates.
+            Ok(tags.iter().filter_map(|t| Version::parse(t).ok()).collect())
+        }
+        .boxed()
+    }
+
+    fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
+        async move {
+            self.summarize(id)
+                .await
+                .map_err(|e| self.failed(id.to_string(), &e))
+        }
+        .boxed()
+    }
+}
