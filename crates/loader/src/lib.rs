@@ -34,6 +34,10 @@
 //! # let _ = readme; Ok(()) }
 //! ```
 
+// `LoadError` embeds the lower crates' errors whole (so callers can match on them); it is
+// large, but errors are rare and every fallible call here does network or disk I/O.
+#![allow(clippy::result_large_err)]
+
 mod artifact;
 mod config;
 mod dev;

@@ -123,7 +123,7 @@ impl Resolved {
                 for mapping in merged.fs.values().filter(|m| !self.is_local(&m.package)) {
                     let found = self.found_of(&mapping.package)?;
                     let blob = found.artifact.volume(&mapping.volume).ok_or_else(|| {
-                        missing(&mapping.package, "volume", &mapping.volume, &found)
+                        missing(&mapping.package, "volume", &mapping.volume, found)
                     })?;
                     wanted.push((found.at.clone(), blob.clone()));
                 }
@@ -134,7 +134,7 @@ impl Resolved {
                 {
                     let found = self.found_of(&command.atom_package)?;
                     let blob = found.artifact.atom(&command.atom).ok_or_else(|| {
-                        missing(&command.atom_package, "atom", &command.atom, &found)
+                        missing(&command.atom_package, "atom", &command.atom, found)
                     })?;
                     wanted.push((found.at.clone(), blob.clone()));
                 }
@@ -152,7 +152,7 @@ impl Resolved {
         }
         let mut seen = std::collections::HashSet::new();
         wanted.retain(|(_, b)| seen.insert(b.digest));
-        wanted.sort_by(|a, b| b.1.size.cmp(&a.1.size));
+        wanted.sort_by_key(|b| std::cmp::Reverse(b.1.size));
         Ok(wanted)
     }
 
@@ -212,6 +212,11 @@ impl Loader {
 
     pub(crate) fn default_place(&self) -> Option<&Place> {
         self.default_place.as_ref()
+    }
+
+    /// The HTTP client (to push, or to reuse its connections and credentials).
+    pub fn http_client(&self) -> &fetch_http::HttpClient {
+        &self.remote.client
     }
 
     /// The content-addressed cache this loader reads and fills.

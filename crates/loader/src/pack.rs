@@ -62,15 +62,14 @@ pub async fn pack(dir: &Path, target: &Repository, tag: Option<&str>) -> Result<
             reason: format!("building the package failed: {e}"),
         })??;
     let descriptor = |b: &Built| {
-        let mut d = json!({
-            "mediaType": b.media_type,
-            "digest": b.digest.to_string(),
-            "size": b.data.len(),
-        });
+        let mut d = serde_json::Map::new();
+        d.insert("mediaType".into(), json!(b.media_type));
+        d.insert("digest".into(), json!(b.digest.to_string()));
+        d.insert("size".into(), json!(b.data.len()));
         if let Some(title) = &b.title {
-            d["annotations"] = json!({ TITLE_ANNOTATION: title });
+            d.insert("annotations".into(), json!({ TITLE_ANNOTATION: title }));
         }
-        d
+        serde_json::Value::Object(d)
     };
     let manifest = json!({
         "schemaVersion": 2,

@@ -1,15 +1,18 @@
 //! `pkgload`: the command line.
 //!
-//! Today it manages the content-addressed cache (`pkgload cache …`); loading packages
-//! arrives with the `loader` crate.
+//! Package commands (`resolve`, `fetch`, `load`, `ls`, `cat`, `unpack`, `pack`, `push`)
+//! go through the `loader` crate; `cache …` maintains the content-addressed cache.
+//! Errors print as a short chain (what failed, then why) and exit with code 1.
 
 mod cache;
+mod package;
+mod progress;
 mod size;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 /// Load package trees and OCI images into a verified, shared cache.
 #[derive(Debug, Parser)]
@@ -19,26 +22,79 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
+    /// Registry and repository prefix for `namespace/name@REQ` references and for the
+    /// dependencies of a package directory, e.g. 127.0.0.1:5000/team
+    #[arg(long, global = true, value_name = "HOST[/PREFIX]")]
+    registry: Option<String>,
+
+    /// A registry host that may be spoken to over plain HTTP (loopback always may)
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    insecure: Vec<String>,
+
+    /// Blobs downloaded at once
+    #[arg(
+        long,
+        short = 'j',
+        global = true,
+        default_value_t = 16,
+        value_name = "N"
+    )]
+    jobs: usize,
+
+    /// Make no network request: everything must be in the cache
+    #[arg(long, global = true)]
+    offline: bool,
+
+    /// More output (-v: info, -vv: debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+
+    /// Only errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Package(package::PackageCommand),
     /// Inspect and maintain the blob cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
 }
 
+/// Options every package command shares.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub cache_dir: PathBuf,
+    pub registry: Option<String>,
+    pub insecure: Vec<String>,
+    pub jobs: usize,
+    pub offline: bool,
+    pub quiet: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(cache_dir) = cli.cache_dir.or_else(default_cache_dir) else {
+    init_tracing(cli.verbose, cli.quiet);
+    let Some(cache_dir) = cli.cache_dir.or_else(loader::default_cache_dir) else {
         eprintln!(
             "error: no cache directory: set PKGLOAD_CACHE_DIR or HOME, or pass --cache-dir DIR"
         );
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let global = Global {
+        cache_dir,
+        registry: cli.registry,
+        insecure: cli.insecure,
+        jobs: cli.jobs.max(1),
+        offline: cli.offline,
+        quiet: cli.quiet,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -48,18 +104,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(async {
+    let result: Result<ExitCode, Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
-            Command::Cache(cmd) => cache::run(cmd, &cache_dir).await,
+            Command::Cache(cmd) => cache::run(cmd, &global.cache_dir).await.map_err(Into::into),
+            Command::Package(cmd) => package::run(cmd, &global).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
-            let mut source = std::error::Error::source(&err);
+            let mut source = err.source();
+            let mut last = err.to_string();
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                // Many errors repeat their cause in their own message: print only news.
+                let text = cause.to_string();
+                if !last.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                last = text;
                 source = cause.source();
             }
             ExitCode::from(1)
@@ -67,19 +130,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// `$PKGLOAD_CACHE_DIR`, else `$XDG_CACHE_HOME/pkgload`, else `~/.cache/pkgload`
-/// (`~/Library/Caches/pkgload` on macOS).
-fn default_cache_dir() -> Option<PathBuf> {
-    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = non_empty("PKGLOAD_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    if cfg!(target_os = "macos") {
-        return non_empty("HOME").map(|h| PathBuf::from(h).join("Library/Caches/pkgload"));
-    }
-    non_empty("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| non_empty("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|base| base.join("pkgload"))
+/// Logs go to stderr; `RUST_LOG` (`target=level,…` or a level) wins over -v/-q.
+fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let level = match (quiet, verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, _) => LevelFilter::DEBUG,
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(level));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(filter)
+        .try_init();
 }

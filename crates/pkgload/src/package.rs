@@ -1,0 +1,443 @@
+//! Package commands: resolve, fetch, load, ls, cat, unpack, pack, push.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Subcommand, ValueEnum};
+use loader::{LoadedPackage, Loader, PackageRef, Resolved};
+use resolve_graph::Lockfile;
+use serde_json::json;
+use vfs_overlay::{FileSystem, FileType, VfsPath};
+
+use crate::Global;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Resolve a package's dependency graph and print the chosen versions.
+    Resolve {
+        /// REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:TAG], namespace/name@REQ or a directory
+        /// holding pkgload.toml
+        reference: String,
+        /// Print JSON: {"root": {...}, "packages": [{"name","version","digest"}, ...]}
+        #[arg(long)]
+        json: bool,
+        /// Write the lockfile here
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+        /// Print the graph in Graphviz DOT
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+    },
+    /// Resolve and fetch every blob the tree needs into the cache.
+    Fetch {
+        /// What to fetch (see `resolve`)
+        reference: String,
+        /// Use this lockfile if it exists, else write it
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+    },
+    /// Load a tree as a runtime would and describe it.
+    Load {
+        /// What to load (see `resolve`)
+        reference: String,
+        /// Print JSON: {"root", "packages", "commands", "entrypoint", "footprint"}
+        #[arg(long)]
+        json: bool,
+        /// Use this lockfile if it exists, else write it
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+    },
+    /// List a directory of the assembled filesystem (nothing is unpacked).
+    Ls {
+        /// What to load (see `resolve`)
+        reference: String,
+        /// The directory [default: /]
+        path: Option<String>,
+        /// Recurse
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Long format: type and mode, size, name, link target
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Write a file of the assembled filesystem to standard output.
+    Cat {
+        /// What to load (see `resolve`)
+        reference: String,
+        /// The file
+        path: String,
+    },
+    /// Write the assembled filesystem to a real directory.
+    Unpack {
+        /// What to load (see `resolve`)
+        reference: String,
+        /// The target directory (absent or empty)
+        dir: PathBuf,
+        /// How files whose content is a whole cached blob are placed
+        #[arg(long, value_enum, default_value = "auto")]
+        link_mode: LinkModeArg,
+    },
+    /// Build a package from a directory holding pkgload.toml into an OCI layout.
+    Pack {
+        /// The package directory
+        dir: PathBuf,
+        /// oci:LAYOUT[:TAG] (the tag defaults to the package version)
+        #[arg(long, short)]
+        output: String,
+    },
+    /// Build a package from a directory holding pkgload.toml and push it to a registry.
+    Push {
+        /// The package directory
+        dir: PathBuf,
+        /// REGISTRY/REPO[:TAG] (the tag defaults to the package version)
+        reference: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LinkModeArg {
+    /// Reflink, else hardlink, else copy
+    Auto,
+    /// Copy-on-write clones (falls back to a copy)
+    Reflink,
+    /// Hardlinks into the cache (falls back to a copy)
+    Hardlink,
+    /// Plain copies
+    Copy,
+}
+
+pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
+    match command {
+        PackageCommand::Resolve {
+            reference,
+            json,
+            lock,
+            dot,
+        } => {
+            let loader = loader(global, false).await?;
+            let resolved = loader
+                .resolve(&PackageRef::parse(&reference)?, None)
+                .await?;
+            if let Some(path) = &lock {
+                write_lock(&resolved, path)?;
+            }
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", resolution_json(&resolved))?;
+            } else if dot {
+                match &resolved.graph {
+                    Some(graph) => write!(out, "{}", graph.to_dot())?,
+                    None => writeln!(out, "digraph {{ {:?} }}", resolved.root.name)?,
+                }
+            } else {
+                for p in &resolved.packages {
+                    writeln!(out, "{} {} {}", p.name, p.version, p.digest)?;
+                }
+            }
+        }
+        PackageCommand::Fetch { reference, lock } => {
+            let loader = loader(global, true).await?;
+            let resolved = resolve(&loader, &reference, lock.as_deref()).await?;
+            let (report, _) = loader.fetch(&resolved).await?;
+            if !global.quiet {
+                eprintln!(
+                    "fetched {}: {} blobs, {} ({} already cached)",
+                    resolved.root.name,
+                    report.blobs,
+                    crate::size::show(report.bytes),
+                    report.cached
+                );
+            }
+        }
+        PackageCommand::Load {
+            reference,
+            json,
+            lock,
+        } => {
+            let loaded = load(global, &reference, lock.as_deref()).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", loaded_json(&loaded))?;
+            } else {
+                describe(&mut out, &loaded)?;
+            }
+        }
+        PackageCommand::Ls {
+            reference,
+            path,
+            recursive,
+            long,
+        } => {
+            let loaded = load(global, &reference, None).await?;
+            let path = VfsPath::new(path.as_deref().unwrap_or("/"))?;
+            let mut out = std::io::stdout().lock();
+            list(&mut out, loaded.fs.as_ref(), &path, recursive, long)?;
+        }
+        PackageCommand::Cat { reference, path } => {
+            let loaded = load(global, &reference, None).await?;
+            let data = loaded.fs.read_all(&VfsPath::new(&path)?)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+        PackageCommand::Unpack {
+            reference,
+            dir,
+            link_mode,
+        } => {
+            let loaded = load(global, &reference, None).await?;
+            let report = unpack(loaded.fs.clone(), &dir, link_mode).await?;
+            if !global.quiet {
+                eprintln!("{report}");
+            }
+        }
+        PackageCommand::Pack { dir, output } => {
+            let target = match PackageRef::parse(&output)? {
+                PackageRef::Layout(layout) => layout,
+                _ => return Err(format!("--output {output:?}: expected oci:LAYOUT[:TAG]").into()),
+            };
+            let layout = fetch_http::OciLayout::create(target.dir())?;
+            let packed =
+                loader::pack(&dir, &fetch_http::Repository::Layout(layout), target.tag()).await?;
+            println!("{}", serde_json::to_string(&packed)?);
+        }
+        PackageCommand::Push { dir, reference } => {
+            let PackageRef::Registry(target) = PackageRef::parse(&reference)? else {
+                return Err(format!("{reference:?}: expected REGISTRY/REPO[:TAG]").into());
+            };
+            let loader = loader(global, false).await?;
+            let tag = target.tag().map(str::to_owned);
+            let repository = fetch_http::Repository::Registry {
+                client: loader.http_client().clone(),
+                reference: target,
+            };
+            let packed = loader::pack(&dir, &repository, tag.as_deref()).await?;
+            println!("{}", serde_json::to_string(&packed)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn loader(global: &Global, progress: bool) -> Result<Loader> {
+    let mut builder = Loader::builder()
+        .cache_dir(&global.cache_dir)
+        .jobs(global.jobs)
+        .offline(global.offline);
+    if let Some(registry) = &global.registry {
+        let (host, prefix) = registry.split_once('/').unwrap_or((registry, ""));
+        builder = builder.registry(host, prefix);
+    }
+    for host in &global.insecure {
+        builder = builder.insecure_host(host);
+    }
+    if progress
+        && !global.quiet
+        && let Some(sink) = crate::progress::bar()
+    {
+        builder = builder.progress(sink);
+    }
+    Ok(builder.build().await?)
+}
+
+/// Resolve, with `lock` used when the file exists and written when it does not.
+async fn resolve(loader: &Loader, reference: &str, lock: Option<&Path>) -> Result<Resolved> {
+    let reference = PackageRef::parse(reference)?;
+    let existing = match lock {
+        Some(path) if path.exists() => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading lockfile {}: {e}", path.display()))?;
+            Some(Lockfile::from_toml(&text)?)
+        }
+        _ => None,
+    };
+    let resolved = loader.resolve(&reference, existing.as_ref()).await?;
+    if let (Some(path), None) = (lock, &existing) {
+        write_lock(&resolved, path)?;
+    }
+    Ok(resolved)
+}
+
+async fn load(global: &Global, reference: &str, lock: Option<&Path>) -> Result<LoadedPackage> {
+    let loader = loader(global, true).await?;
+    let resolved = resolve(&loader, reference, lock).await?;
+    Ok(loader.load_resolved(resolved).await?)
+}
+
+fn write_lock(resolved: &Resolved, path: &Path) -> Result<()> {
+    let Some(lock) = resolved.lockfile() else {
+        return Err(format!(
+            "{} is not a package (an image or wasm artifact has no lockfile)",
+            resolved.root.name
+        )
+        .into());
+    };
+    let text = lock.to_toml()?;
+    let temp = path.with_extension("lock.tmp");
+    std::fs::write(&temp, text).map_err(|e| format!("writing {}: {e}", temp.display()))?;
+    std::fs::rename(&temp, path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn resolution_json(resolved: &Resolved) -> serde_json::Value {
+    json!({ "root": resolved.root, "packages": resolved.packages })
+}
+
+fn loaded_json(loaded: &LoadedPackage) -> serde_json::Value {
+    let commands: Vec<serde_json::Value> = loaded
+        .commands
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "package": c.package,
+                "version": c.version,
+                "runner": c.runner,
+                "atom": c.atom.digest().to_string(),
+            })
+        })
+        .collect();
+    let f = &loaded.footprint;
+    json!({
+        "root": loaded.resolved.root,
+        "kind": loaded.resolved.kind,
+        "packages": loaded.resolved.packages,
+        "commands": commands,
+        "entrypoint": loaded.entrypoint,
+        "footprint": {
+            "files": f.files,
+            "dirs": f.dirs,
+            "symlinks": f.symlinks,
+            "bytes": f.bytes,
+        },
+    })
+}
+
+fn describe(out: &mut impl Write, loaded: &LoadedPackage) -> Result<()> {
+    let root = &loaded.resolved.root;
+    writeln!(out, "{} {} ({})", root.name, root.version, root.digest)?;
+    for p in loaded.resolved.packages.iter().skip(1) {
+        writeln!(out, "  depends on {} {}", p.name, p.version)?;
+    }
+    for c in &loaded.commands {
+        let star = if loaded.entrypoint.as_deref() == Some(&c.name) {
+            " (entrypoint)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  command {}{star}: {} atom {} from {} {}",
+            c.name,
+            c.runner,
+            c.atom.digest(),
+            c.package,
+            c.version
+        )?;
+    }
+    let f = &loaded.footprint;
+    writeln!(
+        out,
+        "  filesystem: {} files, {} directories, {} symlinks, {}",
+        f.files,
+        f.dirs,
+        f.symlinks,
+        crate::size::show(f.bytes)
+    )?;
+    Ok(())
+}
+
+fn list(
+    out: &mut impl Write,
+    fs: &dyn FileSystem,
+    path: &VfsPath,
+    recursive: bool,
+    long: bool,
+) -> Result<()> {
+    if !fs.metadata(path)?.is_dir() {
+        return entry(out, fs, path, path.as_str(), long);
+    }
+    // Explicit stack: a hostile image may nest thousands of directories.
+    let mut stack = vec![path.clone()];
+    let mut first = true;
+    while let Some(dir) = stack.pop() {
+        if recursive {
+            if !first {
+                writeln!(out)?;
+            }
+            writeln!(out, "{dir}:")?;
+        }
+        first = false;
+        let mut subdirs = Vec::new();
+        for e in fs.read_dir(&dir)? {
+            let child = dir.join(&e.name)?;
+            entry(out, fs, &child, &e.name, long)?;
+            if recursive && e.kind == FileType::Dir {
+                subdirs.push(child);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+fn entry(
+    out: &mut impl Write,
+    fs: &dyn FileSystem,
+    path: &VfsPath,
+    name: &str,
+    long: bool,
+) -> Result<()> {
+    if !long {
+        writeln!(out, "{name}")?;
+        return Ok(());
+    }
+    let meta = fs.symlink_metadata(path)?;
+    let kind = match meta.kind {
+        FileType::Dir => 'd',
+        FileType::Symlink => 'l',
+        FileType::File => '-',
+        _ => '?',
+    };
+    let target = if meta.kind == FileType::Symlink {
+        format!(" -> {}", fs.read_link(path)?)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{kind}{:04o} {:>5}:{:<5} {:>12} {name}{target}",
+        meta.mode, meta.uid, meta.gid, meta.size
+    )?;
+    Ok(())
+}
+
+async fn unpack(fs: Arc<dyn FileSystem>, dir: &Path, mode: LinkModeArg) -> Result<String> {
+    let dir = dir.to_owned();
+    let report = tokio::task::spawn_blocking(move || {
+        let link = match mode {
+            LinkModeArg::Auto => vfs_overlay::LinkMode::Auto,
+            LinkModeArg::Reflink => vfs_overlay::LinkMode::Reflink,
+            LinkModeArg::Hardlink => vfs_overlay::LinkMode::Hardlink,
+            LinkModeArg::Copy => vfs_overlay::LinkMode::Copy,
+        };
+        let options = vfs_overlay::MaterializeOptions::new().link_mode(link);
+        vfs_overlay::materialize(fs.as_ref(), &dir, options)
+    })
+    .await??;
+    Ok(format!(
+        "unpacked {} files ({}), {} directories, {} symlinks, {} hardlinks: {} reflinked, \
+         {} hardlinked, {} copied",
+        report.files,
+        crate::size::show(report.bytes),
+        report.dirs,
+        report.symlinks,
+        report.hardlinks,
+        report.reflinked,
+        report.hardlinked,
+        report.copied
+    ))
+}
