@@ -10,8 +10,12 @@
 //! [`WritableOverlay`] puts a writable layer with copy-up on top of one.
 //!
 //! [`TarVolume`] serves an uncompressed tar (a memory-mapped blob) read-only, file data as
-//! zero-copy slices, from a [`TarIndex`] built once and serializable. Decompression, host
-//! directory volumes and materialization (issue 5) are not written yet.
+//! zero-copy slices, from a [`TarIndex`] built once and serializable.
+//!
+//! [`DirVolume`] serves a host directory read-only (packages under development), confined
+//! to it: host symlinks are resolved by the VFS, inside its root. [`materialize`] writes any
+//! filesystem out to a real directory, never outside it; [`FileSystem::footprint`] counts
+//! what a filesystem holds without reading file data.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -33,6 +37,8 @@ mod dir;
 mod error;
 mod fs;
 mod layer;
+#[cfg(unix)]
+mod materialize;
 mod mem;
 mod overlay;
 mod path;
@@ -43,11 +49,15 @@ mod union;
 mod upper;
 
 pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
-pub use error::{Result, VfsError};
 #[cfg(unix)]
 pub use dir::DirVolume;
+pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId, ReadSeek};
 pub use layer::{Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer};
+#[cfg(unix)]
+pub use materialize::{
+    Devices, LinkMode, MaterializeError, MaterializeOptions, MaterializeReport, materialize,
+};
 pub use mem::MemFs;
 pub use overlay::Overlay;
 pub use path::VfsPath;
