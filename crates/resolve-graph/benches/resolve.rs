@@ -1,12 +1,25 @@
-//! Synthetic registry benchmark (issue 6): `cargo bench -p resolve-graph --bench resolve`.
+//! Synthetic registry benchmark: `cargo bench -p resolve-graph --bench resolve`.
 //!
 //! A registry of N packages × 20 versions in 8 layers (depth 8). Each version depends on
-//! three packages of the next layer; the newest version of every fifth package needs a
-//! package that does not exist, and the newest version of its dependents insists on that
-//! newest version, so the solver must back off one version along many paths.
+//! three packages of the next layer. Three kinds of conflict force the solver off the
+//! newest versions:
 //!
-//! Prints wall time per size from memory, then with 2 ms simulated latency per query next
-//! to the goal (3 × latency × chain length) and a sequential one-query-at-a-time estimate.
+//! - the newest version of every fifth package (below the first layer) needs a package
+//!   that does not exist;
+//! - the newest version of every package insists (`>=1.19`) on the newest version of its
+//!   third dependency, so every dependent of a poisoned package must step back too, and so
+//!   on up the layers;
+//! - the newest version of every tenth package (from the fourth on) wants its left
+//!   neighbour's third dependency older than the neighbour's newest version wants it: two
+//!   live versions that cannot both be chosen, which only the search itself can settle.
+//!
+//! Settings (environment):
+//! - `RESOLVE_BENCH_SIZES`: comma-separated package counts, default `1000,10000`;
+//! - `RESOLVE_BENCH_RUNS`: runs per size, the fastest is reported, default 3;
+//! - `RESOLVE_BENCH_LATENCY`: package count for the run with 2 ms simulated latency per
+//!   query, default 1000; `0` skips it.
+//!
+//! Quick run: `RESOLVE_BENCH_SIZES=500,1000 RESOLVE_BENCH_RUNS=1 cargo bench -p resolve-graph`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -15,22 +28,26 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use resolve_graph::{
-    InMemorySource, Manifest, PackageId, PackageName, ResolveOptions, Source, SourceError, Summary,
-    resolve,
+    InMemorySource, Manifest, PackageId, PackageName, Resolution, ResolveOptions, Source,
+    SourceError, Summary, resolve,
 };
 use semver::{Version, VersionReq};
 
 const LAYERS: usize = 8;
 const VERSIONS: u64 = 20;
+const LATENCY: Duration = Duration::from_millis(2);
 
 fn name(layer: usize, i: usize) -> PackageName {
     format!("bench/l{layer}-p{i}").parse().unwrap()
 }
 
+fn req(s: &str) -> VersionReq {
+    VersionReq::parse(s).unwrap()
+}
+
 fn registry(packages: usize) -> (InMemorySource, Manifest) {
-    let width = packages / LAYERS;
+    let width = (packages / LAYERS).max(1);
     let mut source = InMemorySource::new("bench");
-    let req = |s: &str| VersionReq::parse(s).unwrap();
     for layer in 0..LAYERS {
         for i in 0..width {
             for v in 0..VERSIONS {
@@ -39,12 +56,12 @@ fn registry(packages: usize) -> (InMemorySource, Manifest) {
                 if layer + 1 < LAYERS {
                     for k in 0..3 {
                         let target = (i * 3 + k) % width;
-                        let r = if k == 2 && newest {
-                            req(">=1.19")
-                        } else {
-                            req("^1")
-                        };
-                        m = m.with_dependency(&format!("d{k}"), name(layer + 1, target), r);
+                        let r = if k == 2 && newest { ">=1.19" } else { "^1" };
+                        m = m.with_dependency(&format!("d{k}"), name(layer + 1, target), req(r));
+                    }
+                    if newest && i % 10 == 3 {
+                        let neighbours = (i * 3 - 1) % width;
+                        m = m.with_dependency("older", name(layer + 1, neighbours), req("<1.19"));
                     }
                 }
                 if layer > 0 && i % 5 == 0 && newest {
@@ -61,9 +78,9 @@ fn registry(packages: usize) -> (InMemorySource, Manifest) {
     (source, root)
 }
 
+/// Every query sleeps first, like a registry round trip.
 struct Latency {
     inner: InMemorySource,
-    delay: Duration,
     queries: AtomicUsize,
 }
 
@@ -74,46 +91,92 @@ impl Source for Latency {
     ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
         Box::pin(async move {
             self.queries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(self.delay).await;
+            tokio::time::sleep(LATENCY).await;
             self.inner.versions(name).await
         })
     }
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
         Box::pin(async move {
             self.queries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(self.delay).await;
+            tokio::time::sleep(LATENCY).await;
             self.inner.summary(id).await
         })
     }
 }
 
+fn env(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Every requirement of every chosen package holds, and the search had to step back.
+fn check(r: &Resolution, packages: usize) {
+    assert_eq!(r.packages.len(), (packages / LAYERS).max(1) * LAYERS);
+    let mut manifests = vec![&r.root];
+    manifests.extend(r.packages.values().map(|s| &s.manifest));
+    for m in manifests {
+        for d in &m.dependencies {
+            assert!(d.req.matches(r.version(&d.package).unwrap()), "{}", m.name);
+        }
+    }
+    let older = r
+        .packages
+        .values()
+        .filter(|s| s.manifest.version.minor < VERSIONS - 1)
+        .count();
+    assert!(older > 0, "the conflicts forced nothing older");
+}
+
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
+    let sizes: Vec<usize> = env("RESOLVE_BENCH_SIZES", "1000,10000")
+        .split(',')
+        .map(|s| s.trim().parse().expect("RESOLVE_BENCH_SIZES: numbers"))
         .collect();
-    let sizes = if sizes.is_empty() {
-        vec![1_000, 10_000]
-    } else {
-        sizes
-    };
+    let runs: usize = env("RESOLVE_BENCH_RUNS", "3").parse().unwrap();
+    let latency_size: usize = env("RESOLVE_BENCH_LATENCY", "1000").parse().unwrap();
+
+    let mut timings = Vec::new();
     for &n in &sizes {
         let (source, root) = registry(n);
-        let start = Instant::now();
-        let r = futures::executor::block_on(resolve(&source, &root, &ResolveOptions::default()))
-            .expect("the synthetic registry is satisfiable");
-        let took = start.elapsed();
+        let mut best = Duration::MAX;
+        let mut last = None;
+        for _ in 0..runs.max(1) {
+            let start = Instant::now();
+            let r =
+                futures::executor::block_on(resolve(&source, &root, &ResolveOptions::default()))
+                    .expect("the synthetic registry is satisfiable");
+            best = best.min(start.elapsed());
+            last = Some(r);
+        }
+        let r = last.unwrap();
+        check(&r, n);
+        let older = r
+            .packages
+            .values()
+            .filter(|s| s.manifest.version.minor < VERSIONS - 1)
+            .count();
         println!(
-            "in-memory  {n:>6} packages: {:>9.1} ms, {} resolved, {} rounds",
-            took.as_secs_f64() * 1e3,
+            "in-memory {n:>6} packages: {:>9.1} ms ({} resolved, {older} below their newest \
+             version, {} levels)",
+            best.as_secs_f64() * 1e3,
             r.packages.len(),
             r.rounds
         );
+        timings.push((n, best));
+    }
+    if let (Some((n0, t0)), Some((n1, t1))) = (timings.first(), timings.last())
+        && n1 > n0
+    {
+        println!(
+            "scaling: t{n1}/t{n0} = {:.1} (linear = {:.1})",
+            t1.as_secs_f64() / t0.as_secs_f64(),
+            *n1 as f64 / *n0 as f64
+        );
+    }
 
-        let delay = Duration::from_millis(2);
+    if latency_size > 0 {
+        let (inner, root) = registry(latency_size);
         let slow = Latency {
-            inner: source,
-            delay,
+            inner,
             queries: AtomicUsize::new(0),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,16 +184,20 @@ fn main() {
             .build()
             .unwrap();
         let start = Instant::now();
-        rt.block_on(resolve(&slow, &root, &ResolveOptions::default()))
+        let r = rt
+            .block_on(resolve(&slow, &root, &ResolveOptions::default()))
             .unwrap();
         let took = start.elapsed();
+        check(&r, latency_size);
         let queries = slow.queries.load(Ordering::Relaxed);
         println!(
-            "2ms/query  {n:>6} packages: {:>9.1} ms (goal < {} ms = 3 x 2 ms x {LAYERS} levels; \
-             sequential would be {} queries x 2 ms = {} ms)",
+            "2 ms/query {latency_size:>5} packages: {:>9.1} ms for {queries} queries over {} \
+             levels (the latency floor is 2 round trips x {} levels x 2 ms = {} ms; one query \
+             at a time would take {} ms)",
             took.as_secs_f64() * 1e3,
-            3 * 2 * LAYERS,
-            queries,
+            r.rounds,
+            r.rounds,
+            4 * r.rounds,
             queries * 2
         );
     }

@@ -4,12 +4,15 @@
 //!   artifact"), parsed with [`Manifest::from_json`] and checked by [`Manifest::validate`];
 //!   errors name the package and the field.
 //! - [`Source`] is how versions and manifests are discovered; [`InMemorySource`] and
-//!   [`MultiSource`] (ordered, failures become warnings when another source answers) ship here,
-//!   registries live in other crates.
+//!   [`MultiSource`] (ordered, failures become warnings when another source answers, and
+//!   reach [`Resolution::warnings`]) ship here, registries live in other crates.
 //! - [`resolve`] is a backtracking solver on `pubgrub`: one version per package name,
-//!   metadata fetched concurrently one dependency level per round, lockfile versions
-//!   preferred through [`ResolveOptions::preferred`]; when nothing fits, the error carries an
-//!   [`Explanation`] in plain sentences.
+//!   lockfile versions preferred through [`ResolveOptions::preferred`]. It first fetches,
+//!   pipelined and concurrently, the metadata of every version some reachable requirement
+//!   accepts (about two round trips per dependency level, each query once), then runs
+//!   pubgrub once, stepping over versions the metadata already shows to be unusable so
+//!   that time grows about linearly with the registry. When nothing fits, the error
+//!   carries an [`Explanation`] in plain sentences.
 //! - [`ResolvedGraph`] is the result as a `petgraph` graph with alias-labelled edges, cycle
 //!   detection that names the cycle, a topological order and DOT export.
 //! - [`ResolvedPackage`] merges every package's commands (nearer shadows farther) and

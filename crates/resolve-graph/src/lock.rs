@@ -231,6 +231,7 @@ pub async fn resolve_locked<S: Source + ?Sized>(
         root: root.clone(),
         packages: reached,
         rounds: 1,
+        warnings: source.take_warnings(),
     })
 }
 

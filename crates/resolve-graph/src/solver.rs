@@ -1,30 +1,39 @@
-//! The version solver: pubgrub over a snapshot of metadata fetched level by level.
+//! The version solver: fetch every version that can matter, then one pubgrub run.
 //!
-//! pubgrub's `DependencyProvider` is synchronous while sources are async, so resolution is
-//! a loop of *rounds*:
+//! pubgrub's `DependencyProvider` is synchronous while sources are async, so resolution has
+//! two phases:
 //!
-//! 1. fetch, concurrently, the version lists of every package the last round asked for,
-//!    then, concurrently, the summaries of all their versions, into a [`Snapshot`];
-//! 2. run pubgrub over the snapshot. Packages whose metadata is present get high priority
-//!    and packages not fetched yet the lowest, so pubgrub decides everything it can and only
-//!    then asks for an unknown package, which aborts the run with the set of every package
-//!    it met but could not see;
-//! 3. fetch that whole set and run again.
-//!
-//! So a registry costs two round trips (list, then manifests) per dependency *level*, not
-//! one per edge, and every query is made at most once per resolution (the snapshot is the
-//! memo). Re-running pubgrub is cheap compared with a network round trip.
+//! 1. **Fetch** ([`Snapshot::fetch`]). Starting from the root's dependencies, list each
+//!    package met and fetch the summary of every listed version that some requirement seen
+//!    so far accepts; each summary's dependencies are met in turn. The fetch is pipelined:
+//!    a listing is sent the moment its package is first named, summaries the moment the
+//!    listing (or a new requirement) arrives, all concurrently. A slow registry therefore
+//!    costs about two round trips per dependency *level*, not one per edge, and each query
+//!    is made at most once per resolution (the snapshot is the memo). Versions that no
+//!    requirement accepts are never fetched, so the work is proportional to what is
+//!    reachable through acceptable versions, not to the registry.
+//! 2. **Solve**, once, over the snapshot. Before that, [`Snapshot::prepare`] finds the
+//!    *doomed* versions: those that can be shown unusable from metadata alone (their summary
+//!    failed, or some dependency of theirs has no usable version in range, recursively).
+//!    `choose_version` skips them whenever an alternative exists. This matters for speed, not
+//!    correctness: pubgrub learns "this version is unusable" as a one-package fact, and every
+//!    such fact makes it backjump to the root and redo every decision, which turns a
+//!    registry with many dead versions quadratic. A doomed version is still offered when
+//!    nothing else is left, so pubgrub proves the failure itself and the explanation names
+//!    the real cause.
 //!
 //! Pre-releases: a pre-release version is a candidate only when some requirement on that
 //! package in the fetched manifests (any version of any package, not only the chosen ones)
 //! names a pre-release of the same `major.minor.patch`. That is slightly more permissive
 //! than semver's per-requirement rule, and deterministic for a given registry.
 
-use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::{Bound, Range};
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::FuturesUnordered;
 use pubgrub::{
     Dependencies, DependencyConstraints, DependencyProvider, PackageResolutionStatistics,
     PubGrubError, Ranges,
@@ -53,8 +62,13 @@ pub struct Resolution {
     pub root: Manifest,
     /// Every other package in the solution, by name.
     pub packages: BTreeMap<PackageName, Summary>,
-    /// How many fetch rounds were needed (about the depth of the graph).
+    /// How many dependency levels were fetched one after another (the depth of the graph
+    /// of acceptable versions); a slow source costs about two round trips per level.
     pub rounds: usize,
+    /// Failures the source survived because another source answered (see
+    /// [`crate::MultiSource`]), oldest first. The resolution is complete without them, but
+    /// a registry that did not answer may have held newer versions.
+    pub warnings: Vec<SourceError>,
 }
 
 impl Resolution {
@@ -92,10 +106,14 @@ pub enum ResolveError {
 /// Resolves `root`'s dependencies against `source`: one version per package name, newest
 /// first unless [`ResolveOptions::preferred`] says otherwise, backtracking as needed.
 ///
-/// Metadata is fetched one dependency level per round (all version lists of the level at
-/// once, then all their manifests at once); a manifest that cannot be fetched or is invalid
-/// makes only that version unusable. Pre-release versions are offered only when some
-/// requirement on the package names a pre-release of the same `major.minor.patch`.
+/// Every acceptable version's metadata is fetched first, pipelined and concurrently (about
+/// two round trips per dependency level), then the solver runs once without further
+/// queries. A manifest that cannot be fetched or is invalid makes only that version
+/// unusable. Pre-release versions are offered only when some requirement on the package
+/// names a pre-release of the same `major.minor.patch`.
+///
+/// All queries of a level are in flight at once; a source that must limit concurrency
+/// (a registry client) does so itself.
 pub async fn resolve<S: Source + ?Sized>(
     source: &S,
     root: &Manifest,
@@ -103,80 +121,126 @@ pub async fn resolve<S: Source + ?Sized>(
 ) -> Result<Resolution, ResolveError> {
     root.validate().map_err(ResolveError::InvalidRoot)?;
     let mut snap = Snapshot::with_root(root);
-    let mut wanted: BTreeSet<PackageName> = root
-        .dependencies
-        .iter()
-        .map(|d| d.package.clone())
-        .collect();
-    let mut rounds = 0;
-    loop {
-        let new: Vec<PackageName> = wanted
-            .into_iter()
-            .filter(|n| !snap.versions.contains_key(n))
-            .collect();
-        if !new.is_empty() {
-            snap.fetch(source, &new).await?;
-            rounds += 1;
-        }
-        let provider = Provider {
-            snap: &snap,
-            preferred: &options.preferred,
-            missing: RefCell::new(BTreeSet::new()),
-        };
-        let outcome = pubgrub::resolve(&provider, root.name.clone(), root.version.clone());
-        let missing = provider.missing.into_inner();
-        match outcome {
-            Ok(selected) => {
-                let mut packages = BTreeMap::new();
-                for (name, version) in selected {
-                    if name == root.name {
-                        continue;
-                    }
-                    let id = PackageId::new(name.clone(), version);
-                    match snap.summaries.remove(&id) {
-                        Some(Ok(summary)) => {
-                            packages.insert(name, summary);
-                        }
-                        _ => return Err(ResolveError::Internal(format!("{id} chosen unseen"))),
-                    }
+    let rounds = snap.fetch(source, root).await?;
+    let warnings = source.take_warnings();
+    snap.prepare();
+    let provider = Provider {
+        snap: &snap,
+        preferred: &options.preferred,
+    };
+    match pubgrub::resolve(&provider, root.name.clone(), root.version.clone()) {
+        Ok(selected) => {
+            let mut packages = BTreeMap::new();
+            for (name, version) in selected {
+                if name == root.name {
+                    continue;
                 }
-                return Ok(Resolution {
-                    root: root.clone(),
-                    packages,
-                    rounds,
-                });
-            }
-            Err(PubGrubError::NoSolution(tree)) => {
-                return Err(ResolveError::NoSolution(explain(&tree, &snap)));
-            }
-            Err(
-                PubGrubError::ErrorChoosingVersion { .. }
-                | PubGrubError::ErrorRetrievingDependencies { .. },
-            ) => {
-                // Only "not fetched yet" reaches here; fetching nothing new would loop forever.
-                if missing.iter().all(|n| snap.versions.contains_key(n)) {
-                    return Err(ResolveError::Internal(
-                        "the solver asked for metadata it already has".to_owned(),
-                    ));
+                let id = PackageId::new(name.clone(), version);
+                match snap.summaries.remove(&id) {
+                    Some(Ok(summary)) => {
+                        packages.insert(name, summary);
+                    }
+                    _ => return Err(ResolveError::Internal(format!("{id} chosen unseen"))),
                 }
-                wanted = missing;
             }
-            Err(PubGrubError::ErrorInShouldCancel(e)) => {
-                return Err(ResolveError::Internal(e.to_string()));
-            }
+            Ok(Resolution {
+                root: root.clone(),
+                packages,
+                rounds,
+                warnings,
+            })
         }
+        Err(PubGrubError::NoSolution(tree)) => Err(ResolveError::NoSolution(explain(&tree, &snap))),
+        Err(PubGrubError::ErrorChoosingVersion { source, .. }) => {
+            Err(ResolveError::Internal(source.to_string()))
+        }
+        Err(PubGrubError::ErrorRetrievingDependencies { source, .. }) => {
+            Err(ResolveError::Internal(source.to_string()))
+        }
+        Err(PubGrubError::ErrorInShouldCancel(e)) => Err(ResolveError::Internal(e.to_string())),
     }
 }
 
-/// Everything fetched so far in one resolution.
+/// Everything fetched in one resolution, and what the solver derives from it.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
-    /// All listed versions, newest first. The root maps to its own version only.
+    /// All listed versions, oldest first. The root maps to its own version only.
     versions: HashMap<PackageName, Vec<Version>>,
-    /// One entry per listed version: the summary, or why it cannot be used.
+    /// One entry per fetched version: the summary, or why it cannot be used.
     summaries: HashMap<PackageId, Result<Summary, String>>,
-    /// Every requirement seen on a package, for semver's pre-release opt-in rule.
-    requirements: HashMap<PackageName, Vec<VersionReq>>,
+    /// Every distinct requirement seen on a package: it decides which versions are fetched
+    /// and, for semver's pre-release opt-in rule, which are candidates.
+    requirements: HashMap<PackageName, HashSet<VersionReq>>,
+    /// Filled by [`Snapshot::prepare`] once fetching is over.
+    known: HashMap<PackageName, Known>,
+}
+
+/// What the solver may choose from for one package.
+#[derive(Debug, Default)]
+struct Known {
+    /// Candidate versions, oldest first (sorted, so a range maps to index spans).
+    candidates: Vec<Version>,
+    /// Parallel to `candidates`: whether that version is provably unusable.
+    doomed: Vec<bool>,
+}
+
+impl Known {
+    fn is_doomed(&self, index: usize) -> bool {
+        self.doomed.get(index).copied().unwrap_or(false)
+    }
+}
+
+/// The answer to one query, tagged with what was asked.
+enum Answer {
+    Versions(PackageName, Result<Vec<Version>, SourceError>),
+    Summary(PackageId, Result<Summary, SourceError>),
+}
+
+/// The state of [`Snapshot::fetch`]: queries in flight and what has been asked already.
+struct Fetch<'s, S: ?Sized> {
+    source: &'s S,
+    pending: FuturesUnordered<BoxFuture<'s, Answer>>,
+    /// Packages met so far and the dependency level they were met at.
+    level: HashMap<PackageName, usize>,
+    /// Summaries asked for (or, for the root, already known).
+    requested: HashSet<PackageId>,
+}
+
+impl<'s, S: Source + ?Sized> Fetch<'s, S> {
+    fn list(&mut self, name: PackageName, level: usize) {
+        if self.level.contains_key(&name) {
+            return;
+        }
+        self.level.insert(name.clone(), level);
+        let source = self.source;
+        self.pending.push(
+            async move {
+                let answer = source.versions(&name).await;
+                Answer::Versions(name, answer)
+            }
+            .boxed(),
+        );
+    }
+
+    /// Asks for the summaries of the `listed` versions of `name` inside `range`.
+    fn summaries(&mut self, name: &PackageName, listed: &[Version], range: &Ranges<Version>) {
+        for span in spans(listed, range) {
+            for version in listed.get(span).unwrap_or_default() {
+                let id = PackageId::new(name.clone(), version.clone());
+                if !self.requested.insert(id.clone()) {
+                    continue;
+                }
+                let source = self.source;
+                self.pending.push(
+                    async move {
+                        let answer = source.summary(&id).await;
+                        Answer::Summary(id, answer)
+                    }
+                    .boxed(),
+                );
+            }
+        }
+    }
 }
 
 impl Snapshot {
@@ -184,7 +248,6 @@ impl Snapshot {
         let mut snap = Self::default();
         snap.versions
             .insert(root.name.clone(), vec![root.version.clone()]);
-        snap.note_requirements(root);
         snap.summaries.insert(
             root.id(),
             Ok(Summary {
@@ -196,40 +259,72 @@ impl Snapshot {
         snap
     }
 
-    fn note_requirements(&mut self, manifest: &Manifest) {
-        for dep in &manifest.dependencies {
-            self.requirements
-                .entry(dep.package.clone())
-                .or_default()
-                .push(dep.req.clone());
-        }
-    }
-
+    /// Fetches the metadata of every version some requirement reachable from `root`
+    /// accepts; returns how many dependency levels deep that went.
     async fn fetch<S: Source + ?Sized>(
         &mut self,
         source: &S,
-        names: &[PackageName],
-    ) -> Result<(), ResolveError> {
-        let lists = join_all(names.iter().map(|n| source.versions(n))).await;
-        let mut ids = Vec::new();
-        for (name, list) in names.iter().zip(lists) {
-            let mut list = list.map_err(ResolveError::Source)?;
-            list.sort_by(|a, b| b.cmp(a));
-            list.dedup();
-            ids.extend(list.iter().map(|v| PackageId::new(name.clone(), v.clone())));
-            self.versions.insert(name.clone(), list);
-        }
-        let summaries = join_all(ids.iter().map(|id| source.summary(id))).await;
-        for (id, summary) in ids.into_iter().zip(summaries) {
-            let entry = summary
-                .map_err(|e| e.to_string())
-                .and_then(|s| check(&id, s));
-            if let Ok(s) = &entry {
-                self.note_requirements(&s.manifest);
+        root: &Manifest,
+    ) -> Result<usize, ResolveError> {
+        let mut fetch = Fetch {
+            source,
+            pending: FuturesUnordered::new(),
+            level: HashMap::from([(root.name.clone(), 0)]),
+            requested: HashSet::from([root.id()]),
+        };
+        self.meet(&mut fetch, root, 0);
+        while let Some(answer) = fetch.pending.next().await {
+            match answer {
+                Answer::Versions(name, listed) => {
+                    let mut listed = listed.map_err(ResolveError::Source)?;
+                    listed.sort();
+                    listed.dedup();
+                    // Requirements seen while the listing was in flight pick its summaries.
+                    let range = self
+                        .requirements
+                        .get(&name)
+                        .into_iter()
+                        .flatten()
+                        .fold(Ranges::empty(), |acc, req| acc.union(&req_to_ranges(req)));
+                    fetch.summaries(&name, &listed, &range);
+                    self.versions.insert(name, listed);
+                }
+                Answer::Summary(id, summary) => {
+                    let entry = summary
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| check(&id, s));
+                    if let Ok(s) = &entry {
+                        let level = fetch.level.get(&id.name).copied().unwrap_or(0);
+                        self.meet(&mut fetch, &s.manifest, level);
+                    }
+                    self.summaries.insert(id, entry);
+                }
             }
-            self.summaries.insert(id, entry);
         }
-        Ok(())
+        Ok(fetch.level.values().copied().max().unwrap_or(0))
+    }
+
+    /// Records `manifest`'s requirements and asks for whatever they newly make relevant.
+    fn meet<S: Source + ?Sized>(
+        &mut self,
+        fetch: &mut Fetch<'_, S>,
+        manifest: &Manifest,
+        level: usize,
+    ) {
+        for dep in &manifest.dependencies {
+            let new = self
+                .requirements
+                .entry(dep.package.clone())
+                .or_default()
+                .insert(dep.req.clone());
+            if !new {
+                continue;
+            }
+            match self.versions.get(&dep.package) {
+                Some(listed) => fetch.summaries(&dep.package, listed, &req_to_ranges(&dep.req)),
+                None => fetch.list(dep.package.clone(), level + 1),
+            }
+        }
     }
 
     /// Whether `version` may be offered: releases always, pre-releases only when some
@@ -241,6 +336,170 @@ impl Snapshot {
                 .get(name)
                 .is_some_and(|reqs| reqs.iter().any(|r| opts_into_prerelease(r, version)))
     }
+
+    /// Builds the candidate lists and marks doomed versions.
+    fn prepare(&mut self) {
+        let mut known: HashMap<PackageName, Known> = self
+            .versions
+            .iter()
+            .map(|(name, listed)| {
+                let candidates: Vec<Version> = listed
+                    .iter()
+                    .filter(|v| self.is_candidate(name, v))
+                    .cloned()
+                    .collect();
+                let doomed = vec![false; candidates.len()];
+                (name.clone(), Known { candidates, doomed })
+            })
+            .collect();
+        for (name, flags) in doomed(&known, &self.summaries) {
+            if let Some(k) = known.get_mut(&name) {
+                k.doomed = flags;
+            }
+        }
+        self.known = known;
+    }
+}
+
+/// A requirement shared by several versions (`bench/b ^1` from all of `bench/a`'s versions,
+/// say), with how many of its target's candidates are not doomed yet.
+struct Group {
+    range: Ranges<Version>,
+    alive: usize,
+    users: Vec<(usize, usize)>,
+}
+
+/// The doomed flags (parallel to the candidates) of every package with a doomed version: the least fixpoint of "its
+/// summary failed, it depends on itself, or one of its requirements accepts only doomed
+/// candidates". Least, so a cycle is never doomed by assuming its own failure; linear in
+/// the number of (version, requirement) pairs plus the number of distinct requirements.
+fn doomed(
+    known: &HashMap<PackageName, Known>,
+    summaries: &HashMap<PackageId, Result<Summary, String>>,
+) -> Vec<(PackageName, Vec<bool>)> {
+    let names: Vec<&PackageName> = known.keys().collect();
+    let index: HashMap<&PackageName, usize> =
+        names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut dead: Vec<Vec<bool>> = names
+        .iter()
+        .map(|n| vec![false; known.get(*n).map_or(0, |k| k.candidates.len())])
+        .collect();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut group_of: HashMap<(usize, &VersionReq), usize> = HashMap::new();
+    let mut by_target: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    let mut work: Vec<(usize, usize)> = Vec::new();
+    for (p, name) in names.iter().enumerate() {
+        let candidates = known.get(*name).map_or(&[][..], |k| &k.candidates);
+        for (i, version) in candidates.iter().enumerate() {
+            let id = PackageId::new((*name).clone(), version.clone());
+            let summary = match summaries.get(&id) {
+                // Never fetched: no requirement accepts it, so it cannot matter.
+                None => continue,
+                Some(Err(_)) => {
+                    kill(&mut dead, &mut work, p, i);
+                    continue;
+                }
+                Some(Ok(summary)) => summary,
+            };
+            for dep in &summary.manifest.dependencies {
+                if &dep.package == *name {
+                    kill(&mut dead, &mut work, p, i);
+                    continue;
+                }
+                // Every package named by a fetched manifest was listed; if not, knowing
+                // nothing about it means assuming nothing.
+                let Some(&target) = index.get(&dep.package) else {
+                    continue;
+                };
+                let g = *group_of.entry((target, &dep.req)).or_insert_with(|| {
+                    let range = req_to_ranges(&dep.req);
+                    let target_candidates = names
+                        .get(target)
+                        .and_then(|n| known.get(*n))
+                        .map_or(&[][..], |k| &k.candidates);
+                    let alive = spans(target_candidates, &range).map(|s| s.len()).sum();
+                    groups.push(Group {
+                        range,
+                        alive,
+                        users: Vec::new(),
+                    });
+                    if let Some(list) = by_target.get_mut(target) {
+                        list.push(groups.len() - 1);
+                    }
+                    groups.len() - 1
+                });
+                if let Some(group) = groups.get_mut(g) {
+                    group.users.push((p, i));
+                }
+            }
+        }
+    }
+    for group in &groups {
+        if group.alive == 0 {
+            for &(p, i) in &group.users {
+                kill(&mut dead, &mut work, p, i);
+            }
+        }
+    }
+    while let Some((p, i)) = work.pop() {
+        let Some(version) = names
+            .get(p)
+            .and_then(|n| known.get(*n))
+            .and_then(|k| k.candidates.get(i))
+        else {
+            continue;
+        };
+        for &g in by_target.get(p).map_or(&[][..], Vec::as_slice) {
+            let Some(group) = groups.get_mut(g) else {
+                continue;
+            };
+            if group.alive == 0 || !group.range.contains(version) {
+                continue;
+            }
+            group.alive -= 1;
+            if group.alive == 0 {
+                for &(q, j) in &group.users {
+                    kill(&mut dead, &mut work, q, j);
+                }
+            }
+        }
+    }
+    names
+        .into_iter()
+        .zip(dead)
+        .filter(|(_, flags)| flags.contains(&true))
+        .map(|(name, flags)| (name.clone(), flags))
+        .collect()
+}
+
+/// Marks a version doomed and queues it so its dependents' groups are updated once.
+fn kill(dead: &mut [Vec<bool>], work: &mut Vec<(usize, usize)>, p: usize, i: usize) {
+    if let Some(flag) = dead.get_mut(p).and_then(|d| d.get_mut(i))
+        && !*flag
+    {
+        *flag = true;
+        work.push((p, i));
+    }
+}
+
+/// The index spans of the sorted `versions` that `range` contains, lowest first.
+fn spans<'a>(
+    versions: &'a [Version],
+    range: &'a Ranges<Version>,
+) -> impl Iterator<Item = Range<usize>> + 'a {
+    range.iter().filter_map(move |(lo, hi)| {
+        let start = match lo {
+            Bound::Included(v) => versions.partition_point(|x| x < v),
+            Bound::Excluded(v) => versions.partition_point(|x| x <= v),
+            Bound::Unbounded => 0,
+        };
+        let end = match hi {
+            Bound::Included(v) => versions.partition_point(|x| x <= v),
+            Bound::Excluded(v) => versions.partition_point(|x| x < v),
+            Bound::Unbounded => versions.len(),
+        };
+        (start < end).then_some(start..end)
+    })
 }
 
 /// A summary must describe the version it was asked for and be valid; otherwise that one
@@ -256,16 +515,10 @@ fn check(id: &PackageId, summary: Summary) -> Result<Summary, String> {
 
 impl Catalog for Snapshot {
     fn candidates(&self, name: &PackageName) -> Vec<Version> {
-        let mut out: Vec<Version> = self
-            .versions
+        self.known
             .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|v| self.is_candidate(name, v))
-            .cloned()
-            .collect();
-        out.reverse();
-        out
+            .map(|k| k.candidates.clone())
+            .unwrap_or_default()
     }
 
     fn requirement(&self, from: &PackageId, on: &PackageName) -> Option<VersionReq> {
@@ -279,22 +532,15 @@ impl Catalog for Snapshot {
     }
 }
 
-/// Raised inside pubgrub when it needs metadata the snapshot lacks; ends the round.
+/// pubgrub reached a package or version the fetch phase did not cover: a bug here, since
+/// every version inside a requirement's range is fetched.
 #[derive(Debug, thiserror::Error)]
-#[error("metadata for {0} has not been fetched yet")]
-struct NotFetched(PackageName);
+#[error("the solver reached {0}, whose metadata was never fetched")]
+struct Unfetched(String);
 
 struct Provider<'a> {
     snap: &'a Snapshot,
     preferred: &'a BTreeMap<PackageName, Version>,
-    missing: RefCell<BTreeSet<PackageName>>,
-}
-
-impl Provider<'_> {
-    fn not_fetched(&self, name: &PackageName) -> NotFetched {
-        self.missing.borrow_mut().insert(name.clone());
-        NotFetched(name.clone())
-    }
 }
 
 impl DependencyProvider for Provider<'_> {
@@ -302,9 +548,10 @@ impl DependencyProvider for Provider<'_> {
     type V = Version;
     type VS = Ranges<Version>;
     type M = String;
-    type Err = NotFetched;
-    /// (metadata present, conflicts so far, fewest candidates first).
-    type Priority = (bool, u32, Reverse<usize>);
+    type Err = Unfetched;
+    /// Packages that caused conflicts first, then those with the fewest candidates left
+    /// (a package with one choice cannot be a wrong guess).
+    type Priority = (u32, Reverse<usize>);
 
     fn prioritize(
         &self,
@@ -312,47 +559,55 @@ impl DependencyProvider for Provider<'_> {
         range: &Ranges<Version>,
         stats: &PackageResolutionStatistics,
     ) -> Self::Priority {
-        match self.snap.versions.get(package) {
-            // Unknown packages last: everything decidable now is decided before the round
-            // ends, so the next fetch covers a whole level.
-            None => (false, 0, Reverse(0)),
-            Some(all) => {
-                let count = all
-                    .iter()
-                    .filter(|v| range.contains(v) && self.snap.is_candidate(package, v))
-                    .count();
-                (true, stats.conflict_count(), Reverse(count))
-            }
-        }
+        // Binary searches per segment of the range, not a scan of the versions: pubgrub
+        // calls this after every change to a package's range.
+        let count = self
+            .snap
+            .known
+            .get(package)
+            .map_or(0, |k| spans(&k.candidates, range).map(|s| s.len()).sum());
+        (stats.conflict_count(), Reverse(count))
     }
 
     fn choose_version(
         &self,
         package: &PackageName,
         range: &Ranges<Version>,
-    ) -> Result<Option<Version>, NotFetched> {
-        let Some(all) = self.snap.versions.get(package) else {
-            return Err(self.not_fetched(package));
+    ) -> Result<Option<Version>, Unfetched> {
+        let Some(known) = self.snap.known.get(package) else {
+            return Err(Unfetched(package.to_string()));
         };
-        let ok = |v: &Version| range.contains(v) && self.snap.is_candidate(package, v);
         if let Some(v) = self.preferred.get(package)
-            && all.contains(v)
-            && ok(v)
+            && range.contains(v)
+            && let Ok(i) = known.candidates.binary_search(v)
+            && !known.is_doomed(i)
         {
             return Ok(Some(v.clone()));
         }
-        // Newest first.
-        Ok(all.iter().find(|v| ok(v)).cloned())
+        // Newest first, skipping doomed versions; if all are doomed, the newest anyway so
+        // that pubgrub derives (and can explain) why.
+        let mut newest = None;
+        let mut newest_usable = None;
+        for span in spans(&known.candidates, range) {
+            newest = span.end.checked_sub(1);
+            if let Some(i) = span.rev().find(|&i| !known.is_doomed(i)) {
+                newest_usable = Some(i);
+            }
+        }
+        Ok(newest_usable
+            .or(newest)
+            .and_then(|i| known.candidates.get(i))
+            .cloned())
     }
 
     fn get_dependencies(
         &self,
         package: &PackageName,
         version: &Version,
-    ) -> Result<Dependencies<PackageName, Ranges<Version>, String>, NotFetched> {
+    ) -> Result<Dependencies<PackageName, Ranges<Version>, String>, Unfetched> {
         let id = PackageId::new(package.clone(), version.clone());
         let summary = match self.snap.summaries.get(&id) {
-            None => return Err(self.not_fetched(package)),
+            None => return Err(Unfetched(id.to_string())),
             Some(Err(reason)) => return Ok(Dependencies::Unavailable(reason.clone())),
             Some(Ok(summary)) => summary,
         };
@@ -370,12 +625,97 @@ impl DependencyProvider for Provider<'_> {
                 Some((_, r)) => *r = r.intersection(&range),
                 None => merged.push((dep.package.clone(), range)),
             }
-            if !self.snap.versions.contains_key(&dep.package) {
-                self.missing.borrow_mut().insert(dep.package.clone());
-            }
         }
         Ok(Dependencies::Available(
             merged.into_iter().collect::<DependencyConstraints<_, _>>(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::InMemorySource;
+    use futures::executor::block_on;
+
+    fn m(name: &str, version: &str, deps: &[(&str, &str)]) -> Manifest {
+        let mut m = Manifest::new(name.parse().unwrap(), Version::parse(version).unwrap());
+        for (i, (dep, req)) in deps.iter().enumerate() {
+            m = m.with_dependency(
+                &format!("d{i}"),
+                dep.parse().unwrap(),
+                VersionReq::parse(req).unwrap(),
+            );
+        }
+        m
+    }
+
+    /// The doomed versions after fetching everything `root` reaches, as `name version`.
+    fn doomed_after(registry: &[Manifest], root: &Manifest) -> Vec<String> {
+        let mut source = InMemorySource::new("memory");
+        for p in registry {
+            source.add(p.clone());
+        }
+        let mut snap = Snapshot::with_root(root);
+        block_on(snap.fetch(&source, root)).unwrap();
+        snap.prepare();
+        let mut out: Vec<String> = snap
+            .known
+            .iter()
+            .flat_map(|(name, k)| {
+                k.candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| k.is_doomed(*i))
+                    .map(move |(_, v)| format!("{name} {v}"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn doom_spreads_up_a_chain_only_when_no_alternative_is_left() {
+        let registry = [
+            m("acme/a", "1.0.0", &[("acme/b", "^1")]),
+            m("acme/a", "1.1.0", &[("acme/b", ">=1.1")]),
+            m("acme/b", "1.0.0", &[]),
+            m("acme/b", "1.1.0", &[("acme/gone", "^1")]),
+            m("acme/b", "1.2.0", &[("acme/b", "^1")]),
+        ];
+        let root = m("acme/app", "1.0.0", &[("acme/a", "^1")]);
+        // b 1.1.0 needs a missing package, b 1.2.0 itself; so a 1.1.0 (b >=1.1) has nothing
+        // left, while a 1.0.0 still has b 1.0.0.
+        assert_eq!(
+            doomed_after(&registry, &root),
+            ["acme/a 1.1.0", "acme/b 1.1.0", "acme/b 1.2.0"]
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_not_doomed_by_assuming_its_own_failure() {
+        let registry = [
+            m("acme/a", "1.0.0", &[("acme/b", "^1")]),
+            m("acme/b", "1.0.0", &[("acme/a", "^1")]),
+            m("acme/c", "1.0.0", &[("acme/d", "^1")]),
+            m("acme/d", "1.0.0", &[("acme/c", "^1"), ("acme/gone", "^1")]),
+        ];
+        let root = m("acme/app", "1.0.0", &[("acme/a", "^1"), ("acme/c", "^1")]);
+        assert_eq!(
+            doomed_after(&registry, &root),
+            ["acme/app 1.0.0", "acme/c 1.0.0", "acme/d 1.0.0"]
+        );
+    }
+
+    #[test]
+    fn spans_follow_bounds() {
+        let versions: Vec<Version> = (0..5).map(|minor| Version::new(1, minor, 0)).collect();
+        let range = req_to_ranges(&VersionReq::parse(">1.1.0, <=1.3.0").unwrap())
+            .union(&Ranges::singleton(Version::new(1, 0, 0)));
+        let got: Vec<Range<usize>> = spans(&versions, &range).collect();
+        assert_eq!(got, [0..1, 2..4]);
+        assert_eq!(spans(&versions, &Ranges::empty()).count(), 0);
+        assert_eq!(spans(&versions, &Ranges::full()).next(), Some(0..5));
+        assert_eq!(spans(&[], &Ranges::full()).count(), 0);
     }
 }

@@ -60,6 +60,13 @@ pub trait Source: Send + Sync {
 
     /// The summary of one version.
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>>;
+
+    /// Failures this source survived (another source answered instead), handed over and
+    /// forgotten: [`crate::resolve`] calls it once fetching is over so that the
+    /// [`crate::Resolution`] reports them. Most sources have none and keep the default.
+    fn take_warnings(&self) -> Vec<SourceError> {
+        Vec::new()
+    }
 }
 
 impl<S: Source + ?Sized> Source for Arc<S> {
@@ -71,6 +78,9 @@ impl<S: Source + ?Sized> Source for Arc<S> {
     }
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
         (**self).summary(id)
+    }
+    fn take_warnings(&self) -> Vec<SourceError> {
+        (**self).take_warnings()
     }
 }
 
@@ -171,7 +181,8 @@ impl MultiSource {
         self
     }
 
-    /// Failures that were outvoted by another source's answer, oldest first.
+    /// Failures that were outvoted by another source's answer, oldest first, that
+    /// [`Source::take_warnings`] (which [`crate::resolve`] calls) has not handed over yet.
     pub fn warnings(&self) -> Vec<SourceError> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
@@ -237,6 +248,19 @@ impl Source for MultiSource {
                 }))
         }
         .boxed()
+    }
+
+    fn take_warnings(&self) -> Vec<SourceError> {
+        let mut taken = self
+            .warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        // A nested MultiSource keeps its own list; its failures are ours too.
+        for s in &self.sources {
+            taken.extend(s.take_warnings());
+        }
+        taken
     }
 }
 

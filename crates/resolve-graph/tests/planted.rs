@@ -33,6 +33,12 @@ fn spec() -> impl Strategy<Value = Spec> {
 /// Builds the registry. Only edges to later packages are kept (no cycles); when `plant` is
 /// given, each planted version's edges are widened to include the target's planted version.
 fn build(spec: &Spec, plant: Option<&[u64]>) -> InMemorySource {
+    build_with_dead(spec, plant, &[])
+}
+
+/// Like [`build`], and version `v` of package `p` also needs a package that does not exist
+/// when `dead[p * VERSIONS + v]` holds and it is not the planted one.
+fn build_with_dead(spec: &Spec, plant: Option<&[u64]>, dead: &[bool]) -> InMemorySource {
     let mut source = InMemorySource::new("random");
     for (p, versions) in spec.iter().enumerate() {
         for (v, deps) in versions.iter().enumerate() {
@@ -52,6 +58,10 @@ fn build(spec: &Spec, plant: Option<&[u64]>) -> InMemorySource {
                     hi = hi.max(plant[q]);
                 }
                 m = m.with_dependency(&format!("d{q}"), name(q), req(lo, hi));
+            }
+            let planted = plant.is_some_and(|plant| plant[p] == v);
+            if !planted && dead.get(p * VERSIONS as usize + v as usize) == Some(&true) {
+                m = m.with_dependency("gone", "acme/gone".parse().unwrap(), req(0, 0));
             }
             source.add(m);
         }
@@ -101,9 +111,32 @@ proptest! {
         }
     }
 
+    // Dead versions (and everything that only works with them) must be stepped over, not
+    // make the solver give up.
     #[test]
-    fn any_answer_is_valid_or_explained(spec in spec(), first in 0..VERSIONS) {
-        let source = build(&spec, None);
+    fn planted_solution_survives_dead_versions(
+        spec in spec(),
+        plant in prop::collection::vec(0..VERSIONS, PACKAGES),
+        dead in prop::collection::vec(any::<bool>(), PACKAGES * VERSIONS as usize),
+    ) {
+        let source = build_with_dead(&spec, Some(&plant), &dead);
+        let result = block_on(resolve(&source, &root(&plant), &ResolveOptions::default()));
+        match result {
+            Ok(r) => {
+                check(&r);
+                prop_assert!(r.version(&"acme/gone".parse().unwrap()).is_none());
+            }
+            Err(e) => prop_assert!(false, "no solution found:\n{e}"),
+        }
+    }
+
+    #[test]
+    fn any_answer_is_valid_or_explained(
+        spec in spec(),
+        first in 0..VERSIONS,
+        dead in prop::collection::vec(any::<bool>(), PACKAGES * VERSIONS as usize),
+    ) {
+        let source = build_with_dead(&spec, None, &dead);
         let plant = vec![first; PACKAGES];
         match block_on(resolve(&source, &root(&plant), &ResolveOptions::default())) {
             Ok(r) => check(&r),

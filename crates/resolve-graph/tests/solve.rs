@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use futures::executor::block_on;
 use futures::future::BoxFuture;
 use resolve_graph::{
-    InMemorySource, Manifest, PackageId, PackageName, Resolution, ResolveError, ResolveOptions,
-    Source, SourceError, Summary, resolve,
+    InMemorySource, Manifest, MultiSource, PackageId, PackageName, Resolution, ResolveError,
+    ResolveOptions, Source, SourceError, Summary, resolve,
 };
 use semver::{Version, VersionReq};
 
@@ -363,4 +363,125 @@ fn invalid_root_is_rejected() {
         e.to_string(),
         "invalid root manifest: acme/app: field `entrypoint`: `run` is not one of the package's commands"
     );
+}
+
+#[test]
+fn only_versions_some_requirement_accepts_are_fetched() {
+    let reg = Counting::new(registry(&[
+        pkg("acme/a", "1.0.0", &[("acme/c", "^2")]),
+        pkg("acme/a", "2.0.0", &[("acme/c", "^3")]),
+        pkg("acme/c", "1.0.0", &[]),
+        pkg("acme/c", "2.0.0", &[]),
+        pkg("acme/c", "2.1.0", &[]),
+        pkg("acme/c", "3.0.0", &[]),
+    ]));
+    let app = pkg("acme/app", "1.0.0", &[("acme/a", "^1")]);
+    let r = run(&reg, &app).unwrap();
+    assert_eq!(chosen(&r, "acme/c"), "2.1.0");
+    let queries = reg.queries.lock().unwrap();
+    let mut asked: Vec<&str> = queries.keys().map(String::as_str).collect();
+    asked.sort_unstable();
+    // Neither acme/a 2.0.0 nor the acme/c versions outside ^2 can matter.
+    assert_eq!(
+        asked,
+        [
+            "summary acme/a 1.0.0",
+            "summary acme/c 2.0.0",
+            "summary acme/c 2.1.0",
+            "versions acme/a",
+            "versions acme/c",
+        ]
+    );
+}
+
+#[test]
+fn dead_newest_versions_are_stepped_over() {
+    // Every newest version needs something absent; the chain must settle on the older ones.
+    let reg = registry(&[
+        pkg("acme/a", "1.0.0", &[("acme/b", "^1")]),
+        pkg("acme/a", "1.1.0", &[("acme/b", ">=1.1")]),
+        pkg("acme/b", "1.0.0", &[("acme/c", "^1")]),
+        pkg("acme/b", "1.1.0", &[("acme/c", "^1"), ("acme/gone", "^1")]),
+        pkg("acme/c", "1.0.0", &[]),
+    ]);
+    let app = pkg("acme/app", "1.0.0", &[("acme/a", "^1")]);
+    let r = run(&reg, &app).unwrap();
+    assert_eq!(chosen(&r, "acme/a"), "1.0.0");
+    assert_eq!(chosen(&r, "acme/b"), "1.0.0");
+    // A locked version that cannot work is not preferred either.
+    let mut options = ResolveOptions::default();
+    options
+        .preferred
+        .insert(name("acme/b"), Version::new(1, 1, 0));
+    let r = block_on(resolve(&reg, &app, &options)).unwrap();
+    assert_eq!(chosen(&r, "acme/b"), "1.0.0");
+}
+
+#[test]
+fn when_every_version_is_dead_the_cause_is_explained() {
+    let reg = registry(&[
+        pkg("acme/a", "1.0.0", &[("acme/gone", "^1")]),
+        pkg("acme/a", "1.1.0", &[("acme/gone", "^1")]),
+    ]);
+    let app = pkg("acme/app", "1.0.0", &[("acme/a", "^1")]);
+    assert_eq!(
+        explanation(&reg, &app),
+        [
+            "acme/app 1.0.0 depends on acme/a ^1.",
+            "All versions of acme/a (1.0.0 and 1.1.0) depend on acme/gone ^1, but acme/gone has no versions at all.",
+            "These requirements cannot all be met.",
+        ]
+    );
+}
+
+/// Fails every query, like a registry that is down.
+struct Down;
+
+impl Source for Down {
+    fn versions<'a>(
+        &'a self,
+        name: &'a PackageName,
+    ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
+        Box::pin(async move {
+            Err(SourceError::Failed {
+                origin: "mirror".to_owned(),
+                package: name.to_string(),
+                message: "timed out".to_owned(),
+            })
+        })
+    }
+    fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
+        Box::pin(async move {
+            Err(SourceError::Failed {
+                origin: "mirror".to_owned(),
+                package: id.to_string(),
+                message: "timed out".to_owned(),
+            })
+        })
+    }
+}
+
+#[test]
+fn outvoted_source_failures_reach_the_resolution() {
+    let multi = MultiSource::new()
+        .with(Down)
+        .with(registry(&[pkg("acme/c", "1.0.0", &[])]));
+    let app = pkg("acme/app", "1.0.0", &[("acme/c", "^1")]);
+    let r = run(&multi, &app).unwrap();
+    assert_eq!(chosen(&r, "acme/c"), "1.0.0");
+    let warnings: Vec<String> = r.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "mirror failed for acme/c: timed out",
+            "mirror failed for acme/c 1.0.0: timed out",
+        ]
+    );
+    // Handed over, not kept: the next resolution reports only its own failures.
+    assert!(multi.warnings().is_empty());
+    let r = run(&multi, &pkg("acme/app", "1.0.0", &[])).unwrap();
+    assert!(r.warnings.is_empty());
+    // A source that answered alone has nothing to report.
+    let r = run(&registry(&[pkg("acme/c", "1.0.0", &[])]), &app).unwrap();
+    assert!(r.warnings.is_empty());
 }
