@@ -2,7 +2,7 @@
 //!
 //! Mocks answer the questions their author thought of; a real socket also answers the ones
 //! nobody did (a reset that lands mid-body, a `Content-Length` the body never reaches, a
-//! stacked `Content-Encoding`). This dev-only crate gives tests two such servers:
+//! stacked `Content-Encoding`). This dev-only crate gives tests such servers:
 //!
 //! - [`fault::FaultServer`]: a hyper HTTP/1.1 server on `127.0.0.x:0` whose routes are
 //!   programmed with faults: statuses with `Retry-After`, resets and truncations mid-body,
@@ -11,6 +11,8 @@
 //!   request is recorded so a test can assert what the client sent.
 //! - [`registry::Registry`]: a throwaway `docker-registry` (the CNCF distribution server)
 //!   on a free loopback port with its storage in a temporary directory.
+//! - [`proxy::CountingProxy`]: a forwarder that records each request line passing through,
+//!   to count what a client asked a real server for (and to play a server that went down).
 //!
 //! The fault server runs on its own thread and runtime, so it serves synchronous tests and
 //! any flavour of async runtime alike:
@@ -40,5 +42,6 @@
 //! ```
 
 pub mod fault;
+pub mod proxy;
 pub mod registry;
 mod text;

@@ -1,0 +1,361 @@
+//! End to end: the real `pkgload` binary against a real `docker-registry` on loopback.
+//!
+//! A package universe is built from directories with `pkgload push` (so packing is tested
+//! too), then loaded back: backtracking, a diamond, nested mounts, sub-directory and
+//! transitive mappings, command shadowing, a cycle and an unsatisfiable root. A counting
+//! proxy in front of the registry shows that a warm load asks nothing and that a locked,
+//! offline load works with the registry gone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use test_servers::proxy::CountingProxy;
+use test_servers::registry::Registry;
+
+const PREFIX: &str = "team";
+
+struct World {
+    // Field order: the proxy stops before the registry.
+    proxy: CountingProxy,
+    _registry: Registry,
+    work: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+fn pkgload(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pkgload"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run pkgload")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "pkgload failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// One package directory: `toml` (without name/version) plus files `(relative path,
+/// content)`; files under `v/<volume>/…` form volumes, atoms are `<name>.wasm`.
+fn package(work: &Path, name: &str, version: &str, toml: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = work.join(format!("{}-{version}", name.replace('/', "_")));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    std::fs::write(
+        dir.join("pkgload.toml"),
+        format!("name = \"{name}\"\nversion = \"{version}\"\n{toml}"),
+    )
+    .unwrap();
+    dir
+}
+
+impl World {
+    fn new() -> World {
+        let registry =
+            Registry::start().expect("start docker-registry (cargo xtask test installs it)");
+        let proxy = CountingProxy::start(registry.addr()).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let cache = work.path().join("cache");
+        World {
+            proxy,
+            _registry: registry,
+            work,
+            cache,
+        }
+    }
+
+    fn reference(&self, name: &str, version: &str) -> String {
+        format!("{}/{PREFIX}/{name}:{version}", self.proxy.host())
+    }
+
+    fn push(&self, name: &str, version: &str, toml: &str, files: &[(&str, &str)]) {
+        let dir = package(self.work.path(), name, version, toml, files);
+        let publisher_cache = self.work.path().join("publisher-cache");
+        ok(&pkgload(
+            &publisher_cache,
+            &[
+                "push",
+                dir.to_str().unwrap(),
+                &self.reference(name, version),
+            ],
+        ));
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        pkgload(&self.cache, args)
+    }
+
+    /// The universe every test below loads from.
+    fn universe(&self) {
+        // libc: 1.2.0 and 2.0.0.
+        for v in ["1.2.0", "2.0.0"] {
+            self.push(
+                "acme/libc",
+                v,
+                "[[fs]]\nvolume = \"lib\"\nmount = \"/lib/libc\"\n[volumes]\nlib = \"v/lib\"\n",
+                &[("v/lib/version.txt", v)],
+            );
+        }
+        // python: the newest needs libc ^2, 3.12 needs libc ^1; both ship a stdlib volume
+        // with a json package and a `python` command.
+        for (v, libc) in [("3.11.0", "^1"), ("3.12.0", "^1"), ("3.13.0", "^2")] {
+            self.push(
+                "acme/python",
+                v,
+                &format!(
+                    "[dependencies]\nlibc = {{ package = \"acme/libc\", version = \"{libc}\" }}\n\
+                     [commands.python]\nrunner = \"wasi\"\natom = \"python\"\n\
+                     [volumes]\nstdlib = \"v/stdlib\"\n[atoms]\npython = \"python.wasm\"\n"
+                ),
+                &[
+                    ("v/stdlib/json/__init__.py", &format!("# json for {v}\n")),
+                    ("v/stdlib/os.py", "# os\n"),
+                    ("python.wasm", &format!("\0asm python {v}")),
+                ],
+            );
+        }
+        // tools pins libc to 1.x.
+        self.push(
+            "acme/tools",
+            "1.0.0",
+            "[dependencies]\nlibc = { package = \"acme/libc\", version = \">=1.2, <2\" }\n\
+             [commands.fmt]\nrunner = \"wasi\"\natom = \"fmt\"\n[atoms]\nfmt = \"fmt.wasm\"\n",
+            &[("fmt.wasm", "\0asm fmt")],
+        );
+        // The app: nested mounts, a sub-directory of python's stdlib, and its own `python`
+        // command shadowing the dependency's.
+        self.push(
+            "acme/app",
+            "1.0.0",
+            "entrypoint = \"app\"\n\
+             [dependencies]\npy = { package = \"acme/python\", version = \">=3.11\" }\n\
+             tools = { package = \"acme/tools\", version = \"^1\" }\n\
+             [commands.app]\nrunner = \"wasi\"\natom = \"app\"\n\
+             [commands.python]\nrunner = \"wasi\"\natom = \"app\"\n\
+             [[fs]]\nvolume = \"app\"\nmount = \"/app\"\n\
+             [[fs]]\nvolume = \"data\"\nmount = \"/app/data\"\n\
+             [[fs]]\nvolume = \"stdlib\"\nmount = \"/opt/json\"\ndependency = \"py\"\npath = \"/json\"\n\
+             [volumes]\napp = \"v/app\"\ndata = \"v/data\"\n[atoms]\napp = \"app.wasm\"\n",
+            &[
+                ("v/app/main.py", "print('hi')\n"),
+                ("v/data/seed.csv", "a,b\n"),
+                ("app.wasm", "\0asm app"),
+            ],
+        );
+        // A diamond: left and right both need base, with different ranges.
+        for v in ["1.0.0", "1.1.0", "1.2.0", "2.0.0"] {
+            self.push("acme/base", v, "", &[]);
+        }
+        self.push(
+            "acme/left",
+            "1.0.0",
+            "[dependencies]\nbase = { package = \"acme/base\", version = \"^1\" }\n",
+            &[],
+        );
+        self.push(
+            "acme/right",
+            "1.0.0",
+            "[dependencies]\nbase = { package = \"acme/base\", version = \">=1.1, <1.2\" }\n",
+            &[],
+        );
+        self.push(
+            "acme/diamond",
+            "1.0.0",
+            "[dependencies]\nl = { package = \"acme/left\", version = \"1\" }\n\
+             r = { package = \"acme/right\", version = \"1\" }\n",
+            &[],
+        );
+        // A cycle and an unsatisfiable root.
+        self.push(
+            "acme/cyc-a",
+            "1.0.0",
+            "[dependencies]\nb = { package = \"acme/cyc-b\", version = \"1\" }\n",
+            &[],
+        );
+        self.push(
+            "acme/cyc-b",
+            "1.0.0",
+            "[dependencies]\na = { package = \"acme/cyc-a\", version = \"1\" }\n",
+            &[],
+        );
+        self.push(
+            "acme/needs-py4",
+            "1.0.0",
+            "[dependencies]\npy = { package = \"acme/python\", version = \"^4\" }\n",
+            &[],
+        );
+    }
+}
+
+fn versions(resolve_json: &str) -> Vec<(String, String)> {
+    let v: Value = serde_json::from_str(resolve_json).unwrap();
+    v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn package_universe_end_to_end() {
+    let world = World::new();
+    world.universe();
+    let app = world.reference("acme/app", "1.0.0");
+
+    // Backtracking: the newest python needs libc 2, tools pins libc 1 → python 3.12.
+    let resolved = ok(&world.run(&["resolve", &app, "--json"]));
+    let got = versions(&resolved);
+    assert_eq!(
+        got,
+        [
+            ("acme/app", "1.0.0"),
+            ("acme/libc", "1.2.0"),
+            ("acme/python", "3.12.0"),
+            ("acme/tools", "1.0.0"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let root: Value = serde_json::from_str(&resolved).unwrap();
+    assert_eq!(root["root"]["name"], "acme/app");
+    assert!(
+        root["root"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    // The load: commands (root shadows py's python), entrypoint, and the filesystem.
+    let loaded: Value = serde_json::from_str(&ok(&world.run(&["load", &app, "--json"]))).unwrap();
+    assert_eq!(loaded["entrypoint"], "app");
+    let commands: Vec<(String, String)> = loaded["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["package"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            ("app", "acme/app"),
+            ("fmt", "acme/tools"),
+            ("python", "acme/app")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let cat = |path: &str| ok(&world.run(&["cat", &app, path]));
+    assert_eq!(cat("/app/main.py"), "print('hi')\n");
+    // Nested mount: /app/data is its own volume.
+    assert_eq!(cat("/app/data/seed.csv"), "a,b\n");
+    // A sub-directory of a dependency's volume.
+    assert_eq!(cat("/opt/json/__init__.py"), "# json for 3.12.0\n");
+    // A transitive mapping: libc's volume, at the version resolved.
+    assert_eq!(cat("/lib/libc/version.txt"), "1.2.0");
+    let root_listing = ok(&world.run(&["ls", &app, "/"]));
+    assert_eq!(
+        root_listing.lines().collect::<Vec<_>>(),
+        ["app", "lib", "opt"]
+    );
+    let app_listing = ok(&world.run(&["ls", &app, "/app"]));
+    assert_eq!(app_listing.lines().collect::<Vec<_>>(), ["data", "main.py"]);
+
+    // The diamond settles on the one base both accept.
+    let diamond = ok(&world.run(&[
+        "resolve",
+        &world.reference("acme/diamond", "1.0.0"),
+        "--json",
+    ]));
+    assert!(versions(&diamond).contains(&("acme/base".to_owned(), "1.1.0".to_owned())));
+
+    // A cycle is named; an unsatisfiable root is explained.
+    let cycle = failed(&world.run(&["resolve", &world.reference("acme/cyc-a", "1.0.0")]));
+    assert!(
+        cycle.contains("acme/cyc-a 1.0.0 -> acme/cyc-b 1.0.0 -> acme/cyc-a 1.0.0"),
+        "{cycle}"
+    );
+    let unsat = failed(&world.run(&["resolve", &world.reference("acme/needs-py4", "1.0.0")]));
+    assert!(
+        unsat.contains("acme/python") && unsat.contains("3.13.0"),
+        "{unsat}"
+    );
+
+    // Warm: a second load of the same tree makes no request at all.
+    world.proxy.clear();
+    ok(&world.run(&["load", &app]));
+    assert_eq!(world.proxy.requests(), Vec::<String>::new());
+    assert_eq!(world.proxy.connections(), 0);
+
+    // A fresh cache with a lockfile: fetch once, then load offline with the registry gone.
+    let lock = world.work.path().join("pkgload.lock");
+    let fresh = world.work.path().join("fresh-cache");
+    ok(&pkgload(
+        &fresh,
+        &["fetch", &app, "--lock", lock.to_str().unwrap()],
+    ));
+    let lock_text = std::fs::read_to_string(&lock).unwrap();
+    assert!(
+        lock_text.contains("acme/python") && lock_text.contains("3.12.0"),
+        "{lock_text}"
+    );
+    let World { proxy, .. } = world;
+    drop(proxy);
+    let offline = ok(&pkgload(
+        &fresh,
+        &[
+            "--offline",
+            "load",
+            &app,
+            "--json",
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    ));
+    let offline: Value = serde_json::from_str(&offline).unwrap();
+    assert_eq!(offline["packages"].as_array().unwrap().len(), 4);
+    // Offline, a reference never loaded names what is missing.
+    let missing = pkgload(
+        &fresh,
+        &["--offline", "load", &app.replace("1.0.0", "9.9.9")],
+    );
+    let message = failed(&missing);
+    assert!(
+        message.contains("offline") && message.contains("9.9.9"),
+        "{message}"
+    );
+}
