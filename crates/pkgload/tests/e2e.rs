@@ -6,6 +6,13 @@
 //! proxy in front of the registry shows that a warm load asks nothing and that a locked,
 //! offline load works with the registry gone.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
