@@ -2,6 +2,9 @@
 //! `umoci unpack --rootless`, and its `rootfs` must equal what `open_image_layers` serves,
 //! path for path (type, permission bits, size, content, symlink target).
 //!
+//! Each image is also written out with [`materialize`], and that directory must equal
+//! umoci's rootfs the same way (and link the same names together).
+//!
 //! `umoci` must be installed (`cargo xtask test` installs it; so does
 //! `apt-get install umoci`): without it these tests fail, they never skip.
 //!
@@ -20,8 +23,8 @@ use cache_core::{Algorithm, Begin, Digest, Store};
 use serde_json::json;
 use tar::{Builder, EntryType, Header};
 use vfs_overlay::{
-    FileSystem, FileType, LayerError, LayerLimits, LayerSpec, TarError, VfsError, VfsPath,
-    open_image_layers,
+    FileSystem, FileType, LayerError, LayerLimits, LayerSpec, MaterializeOptions, TarError,
+    VfsError, VfsPath, materialize, open_image_layers,
 };
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -384,6 +387,22 @@ async fn assert_same_as_umoci(image: &Image) -> (Tree, Vec<Vec<String>>) {
             assert_eq!(&ours[other], first, "hardlinks {group:?}");
         }
     }
+
+    // The same tree written out by `materialize` must be umoci's too, hardlinks included.
+    let out = image.bundle.with_file_name("materialized");
+    materialize(&fs, &out, MaterializeOptions::default()).unwrap();
+    let (written, written_links) = host_tree(&out);
+    let diffs = differences(&oracle, &written);
+    assert!(
+        diffs.is_empty(),
+        "{} differences between `umoci unpack` and `materialize` (\"the VFS\" below):\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    assert_eq!(
+        written_links, hardlinks,
+        "hardlink groups: materialize vs umoci"
+    );
     (oracle, hardlinks)
 }
 
