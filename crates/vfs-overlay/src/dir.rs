@@ -28,7 +28,7 @@ use rustix::fs::{AtFlags, Dir, FileType as HostType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileSystem, FileType, Metadata, NodeId};
+use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, NodeId};
 use crate::path::VfsPath;
 
 /// Flags of the handles used only to walk through a directory: `O_PATH` where the OS has
@@ -269,6 +269,11 @@ impl FileSystem for DirVolume {
             })?;
         file.read_to_end(&mut buf).map_err(io)?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Streams from the host file rather than reading it whole first.
+    fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
+        Ok(Box::new(self.open_file(path)?))
     }
 
     #[allow(clippy::useless_conversion)]

@@ -38,6 +38,7 @@
 //! hardlink shares the inode itself. A file without such a host file (a tar member, a
 //! file in memory) is always copied.
 //!
+//! The target itself takes the attributes of the filesystem's `/` (mode, mtime, owner).
 //! On error, what was written so far is left in place; the caller removes the directory.
 
 use std::collections::HashMap;
@@ -360,6 +361,12 @@ impl<'p> Cursor<'p> {
 
     /// A handle on directory `target` of the plan.
     fn goto(&mut self, target: usize) -> Result<Arc<OwnedFd>> {
+        // The common case: the next entry is in the same directory as the last.
+        if let Some((index, Some(fd))) = self.chain.last()
+            && *index == target
+        {
+            return Ok(Arc::clone(fd));
+        }
         let mut want = vec![target];
         let mut i = target;
         while i != 0 {
@@ -771,6 +778,9 @@ pub fn materialize<F: FileSystem + ?Sized>(
             }
             Ok(())
         })();
+        if produced.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
         drop(tx);
         let mut total = Tally::default();
         let mut first_err = produced.err();

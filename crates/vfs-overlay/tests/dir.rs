@@ -250,3 +250,27 @@ fn rejects_non_utf8_names() {
         Err(VfsError::InvalidPath { .. })
     ));
 }
+
+#[test]
+fn a_fifo_is_listed_never_opened() {
+    use rustix::fs::{CWD, FileType as HostType, Mode, mknodat};
+    let tmp = tempfile::tempdir().unwrap();
+    mknodat(
+        CWD,
+        tmp.path().join("pipe").as_path(),
+        HostType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let vol = DirVolume::open(tmp.path()).unwrap();
+    assert_eq!(vol.read_dir(&p("/")).unwrap()[0].kind, FileType::Other);
+    assert_eq!(vol.metadata(&p("/pipe")).unwrap().kind, FileType::Other);
+    // Opening it for reading would block forever without O_NONBLOCK.
+    assert!(matches!(
+        vol.read_all(&p("/pipe")),
+        Err(VfsError::InvalidOperation { .. })
+    ));
+    assert!(vol.open(&p("/pipe")).is_err());
+    assert_eq!(vol.footprint().unwrap().others, 1);
+}

@@ -818,3 +818,51 @@ proptest! {
             (report.files, report.dirs, report.symlinks, report.bytes));
     }
 }
+
+// ---- identities through the composing filesystems ----
+
+#[test]
+fn node_ids_are_kept_apart_by_scope() {
+    use vfs_overlay::NodeId;
+    let a = NodeId::new(&[1]);
+    assert_eq!(a, NodeId::new(&[1]));
+    assert_ne!(a, NodeId::new(&[1, 0]));
+    assert_ne!(a.scoped("x"), a.scoped("y"));
+    assert_ne!(a.scoped("x"), a);
+    // Length prefixes: a scope cannot absorb the start of the inner id.
+    assert_ne!(a.scoped("ab").scoped("c"), a.scoped("a").scoped("bc"));
+    assert_eq!(a.scoped("ab"), NodeId::new(&[1]).scoped("ab"));
+}
+
+#[test]
+fn hardlinks_survive_sub_and_writable_overlays() {
+    use vfs_overlay::{SubFs, WritableOverlay};
+    let sub = SubFs::new(Arc::new(sample_tar()), &p("/usr")).unwrap();
+    assert_eq!(
+        sub.node_id(&p("/bin/app")),
+        sub.node_id(&p("/bin/app-link"))
+    );
+    let area = Area::new();
+    let report = materialize(&sub, &area.target(), MaterializeOptions::default()).unwrap();
+    assert_same(&sub, &area.target());
+    assert_eq!(report.hardlinks, 1);
+
+    let w = WritableOverlay::new(sample_overlay());
+    w.write_file(&p("/up"), Bytes::from_static(b"upper"))
+        .unwrap();
+    w.hard_link(&p("/up"), &p("/up2")).unwrap();
+    // Writing one lower name copies it up: it is no longer the other name's file.
+    w.write_file(&p("/app/keep"), Bytes::from_static(b"changed"))
+        .unwrap();
+    assert_ne!(w.node_id(&p("/up")), w.node_id(&p("/app/shared")));
+    let area = Area::new();
+    let report = materialize(&w, &area.target(), MaterializeOptions::default()).unwrap();
+    assert_same(&w, &area.target());
+    let t = area.target();
+    let ino = |s: &str| fs::metadata(t.join(s)).unwrap().ino();
+    assert_eq!(ino("up"), ino("up2"));
+    assert_eq!(ino("app/shared"), ino("app/shared2"));
+    assert_eq!(report.hardlinks, 2);
+    assert_eq!(fs::read(t.join("app/keep")).unwrap(), b"changed");
+    assert_eq!(w.footprint().unwrap().bytes, report.bytes);
+}
