@@ -252,7 +252,10 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     }
 
     /// Totals of the whole filesystem without reading file data; see [`Footprint`]. The
-    /// default walks the tree ([`Footprint::walk`]); volumes with an index override it.
+    /// default walks the tree ([`Footprint::walk`]); [`crate::TarVolume`] counts from its
+    /// index and [`crate::Overlay`] from its flattened table. A [`crate::Union`] walks:
+    /// subtracting what deeper mounts shadow from each mount's own totals would need a walk
+    /// of the shadowed parts anyway.
     ///
     /// # Errors
     /// Whatever listing or `lstat` reports.

@@ -866,3 +866,40 @@ fn hardlinks_survive_sub_and_writable_overlays() {
     assert_eq!(fs::read(t.join("app/keep")).unwrap(), b"changed");
     assert_eq!(w.footprint().unwrap().bytes, report.bytes);
 }
+
+#[test]
+fn owners_are_preserved_on_request() {
+    let area = Area::new();
+    let probe = area.tmp.path().join("probe");
+    fs::write(&probe, b"").unwrap();
+    if fs::metadata(&probe).unwrap().uid() != 0 {
+        eprintln!("not root: chown cannot be exercised here");
+        return;
+    }
+    let fs = sample_memfs();
+    fs.set_owner(&p("/bin/tool"), 1234, 5678).unwrap();
+    fs.set_owner(&p("/run"), 42, 43).unwrap();
+    fs.set_owner(&p("/locked"), 7, 8).unwrap();
+    materialize(
+        &fs,
+        &area.target(),
+        MaterializeOptions::new().preserve_owners(true),
+    )
+    .unwrap();
+    let t = area.target();
+    let own = |s: &str| {
+        let m = fs::symlink_metadata(t.join(s)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(own("bin/tool"), (1234, 5678));
+    assert_eq!(own("tool-again"), (1234, 5678));
+    assert_eq!(own("run"), (42, 43));
+    assert_eq!(own("locked"), (7, 8));
+    assert_eq!(own("empty"), (0, 0));
+    // chown clears setuid; the mode is applied after it.
+    assert_eq!(
+        fs::metadata(t.join("bin/tool")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    assert_same(&fs, &t);
+}
