@@ -135,12 +135,15 @@ pub async fn resolve<S: Source + ?Sized>(
                 if name == root.name {
                     continue;
                 }
-                let id = PackageId::new(name.clone(), version);
-                match snap.summaries.remove(&id) {
+                match snap.take(&name, &version) {
                     Some(Ok(summary)) => {
                         packages.insert(name, summary);
                     }
-                    _ => return Err(ResolveError::Internal(format!("{id} chosen unseen"))),
+                    _ => {
+                        return Err(ResolveError::Internal(format!(
+                            "{name} {version} chosen unseen"
+                        )));
+                    }
                 }
             }
             Ok(Resolution {
@@ -164,15 +167,49 @@ pub async fn resolve<S: Source + ?Sized>(
 /// Everything fetched in one resolution, and what the solver derives from it.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
-    /// All listed versions, oldest first. The root maps to its own version only.
-    versions: HashMap<PackageName, Vec<Version>>,
-    /// One entry per fetched version: the summary, or why it cannot be used.
-    summaries: HashMap<PackageId, Result<Summary, String>>,
+    /// Every listed package; the root lists its own version only.
+    listings: HashMap<PackageName, Listing>,
     /// Every distinct requirement seen on a package: it decides which versions are fetched
     /// and, for semver's pre-release opt-in rule, which are candidates.
     requirements: HashMap<PackageName, HashSet<VersionReq>>,
     /// Filled by [`Snapshot::prepare`] once fetching is over.
     known: HashMap<PackageName, Known>,
+}
+
+/// One package's versions and, slot by slot, their summaries. Slots are allocated with
+/// the listing, so the (large) summaries never move once stored and a version is looked up
+/// by binary search rather than by hashing a whole id.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Oldest first, without duplicates.
+    versions: Vec<Version>,
+    /// Parallel to `versions`.
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// No requirement accepts this version (yet).
+    Unasked,
+    Asked,
+    /// The summary, or why this version cannot be used (boxed: most slots of a long
+    /// listing stay empty).
+    Fetched(Box<Result<Summary, String>>),
+}
+
+impl Listing {
+    fn new(versions: Vec<Version>) -> Self {
+        let slots = versions.iter().map(|_| Slot::Unasked).collect();
+        Self { versions, slots }
+    }
+
+    fn summary(&self, version: &Version) -> Option<&Result<Summary, String>> {
+        let i = self.versions.binary_search(version).ok()?;
+        match self.slots.get(i)? {
+            Slot::Fetched(entry) => Some(entry),
+            Slot::Unasked | Slot::Asked => None,
+        }
+    }
 }
 
 /// What the solver may choose from for one package.
@@ -190,20 +227,18 @@ impl Known {
     }
 }
 
-/// The answer to one query, tagged with what was asked.
+/// The answer to one query, tagged with what was asked (and, for a summary, its slot).
 enum Answer {
     Versions(PackageName, Result<Vec<Version>, SourceError>),
-    Summary(PackageId, Result<Summary, SourceError>),
+    Summary(PackageId, usize, Result<Summary, SourceError>),
 }
 
-/// The state of [`Snapshot::fetch`]: queries in flight and what has been asked already.
+/// The state of [`Snapshot::fetch`]: queries in flight and the packages met.
 struct Fetch<'s, S: ?Sized> {
     source: &'s S,
     pending: FuturesUnordered<BoxFuture<'s, Answer>>,
     /// Packages met so far and the dependency level they were met at.
     level: HashMap<PackageName, usize>,
-    /// Summaries asked for (or, for the root, already known).
-    requested: HashSet<PackageId>,
 }
 
 impl<'s, S: Source + ?Sized> Fetch<'s, S> {
@@ -222,19 +257,25 @@ impl<'s, S: Source + ?Sized> Fetch<'s, S> {
         );
     }
 
-    /// Asks for the summaries of the `listed` versions of `name` inside `range`.
-    fn summaries(&mut self, name: &PackageName, listed: &[Version], range: &Ranges<Version>) {
-        for span in spans(listed, range) {
-            for version in listed.get(span).unwrap_or_default() {
-                let id = PackageId::new(name.clone(), version.clone());
-                if !self.requested.insert(id.clone()) {
+    /// Asks for the summaries of the versions of `name` inside `range` not asked for yet.
+    fn summaries(&mut self, name: &PackageName, listing: &mut Listing, range: &Ranges<Version>) {
+        for span in spans(&listing.versions, range) {
+            for i in span {
+                let (Some(slot), Some(version)) =
+                    (listing.slots.get_mut(i), listing.versions.get(i))
+                else {
+                    continue;
+                };
+                if !matches!(slot, Slot::Unasked) {
                     continue;
                 }
+                *slot = Slot::Asked;
+                let id = PackageId::new(name.clone(), version.clone());
                 let source = self.source;
                 self.pending.push(
                     async move {
                         let answer = source.summary(&id).await;
-                        Answer::Summary(id, answer)
+                        Answer::Summary(id, i, answer)
                     }
                     .boxed(),
                 );
@@ -246,17 +287,28 @@ impl<'s, S: Source + ?Sized> Fetch<'s, S> {
 impl Snapshot {
     fn with_root(root: &Manifest) -> Self {
         let mut snap = Self::default();
-        snap.versions
-            .insert(root.name.clone(), vec![root.version.clone()]);
-        snap.summaries.insert(
-            root.id(),
-            Ok(Summary {
-                manifest: root.clone(),
-                digest: String::new(),
-                source: "root".to_owned(),
-            }),
-        );
+        let mut listing = Listing::new(vec![root.version.clone()]);
+        listing.slots = vec![Slot::Fetched(Box::new(Ok(Summary {
+            manifest: root.clone(),
+            digest: String::new(),
+            source: "root".to_owned(),
+        })))];
+        snap.listings.insert(root.name.clone(), listing);
         snap
+    }
+
+    /// The summary of a fetched version, moved out.
+    fn take(&mut self, name: &PackageName, version: &Version) -> Option<Result<Summary, String>> {
+        let listing = self.listings.get_mut(name)?;
+        let i = listing.versions.binary_search(version).ok()?;
+        match std::mem::replace(listing.slots.get_mut(i)?, Slot::Unasked) {
+            Slot::Fetched(entry) => Some(*entry),
+            Slot::Unasked | Slot::Asked => None,
+        }
+    }
+
+    fn summary(&self, name: &PackageName, version: &Version) -> Option<&Result<Summary, String>> {
+        self.listings.get(name)?.summary(version)
     }
 
     /// Fetches the metadata of every version some requirement reachable from `root`
@@ -270,7 +322,6 @@ impl Snapshot {
             source,
             pending: FuturesUnordered::new(),
             level: HashMap::from([(root.name.clone(), 0)]),
-            requested: HashSet::from([root.id()]),
         };
         self.meet(&mut fetch, root, 0);
         while let Some(answer) = fetch.pending.next().await {
@@ -279,6 +330,7 @@ impl Snapshot {
                     let mut listed = listed.map_err(ResolveError::Source)?;
                     listed.sort();
                     listed.dedup();
+                    let mut listing = Listing::new(listed);
                     // Requirements seen while the listing was in flight pick its summaries.
                     let range = self
                         .requirements
@@ -286,10 +338,10 @@ impl Snapshot {
                         .into_iter()
                         .flatten()
                         .fold(Ranges::empty(), |acc, req| acc.union(&req_to_ranges(req)));
-                    fetch.summaries(&name, &listed, &range);
-                    self.versions.insert(name, listed);
+                    fetch.summaries(&name, &mut listing, &range);
+                    self.listings.insert(name, listing);
                 }
-                Answer::Summary(id, summary) => {
+                Answer::Summary(id, i, summary) => {
                     let entry = summary
                         .map_err(|e| e.to_string())
                         .and_then(|s| check(&id, s));
@@ -297,7 +349,13 @@ impl Snapshot {
                         let level = fetch.level.get(&id.name).copied().unwrap_or(0);
                         self.meet(&mut fetch, &s.manifest, level);
                     }
-                    self.summaries.insert(id, entry);
+                    if let Some(slot) = self
+                        .listings
+                        .get_mut(&id.name)
+                        .and_then(|l| l.slots.get_mut(i))
+                    {
+                        *slot = Slot::Fetched(Box::new(entry));
+                    }
                 }
             }
         }
@@ -312,16 +370,23 @@ impl Snapshot {
         level: usize,
     ) {
         for dep in &manifest.dependencies {
-            let new = self
+            // Most requirements repeat (every version of a package tends to state the same
+            // ones): look before cloning.
+            let seen = self
                 .requirements
+                .get(&dep.package)
+                .is_some_and(|reqs| reqs.contains(&dep.req));
+            if seen {
+                continue;
+            }
+            self.requirements
                 .entry(dep.package.clone())
                 .or_default()
                 .insert(dep.req.clone());
-            if !new {
-                continue;
-            }
-            match self.versions.get(&dep.package) {
-                Some(listed) => fetch.summaries(&dep.package, listed, &req_to_ranges(&dep.req)),
+            match self.listings.get_mut(&dep.package) {
+                Some(listing) => {
+                    fetch.summaries(&dep.package, listing, &req_to_ranges(&dep.req));
+                }
                 None => fetch.list(dep.package.clone(), level + 1),
             }
         }
@@ -340,10 +405,11 @@ impl Snapshot {
     /// Builds the candidate lists and marks doomed versions.
     fn prepare(&mut self) {
         let mut known: HashMap<PackageName, Known> = self
-            .versions
+            .listings
             .iter()
-            .map(|(name, listed)| {
-                let candidates: Vec<Version> = listed
+            .map(|(name, listing)| {
+                let candidates: Vec<Version> = listing
+                    .versions
                     .iter()
                     .filter(|v| self.is_candidate(name, v))
                     .cloned()
@@ -352,7 +418,7 @@ impl Snapshot {
                 (name.clone(), Known { candidates, doomed })
             })
             .collect();
-        for (name, flags) in doomed(&known, &self.summaries) {
+        for (name, flags) in doomed(&known, &self.listings) {
             if let Some(k) = known.get_mut(&name) {
                 k.doomed = flags;
             }
@@ -375,7 +441,7 @@ struct Group {
 /// the number of (version, requirement) pairs plus the number of distinct requirements.
 fn doomed(
     known: &HashMap<PackageName, Known>,
-    summaries: &HashMap<PackageId, Result<Summary, String>>,
+    listings: &HashMap<PackageName, Listing>,
 ) -> Vec<(PackageName, Vec<bool>)> {
     let names: Vec<&PackageName> = known.keys().collect();
     let index: HashMap<&PackageName, usize> =
@@ -390,9 +456,11 @@ fn doomed(
     let mut work: Vec<(usize, usize)> = Vec::new();
     for (p, name) in names.iter().enumerate() {
         let candidates = known.get(*name).map_or(&[][..], |k| &k.candidates);
+        let Some(listing) = listings.get(*name) else {
+            continue;
+        };
         for (i, version) in candidates.iter().enumerate() {
-            let id = PackageId::new((*name).clone(), version.clone());
-            let summary = match summaries.get(&id) {
+            let summary = match listing.summary(version) {
                 // Never fetched: no requirement accepts it, so it cannot matter.
                 None => continue,
                 Some(Err(_)) => {
@@ -505,9 +573,13 @@ fn spans<'a>(
 /// A summary must describe the version it was asked for and be valid; otherwise that one
 /// version is unusable (the solver then tries others) instead of failing everything.
 fn check(id: &PackageId, summary: Summary) -> Result<Summary, String> {
-    let got = summary.manifest.id();
-    if &got != id {
-        return Err(format!("{} returned the manifest of {got}", summary.source));
+    let m = &summary.manifest;
+    if m.name != id.name || m.version != id.version {
+        return Err(format!(
+            "{} returned the manifest of {}",
+            summary.source,
+            m.id()
+        ));
     }
     summary.manifest.validate().map_err(|e| e.to_string())?;
     Ok(summary)
@@ -522,7 +594,7 @@ impl Catalog for Snapshot {
     }
 
     fn requirement(&self, from: &PackageId, on: &PackageName) -> Option<VersionReq> {
-        let summary = self.summaries.get(from)?.as_ref().ok()?;
+        let summary = self.summary(&from.name, &from.version)?.as_ref().ok()?;
         let dep = summary
             .manifest
             .dependencies
@@ -605,9 +677,8 @@ impl DependencyProvider for Provider<'_> {
         package: &PackageName,
         version: &Version,
     ) -> Result<Dependencies<PackageName, Ranges<Version>, String>, Unfetched> {
-        let id = PackageId::new(package.clone(), version.clone());
-        let summary = match self.snap.summaries.get(&id) {
-            None => return Err(Unfetched(id.to_string())),
+        let summary = match self.snap.summary(package, version) {
+            None => return Err(Unfetched(format!("{package} {version}"))),
             Some(Err(reason)) => return Ok(Dependencies::Unavailable(reason.clone())),
             Some(Ok(summary)) => summary,
         };
