@@ -5,18 +5,67 @@
 //! the header block, then `Content-Length` bytes of body (chunked request bodies are not
 //! supported: no client in this workspace sends one). Responses are copied back untouched.
 //! Dropping the proxy stops it: later connections are refused, as from a server that is down.
+//!
+//! Started with [`CountingProxy::with_faults`], it also damages the first responses to each
+//! blob `GET` (`/v2/…/blobs/<digest>`) in turn: the body cut by a connection reset, the
+//! body truncated behind a full `Content-Length`, one byte flipped, or a `503` with
+//! `Retry-After: 1` instead of the answer. A client that survives it retried and resumed.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A damage done to one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Send half the body, then reset the connection.
+    Reset,
+    /// Send half the body behind the full `Content-Length`, then close.
+    Truncate,
+    /// Send the whole body with one byte flipped.
+    Flip,
+    /// Answer `503 Service Unavailable` with `Retry-After: 1` (nothing forwarded).
+    Unavailable,
+}
+
+/// Which faults to inject: the `n`-th response to one blob path (counting from 0) suffers
+/// a fault while `n < schedule.len()`; blobs start at different points of the schedule (by
+/// arrival order) so that every fault meets every kind of request.
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    schedule: Vec<Fault>,
+    /// Path → (arrival order, responses so far).
+    seen: HashMap<String, (usize, usize)>,
+    injected: Vec<(String, Fault)>,
+}
+
+impl Faults {
+    fn next(&mut self, method: &str, path: &str) -> Option<Fault> {
+        if self.schedule.is_empty() || method != "GET" || !path.contains("/blobs/") {
+            return None;
+        }
+        let order = self.seen.len();
+        let entry = self.seen.entry(path.to_owned()).or_insert((order, 0));
+        let (order, n) = *entry;
+        entry.1 += 1;
+        if n >= self.schedule.len() {
+            return None;
+        }
+        let fault = *self.schedule.get((n + order) % self.schedule.len())?;
+        self.injected.push((path.to_owned(), fault));
+        Some(fault)
+    }
+}
+
 /// A running proxy; stopped on drop.
 #[derive(Debug)]
 pub struct CountingProxy {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<Faults>>,
     connections: Arc<Mutex<u64>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -25,16 +74,26 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Forward `127.0.0.1:<free port>` to `upstream`.
     pub fn start(upstream: SocketAddr) -> std::io::Result<CountingProxy> {
+        CountingProxy::with_faults(upstream, &[])
+    }
+
+    /// Forward to `upstream`, damaging blob responses per `schedule` (see [`Fault`]).
+    pub fn with_faults(upstream: SocketAddr, schedule: &[Fault]) -> std::io::Result<CountingProxy> {
         let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
+        let faults = Arc::new(Mutex::new(Faults {
+            schedule: schedule.to_vec(),
+            ..Faults::default()
+        }));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (reqs, conns) = (requests.clone(), connections.clone());
+        let (reqs, conns, damage) = (requests.clone(), connections.clone(), faults.clone());
+        let faulty = !schedule.is_empty();
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let Ok(listener) = TcpListener::from_std(std_listener) else {
@@ -46,7 +105,16 @@ impl CountingProxy {
                             continue;
                         };
                         *conns.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                        tokio::spawn(forward(client, upstream, reqs.clone()));
+                        if faulty {
+                            tokio::spawn(forward_faulty(
+                                client,
+                                upstream,
+                                reqs.clone(),
+                                damage.clone(),
+                            ));
+                        } else {
+                            tokio::spawn(forward(client, upstream, reqs.clone()));
+                        }
                     }
                 };
                 tokio::select! {
@@ -58,6 +126,7 @@ impl CountingProxy {
         Ok(CountingProxy {
             addr,
             requests,
+            faults,
             connections,
             stop: Some(stop),
             thread: Some(thread),
@@ -74,6 +143,15 @@ impl CountingProxy {
         self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The faults injected so far: (request path, fault).
+    pub fn injected(&self) -> Vec<(String, Fault)> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .injected
             .clone()
     }
 
@@ -153,6 +231,120 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, requests: Arc<Mute
         _ = upstream_to_client => {}
         () = client_to_upstream => {}
     }
+}
+
+/// Read one request (header block and `Content-Length` body) from `buffer` + `from`.
+async fn read_request(
+    from: &mut (impl AsyncReadExt + Unpin),
+    buffer: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    let mut chunk = vec![0u8; 64 << 10];
+    let header_end = loop {
+        if let Some(i) = find(buffer, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+        }
+    };
+    let head = String::from_utf8_lossy(buffer.get(..header_end).unwrap_or_default()).into_owned();
+    let wanted = header_end + content_length(&head);
+    while buffer.len() < wanted {
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+        }
+    }
+    let rest = buffer.split_off(wanted);
+    let request = std::mem::replace(buffer, rest);
+    Some((head, request))
+}
+
+/// One request at a time: each is sent upstream on a fresh `Connection: close` connection,
+/// its whole response read, then damaged or not, and written back.
+async fn forward_faulty(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<Faults>>,
+) {
+    let mut buffer = Vec::new();
+    while let Some((head, request)) = read_request(&mut client, &mut buffer).await {
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.clone());
+        let mut parts = line.split(' ');
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let fault = faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next(method, path);
+        if fault == Some(Fault::Unavailable) {
+            let reply =
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+            if client.write_all(reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let Some(response) = exchange(upstream, &request).await else {
+            return;
+        };
+        let Some(body_start) = find(&response, b"\r\n\r\n").map(|i| i + 4) else {
+            let _ = client.write_all(&response).await;
+            return;
+        };
+        let body_len = response.len() - body_start;
+        match fault {
+            Some(Fault::Reset) | Some(Fault::Truncate) if body_len > 1 => {
+                let cut = body_start + body_len / 2;
+                let _ = client
+                    .write_all(response.get(..cut).unwrap_or_default())
+                    .await;
+                if fault == Some(Fault::Reset) {
+                    // SO_LINGER 0: close with RST, not FIN.
+                    let _ = client.set_zero_linger();
+                }
+                return;
+            }
+            Some(Fault::Flip) if body_len > 0 => {
+                let mut damaged = response;
+                if let Some(b) = damaged.get_mut(body_start + body_len / 2) {
+                    *b ^= 0x40;
+                }
+                if client.write_all(&damaged).await.is_err() {
+                    return;
+                }
+            }
+            _ => {
+                if client.write_all(&response).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Send one request upstream with `Connection: close` and read the whole response.
+async fn exchange(upstream: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
+    let header_end = find(request, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(request.get(..header_end)?).into_owned();
+    let mut rewritten: String = head
+        .trim_end()
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    rewritten.push_str("Connection: close\r\n\r\n");
+    let mut server = TcpStream::connect(upstream).await.ok()?;
+    server.write_all(rewritten.as_bytes()).await.ok()?;
+    server.write_all(request.get(header_end..)?).await.ok()?;
+    let mut response = Vec::new();
+    server.read_to_end(&mut response).await.ok()?;
+    Some(response)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -79,7 +79,8 @@ pub enum LinkMode {
     /// fails (another filesystem, different permission bits, no `/proc`), copy and count
     /// it in [`MaterializeReport::link_fallbacks`].
     Hardlink,
-    /// Always copy the bytes.
+    /// Always copy the bytes (host to host with `copy_file_range` where there is a
+    /// backing file).
     Copy,
 }
 
@@ -574,10 +575,7 @@ fn write_file<F: FileSystem + ?Sized>(
         files: 1,
         ..Tally::default()
     };
-    let backing = match options.link_mode {
-        LinkMode::Copy => None,
-        _ => fs.node_backing_file(path)?,
-    };
+    let backing = fs.node_backing_file(path)?;
     if let (Some(src), LinkMode::Hardlink) = (&backing, options.link_mode) {
         if hardlink_backing(src, dir, &leaf.name, leaf.meta.mode) {
             tally.hardlinked = 1;
@@ -611,10 +609,17 @@ fn write_file<F: FileSystem + ?Sized>(
             if backing.is_some() && options.link_mode == LinkMode::Reflink {
                 tally.link_fallbacks = 1;
             }
-            let data = fs.node_read_all(path)?;
-            file.write_all(&data).map_err(write_err("write"))?;
             tally.copied = 1;
-            tally.bytes = data.len() as u64;
+            tally.bytes = match &backing {
+                // File to file: the kernel copies (`copy_file_range`), nothing is buffered
+                // here however large the file.
+                Some(src) => io::copy(&mut &*src, &mut file).map_err(write_err("copy"))?,
+                None => {
+                    let data = fs.node_read_all(path)?;
+                    file.write_all(&data).map_err(write_err("write"))?;
+                    data.len() as u64
+                }
+            };
         }
     }
     if options.preserve_owners {
