@@ -13,9 +13,11 @@
 //! Derived entries are not verified by the store, so both are checked before use and
 //! rebuilt when they do not hold up: a `diffid` that does not parse, names a blob that is
 //! gone, or contradicts the caller's diff_id is ignored; a `tarindex` that
-//! [`TarIndex::from_bytes`] refuses, or that was made for a tar of another length, is
-//! ignored. A parseable index with wrong offsets inside the right length would still be
-//! believed: the store's own files are trusted that far.
+//! [`TarIndex::from_bytes`] refuses, that was made for a tar of another length, or where
+//! some file's data does not start right after a valid tar header block, is ignored. (An
+//! index with every offset on a real header but pointing at the wrong one would still be
+//! believed; nothing short of a rescan rules that out.) A `diffid` record is believed when
+//! the blob it names is stored: it was written by this code after that blob was verified.
 //!
 //! Decompression memory is bounded by a few chunks whatever the layer's size, and output
 //! stops at [`LayerLimits`] (a gzip bomb is an error, not a full disk). When the caller
@@ -40,7 +42,7 @@ use tokio::sync::mpsc;
 use crate::error::VfsError;
 use crate::fs::FileSystem;
 use crate::overlay::Overlay;
-use crate::tar::{TarError, TarIndex, TarVolume};
+use crate::tar::{TarEntryKind, TarError, TarIndex, TarVolume};
 
 /// Derived kind (on the compressed digest) holding the uncompressed tar's digest.
 const DIFFID_KIND: &str = "diffid";
@@ -276,6 +278,7 @@ fn kind(name: &str, digest: Digest) -> Result<DerivedKind, LayerError> {
 /// if the blob is not stored, [`LayerError::TooLarge`], [`LayerError::Decompress`] or
 /// [`LayerError::DiffIdMismatch`] for bad compressed data, [`LayerError::Tar`] for a bad
 /// tar, [`LayerError::Store`] when the store fails.
+#[tracing::instrument(level = "debug", skip_all, fields(digest = %layer.digest, media_type = %layer.media_type))]
 pub async fn open_layer(
     store: &Store,
     layer: &LayerSpec,
@@ -335,6 +338,7 @@ pub async fn open_layer(
 /// # Errors
 /// The first error of [`open_layer`] for any layer, or [`LayerError::Overlay`] if the
 /// layers cannot be stacked.
+#[tracing::instrument(level = "debug", skip_all, fields(layers = layers.len()))]
 pub async fn open_image_layers(
     store: &Store,
     layers: &[LayerSpec],
@@ -428,6 +432,7 @@ async fn decompress(
     // An interrupted earlier attempt left this much verified-by-rehash prefix: keep it and
     // only hand over what follows.
     let skip = ingest.offset();
+    let started = std::time::Instant::now();
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
     let data = source.bytes().clone();
     let compressed = source.len();
@@ -453,7 +458,11 @@ async fn decompress(
         ingest.abort().await;
         return Err(e);
     }
-    commit(ingest, digest).await
+    let written = ingest.written();
+    let tar = commit(ingest, digest).await?;
+    tracing::debug!(%digest, tar = %tar.digest(), compressed, bytes = written,
+        elapsed = ?started.elapsed(), "layer decompressed");
+    Ok(tar)
 }
 
 async fn commit(ingest: Ingest, digest: Digest) -> Result<Blob, LayerError> {
@@ -557,8 +566,13 @@ async fn volume(store: &Store, digest: Digest, tar: Blob) -> Result<TarVolume, L
     {
         let data = tar.bytes().clone();
         let cached = tokio::task::spawn_blocking(move || {
-            TarIndex::from_bytes(&bytes)
-                .and_then(|index| TarVolume::with_index(data, Arc::new(index)))
+            let index = TarIndex::from_bytes(&bytes)?;
+            if !offsets_follow_headers(&index, &data) {
+                return Err(TarError::BadIndex(
+                    "a file's data does not follow a tar header block".to_owned(),
+                ));
+            }
+            TarVolume::with_index(data, Arc::new(index))
         })
         .await
         .map_err(task_err(digest))?;
@@ -586,4 +600,41 @@ async fn volume(store: &Store, digest: Digest, tar: Blob) -> Result<TarVolume, L
         .await
         .map_err(store_err(digest))?;
     Ok(volume)
+}
+
+/// Whether every file's data range in `index` starts right after a tar header block of
+/// `data` (a 512-byte block with a correct checksum), which any index scanned from `data`
+/// satisfies: the header always immediately precedes the data, whatever extension headers
+/// (PAX, GNU long names) come before it. Costs one block read per file.
+fn offsets_follow_headers(index: &TarIndex, data: &[u8]) -> bool {
+    index
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.kind, TarEntryKind::File | TarEntryKind::Hardlink))
+        .all(|e| header_before(data, e.offset))
+}
+
+fn header_before(data: &[u8], offset: u64) -> bool {
+    const CKSUM: std::ops::Range<usize> = 148..156;
+    let Ok(end) = usize::try_from(offset) else {
+        return false;
+    };
+    if end % 512 != 0 {
+        return false;
+    }
+    let Some(block) = end.checked_sub(512).and_then(|start| data.get(start..end)) else {
+        return false;
+    };
+    let stored = block
+        .get(CKSUM)
+        .and_then(|field| std::str::from_utf8(field).ok())
+        .map(|field| field.trim_matches(|c| c == '\0' || c == ' '))
+        .and_then(|field| u32::from_str_radix(field, 8).ok());
+    // The checksum is taken with its own field read as spaces.
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if CKSUM.contains(&i) { 32 } else { u32::from(b) })
+        .sum();
+    stored == Some(sum)
 }

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use cache_core::{Algorithm, Begin, DerivedKind, Digest, Store};
 use tar::{Builder, EntryType, Header};
@@ -295,7 +296,27 @@ async fn corrupt_derived_entries_are_rebuilt() {
         .index()
         .to_bytes()
         .unwrap();
-    let garbage: &[&[u8]] = &[b"not json at all", b"{\"format\":\"x\"}", &other_index];
+    // The right index with every file's offset one block late: it parses and fits the tar's
+    // length, but the data no longer follows a header.
+    let good = store
+        .get_derived(&diff_id, &kind("tarindex"))
+        .unwrap()
+        .unwrap();
+    let mut shifted: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    for e in shifted["entries"].as_array_mut().unwrap() {
+        if e["kind"] == "file" || e["kind"] == "hardlink" {
+            e["offset"] = (e["offset"].as_u64().unwrap() + 512).into();
+        }
+    }
+    let shifted = serde_json::to_vec(&shifted).unwrap();
+    let believable = TarIndex::from_bytes(&shifted).unwrap();
+    assert!(TarVolume::with_index(tar.clone().into(), believable.into()).is_ok());
+    let garbage: &[&[u8]] = &[
+        b"not json at all",
+        b"{\"format\":\"x\"}",
+        &other_index,
+        &shifted,
+    ];
     for bad in garbage {
         store
             .put_derived(&diff_id, &kind("tarindex"), bad.to_vec())
@@ -653,8 +674,8 @@ async fn concurrent_opens_of_one_layer_all_succeed() {
     let setup = Store::open(dir.path()).await.unwrap();
     let gz = put(&setup, &gzip(&tar)).await;
     let zs = put(&setup, &zstd(&tar)).await;
-    // Separate handles on one root behave like separate processes; clones of one handle
-    // like tasks of one process.
+    // Clones of one handle and separate handles on the same root alike take turns (the
+    // turn is keyed by the store's root); other processes are the next test's business.
     let mut tasks = Vec::new();
     for i in 0..12 {
         let store = if i % 3 == 0 {
@@ -722,4 +743,83 @@ async fn image_layers_stack_in_manifest_order() {
         .await
         .unwrap_err();
     assert!(matches!(err, LayerError::Missing { .. }), "{err}");
+}
+
+const CHILD_ENV: &str = "PKGLOAD_LAYER_CHILD";
+
+/// Run by `opens_in_several_processes_at_once` in child processes; ignored otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of opens_in_several_processes_at_once"]
+async fn child_opens_the_layer() {
+    let spec = std::env::var(CHILD_ENV).expect("run by its parent test");
+    let [root, digest, media_type, diff_id] = spec.split('|').collect::<Vec<_>>()[..] else {
+        panic!("bad {CHILD_ENV}: {spec}");
+    };
+    let store = Store::open(root).await.unwrap();
+    let spec = LayerSpec::new(Digest::parse(digest).unwrap(), media_type);
+    let volume = open_layer(&store, &spec, &LayerLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(sha256(volume.data()).to_string(), diff_id);
+    // Every entry lists and every file reads back whole.
+    assert!(!snapshot(&volume).is_empty());
+}
+
+/// Processes do not share the in-process turn taking: each may decompress, and every one
+/// must still get a correct volume (the store's atomic commit settles the race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_in_several_processes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let tar = sample_tar(8);
+    let diff_id = sha256(&tar);
+    // Large enough that the decompressions overlap.
+    let mut big = Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    let body: Vec<u8> = (0..(32u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    h.set_size(body.len() as u64);
+    big.append_data(&mut h, "big", &body[..]).unwrap();
+    let big = big.into_inner().unwrap();
+    let cases = [
+        (put(&store, &gzip(&tar)).await, GZIP, diff_id),
+        (put(&store, &zstd(&big)).await, ZSTD, sha256(&big)),
+    ];
+    let exe = std::env::current_exe().unwrap();
+    for (digest, media_type, expected) in cases {
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--ignored", "--exact", "child_opens_the_layer", "--quiet"])
+                    .env(
+                        CHILD_ENV,
+                        format!("{}|{digest}|{media_type}|{expected}", dir.path().display()),
+                    )
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let here = open_layer(
+            &store,
+            &LayerSpec::new(digest, media_type),
+            &LayerLimits::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sha256(here.data()), expected);
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "child failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        }
+    }
+    assert!(ingest_files(dir.path()).is_empty());
 }
