@@ -110,8 +110,8 @@ impl Resolved {
     }
 
     /// Every blob the tree uses, deduplicated by digest, largest first: the volumes of fs
-    /// mappings and the atoms of commands (an image's layers, a wasm artifact's module).
-    /// Other layers of a package are never fetched.
+    /// mappings and the atoms of commands (an image's layers and config, a wasm artifact's
+    /// module). Other layers of a package are never fetched.
     pub fn blobs(&self) -> Result<Vec<BlobRef>> {
         Ok(self.plan()?.into_iter().map(|(_, b)| b).collect())
     }
@@ -139,13 +139,16 @@ impl Resolved {
                     wanted.push((found.at.clone(), blob.clone()));
                 }
             }
-            _ => {
+            (kind, _) => {
+                // An image's config is part of the load (its diff_ids check the layers).
                 let found = &self.root_found;
+                let config = (*kind == ArtifactKind::Image).then_some(&found.artifact.config);
                 wanted.extend(
                     found
                         .artifact
                         .layers
                         .iter()
+                        .chain(config)
                         .map(|l| (found.at.clone(), l.clone())),
                 );
             }

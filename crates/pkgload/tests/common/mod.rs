@@ -1,0 +1,168 @@
+//! Helpers shared by the binary's integration tests: running `pkgload`, building OCI
+//! image layouts from tar entries, and snapshotting a real directory tree.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+pub fn sha256(data: &[u8]) -> String {
+    cache_core::Algorithm::Sha256.digest(data).to_string()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn pkgload(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pkgload"));
+    c.arg("--cache-dir").arg(cache).env_remove("RUST_LOG");
+    c
+}
+
+pub enum E<'a> {
+    Dir(&'a str, u32),
+    File(&'a str, u32, &'a [u8]),
+    Link(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+}
+
+pub fn layer(entries: &[E<'_>]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        match e {
+            E::Dir(p, mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                tar.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            E::File(p, mode, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                tar.append_data(&mut h, p, *data).unwrap();
+            }
+            E::Link(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                tar.append_link(&mut h, p, target).unwrap();
+            }
+            E::Hard(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                tar.append_link(&mut h, p, target).unwrap();
+            }
+        }
+    }
+    tar.into_inner().unwrap()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+pub fn write_blob(layout: &Path, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let hex = digest.trim_start_matches("sha256:");
+    let dir = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(hex), data).unwrap();
+    digest
+}
+
+/// An OCI layout holding one image tagged `v1`, built from tar layers (gzip-compressed).
+pub fn gzip_layout(dir: &Path, layers: &[Vec<u8>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let descriptors: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            let gz = gzip(l);
+            json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": write_blob(dir, &gz),
+                "size": gz.len(),
+            })
+        })
+        .collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": write_blob(dir, &config),
+            "size": config.len(),
+        },
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": write_blob(dir, &manifest),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Path → (type, permission bits, size, content digest or link target) of a real tree.
+pub fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, u64, String)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let mode = meta.permissions().mode() & 0o7777;
+            let entry = if meta.is_dir() {
+                stack.push(path.clone());
+                ('d', mode, 0, String::new())
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                ('l', 0, 0, target.display().to_string())
+            } else {
+                (
+                    'f',
+                    mode,
+                    meta.size(),
+                    sha256(&std::fs::read(&path).unwrap()),
+                )
+            };
+            out.insert(rel, entry);
+        }
+    }
+    out
+}

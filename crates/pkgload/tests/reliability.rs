@@ -1,0 +1,207 @@
+//! The reliability suite: the real binary against a real `docker-registry`, killed,
+//! raced and lied to. Whatever happens, the cache verifies clean and the next run works.
+//!
+//! - SIGKILL during `pkgload fetch`, at 15 random moments;
+//! - six processes fetching one 16-layer image into one cache, through a counting proxy:
+//!   every blob crosses the wire once;
+//! - a fault-injecting proxy (resets mid-body, truncation, flipped bytes, 503 with
+//!   `Retry-After`): loads finish with exactly the right content.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{E, gzip_layout, layer, pkgload, run};
+use test_servers::proxy::{CountingProxy, Fault};
+use test_servers::registry::Registry;
+
+/// Incompressible bytes from a seeded xorshift, so gzip cannot shrink a layer to nothing.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Push an image of `layers` layers, `bytes` of noise each (plus a small text file), to
+/// `registry` as `test/big:1` through skopeo; returns the files per layer for checks.
+fn push_image(
+    registry: &Registry,
+    work: &Path,
+    layers: usize,
+    bytes: usize,
+) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let tars: Vec<Vec<u8>> = (0..layers)
+        .map(|i| {
+            let name = format!("data/layer-{i:02}.bin");
+            let data = noise(i as u64 + 1, bytes);
+            let tar = layer(&[E::Dir("data/", 0o755), E::File(&name, 0o644, &data)]);
+            files.push((format!("/{name}"), data));
+            tar
+        })
+        .collect();
+    let layout = work.join("layout");
+    gzip_layout(&layout, &tars);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/test/big:1", registry.host()),
+    ]));
+    files
+}
+
+fn verify_clean(cache: &Path) {
+    let out = pkgload(cache).args(["cache", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cache verify found damage:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sigkill_during_fetch_leaves_a_verifiable_cache() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    push_image(&registry, work.path(), 8, 2 << 20);
+    let image = format!("{}/test/big:1", registry.host());
+
+    // How long an uninterrupted cold fetch takes, to aim the kills inside it.
+    let timing = work.path().join("timing-cache");
+    let started = Instant::now();
+    run(pkgload(&timing).args(["fetch", &image]));
+    let full = started.elapsed();
+
+    let cache = work.path().join("cache");
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut killed_mid_run = 0;
+    for trial in 0..15 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = full.mul_f64((rng % 1000) as f64 / 1000.0);
+        let mut child = pkgload(&cache)
+            .args(["fetch", &image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        verify_clean(&cache);
+        // Every third trial starts over from an empty cache, so kills also land early.
+        if trial % 3 == 2 {
+            run(pkgload(&cache).args(["cache", "clean"]));
+        }
+    }
+    assert!(
+        killed_mid_run >= 5,
+        "only {killed_mid_run} kills landed mid-fetch"
+    );
+    run(pkgload(&cache).args(["fetch", &image]));
+    verify_clean(&cache);
+    let loaded = run(pkgload(&cache).args(["--offline", "load", &image, "--json"]));
+    let loaded: serde_json::Value = serde_json::from_slice(&loaded.stdout).unwrap();
+    assert_eq!(loaded["footprint"]["files"], 8);
+}
+
+#[test]
+fn six_processes_share_every_download() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    push_image(&registry, work.path(), 16, 256 << 10);
+    let proxy = CountingProxy::start(registry.addr()).unwrap();
+    let image = format!("{}/test/big:1", proxy.host());
+    let cache = work.path().join("cache");
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            pkgload(&cache)
+                .args(["fetch", &image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    verify_clean(&cache);
+    let mut per_blob: HashMap<String, usize> = HashMap::new();
+    for line in proxy.requests() {
+        if line.starts_with("GET ") && line.contains("/blobs/") {
+            *per_blob.entry(line).or_default() += 1;
+        }
+    }
+    // 16 layers and the config.
+    assert_eq!(per_blob.len(), 17, "{per_blob:#?}");
+    let repeated: Vec<_> = per_blob.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "fetched more than once: {repeated:#?}");
+}
+
+#[test]
+fn faults_on_the_wire_never_reach_the_cache() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let files = push_image(&registry, work.path(), 6, 512 << 10);
+    let proxy = CountingProxy::with_faults(
+        registry.addr(),
+        &[
+            Fault::Reset,
+            Fault::Unavailable,
+            Fault::Truncate,
+            Fault::Flip,
+        ],
+    )
+    .unwrap();
+    let image = format!("{}/test/big:1", proxy.host());
+    let cache = work.path().join("cache");
+    let started = Instant::now();
+    run(pkgload(&cache).args(["fetch", &image]));
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let injected = proxy.injected();
+    for kind in [
+        Fault::Reset,
+        Fault::Unavailable,
+        Fault::Truncate,
+        Fault::Flip,
+    ] {
+        assert!(
+            injected.iter().any(|(_, f)| *f == kind),
+            "{kind:?} never injected: {injected:?}"
+        );
+    }
+    verify_clean(&cache);
+    for (path, data) in &files {
+        let out = run(pkgload(&cache).args(["--offline", "cat", &image, path]));
+        assert!(out.stdout == *data, "{path} differs after faults");
+    }
+}
