@@ -485,3 +485,26 @@ fn outvoted_source_failures_reach_the_resolution() {
     let r = run(&registry(&[pkg("acme/c", "1.0.0", &[])]), &app).unwrap();
     assert!(r.warnings.is_empty());
 }
+
+#[test]
+fn a_requirement_met_late_fetches_the_versions_it_accepts() {
+    // acme/c is listed (for a 1.1's `^1`) long before e, three levels down, asks for `^2`:
+    // only then does c 2.0.0 become worth fetching, and the solution needs it.
+    let reg = Counting::new(registry(&[
+        pkg("acme/a", "1.0.0", &[]),
+        pkg("acme/a", "1.1.0", &[("acme/c", "^1")]),
+        pkg("acme/b", "1.0.0", &[("acme/d", "^1")]),
+        pkg("acme/d", "1.0.0", &[("acme/e", "^1")]),
+        pkg("acme/e", "1.0.0", &[("acme/c", "^2")]),
+        pkg("acme/c", "1.0.0", &[]),
+        pkg("acme/c", "2.0.0", &[]),
+    ]));
+    let app = pkg("acme/app", "1.0.0", &[("acme/a", "^1"), ("acme/b", "^1")]);
+    let r = run(&reg, &app).unwrap();
+    assert_eq!(chosen(&r, "acme/a"), "1.0.0");
+    assert_eq!(chosen(&r, "acme/c"), "2.0.0");
+    assert_eq!(r.rounds, 3);
+    let queries = reg.queries.lock().unwrap();
+    assert!(queries.values().all(|&n| n == 1), "{queries:?}");
+    assert_eq!(queries.get("summary acme/c 2.0.0"), Some(&1));
+}
