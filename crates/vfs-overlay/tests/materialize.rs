@@ -903,3 +903,46 @@ fn owners_are_preserved_on_request() {
     );
     assert_same(&fs, &t);
 }
+
+#[test]
+fn a_directory_swapped_for_a_symlink_mid_write_leads_nowhere() {
+    // Someone with access to the target replaces a directory being filled with a symlink
+    // to the outside. Handles already open keep pointing at the moved directory (inside the
+    // target), and reopening by name refuses the symlink: either way nothing lands outside.
+    let fs = MemFs::new();
+    for d in 0..40 {
+        fs.create_dir_all(&p(&format!("/a/d{d}"))).unwrap();
+        for f in 0..25 {
+            fs.write_file(&p(&format!("/a/d{d}/f{f}")), Bytes::from(vec![b'x'; 4096]))
+                .unwrap();
+        }
+    }
+    for _ in 0..3 {
+        let area = Area::new();
+        let target = area.target();
+        let outside = area.outside();
+        let attacker = std::thread::spawn(move || {
+            let a = target.join("a");
+            for _ in 0..2_000_000 {
+                if fs::symlink_metadata(&a).is_ok_and(|m| m.is_dir())
+                    && fs::rename(&a, target.join("moved")).is_ok()
+                {
+                    symlink(&outside, &a).unwrap();
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            false
+        });
+        let result = materialize(&fs, &area.target(), MaterializeOptions::default());
+        let swapped = attacker.join().unwrap();
+        area.assert_outside_untouched();
+        if swapped {
+            // The moved directory holds whatever was written through open handles.
+            assert!(area.target().join("moved").is_dir());
+        }
+        if let Err(e) = result {
+            assert!(matches!(e, MaterializeError::Io { .. }), "{e}");
+        }
+    }
+}
