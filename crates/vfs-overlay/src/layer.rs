@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::{Bytes, BytesMut};
 use cache_core::{Algorithm, Begin, Blob, DerivedKind, Digest, Ingest, Store};
-use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use crate::error::VfsError;
@@ -333,7 +333,8 @@ pub async fn open_layer(
     volume(store, digest, tar).await
 }
 
-/// Opens `layers` concurrently and stacks them in order (the first is the lowest).
+/// Opens `layers` concurrently (about one per core at a time) and stacks them in order (the
+/// first is the lowest).
 ///
 /// # Errors
 /// The first error of [`open_layer`] for any layer, or [`LayerError::Overlay`] if the
@@ -345,7 +346,14 @@ pub async fn open_image_layers(
     limits: &LayerLimits,
 ) -> Result<Overlay, LayerError> {
     let layers_len = layers.len();
-    let volumes = try_join_all(layers.iter().map(|l| open_layer(store, l, limits))).await?;
+    // A cold layer holds a decoder thread, a writer, a hasher and a few MiB of chunks in
+    // flight: one per core at a time keeps a 100-layer image from starting 300 threads.
+    let parallel = std::thread::available_parallelism().map_or(4, |n| n.get().max(2));
+    let volumes: Vec<TarVolume> = futures::stream::iter(layers)
+        .map(|l| open_layer(store, l, limits))
+        .buffered(parallel)
+        .try_collect()
+        .await?;
     let layers: Vec<Arc<dyn FileSystem>> = volumes
         .into_iter()
         .map(|v| Arc::new(v) as Arc<dyn FileSystem>)

@@ -736,6 +736,16 @@ async fn image_layers_stack_in_manifest_order() {
     assert_eq!(fs.read_all(&p("/d/y")).unwrap(), "y");
     assert!(!fs.exists(&p("/d/x")));
 
+    // One layer twice in an image (repeated empty layers are common) opens once per turn.
+    let twice = [specs[0].clone(), specs[1].clone(), specs[0].clone()];
+    let fs = open_image_layers(&store, &twice, &LayerLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(fs.read_all(&p("/a")).unwrap(), "base a");
+    assert_eq!(fs.read_all(&p("/b")).unwrap(), "base b");
+    assert_eq!(fs.read_all(&p("/d/x")).unwrap(), "x");
+    assert_eq!(fs.read_all(&p("/d/y")).unwrap(), "y");
+
     // One bad layer fails the image, naming that layer.
     let mut bad = specs.clone();
     bad.push(LayerSpec::new(sha256(b"absent"), GZIP));
