@@ -8,9 +8,11 @@
 //! "acme/app 1.0.0 depends on acme/python ^3.14, but the available versions are 3.11.0,
 //! 3.12.0, 3.13.0".
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
-use pubgrub::{DerivationTree, External, Ranges};
+use pubgrub::{DerivationTree, Derived, External, Ranges};
 use semver::{Version, VersionReq};
 
 use crate::name::{PackageId, PackageName};
@@ -59,36 +61,41 @@ pub(crate) fn explain(tree: &Tree, catalog: &impl Catalog) -> Explanation {
     let alone_fails = |on: &PackageName, range: &Ranges<Version>| {
         !catalog.candidates(on).iter().any(|v| range.contains(v))
     };
-    let absorbed = |on: &PackageName| {
-        facts.iter().any(|f| {
-            matches!(f, Fact::Depends { on: o, range, .. } if o == on && alone_fails(on, range))
-        })
-    };
-    let depended_on = |on: &PackageName| {
-        facts
-            .iter()
-            .any(|f| matches!(f, Fact::Depends { on: o, .. } if o == on))
-    };
-    let mut lines: Vec<String> = Vec::new();
+    // Looked up once per fact below: sets, so a proof with thousands of facts stays fast.
+    let mut absorbing: HashSet<&PackageName> = HashSet::new();
+    let mut depended_on: HashSet<&PackageName> = HashSet::new();
+    let mut lacking: HashSet<&PackageName> = HashSet::new();
+    for fact in &facts {
+        match fact {
+            Fact::Depends { on, range, .. } => {
+                depended_on.insert(on);
+                if !absorbing.contains(on) && alone_fails(on, range) {
+                    absorbing.insert(on);
+                }
+            }
+            Fact::NoVersions { on, .. } => {
+                lacking.insert(on);
+            }
+            Fact::Other(_) => {}
+        }
+    }
+    let mut lines = Lines::default();
     // The proof is built from the conflict back to the root; read it root first.
     for fact in facts.iter().rev() {
         let line = match fact {
             Fact::Depends { text, on, range } => {
-                let no_versions = facts
-                    .iter()
-                    .any(|f| matches!(f, Fact::NoVersions { on: o, .. } if o == on));
-                if no_versions && alone_fails(on, range) {
+                if lacking.contains(on) && alone_fails(on, range) {
                     format!("{text}, but {}.", available(on, catalog))
                 } else {
                     format!("{text}.")
                 }
             }
-            Fact::NoVersions { on, .. } if absorbed(on) => continue,
+            Fact::NoVersions { on, .. } if absorbing.contains(on) => continue,
             // pubgrub also records the gaps between known versions ("nothing in
             // (1.0.0, 1.1.0)"); once a dependency on the package is stated, the versions
             // it can use are evident, so such a fact is noise.
             Fact::NoVersions { on, .. }
-                if depended_on(on) && !catalog.candidates(on).is_empty() =>
+                if depended_on.contains(on) && !catalog.candidates(on).is_empty() =>
             {
                 continue;
             }
@@ -100,28 +107,50 @@ pub(crate) fn explain(tree: &Tree, catalog: &impl Catalog) -> Explanation {
             }
             Fact::Other(text) => format!("{text}."),
         };
-        push(&mut lines, line);
+        lines.push(line);
     }
-    if lines.len() > 1 {
-        push(
-            &mut lines,
-            "These requirements cannot all be met.".to_owned(),
-        );
+    if lines.list.len() > 1 {
+        lines.push("These requirements cannot all be met.".to_owned());
     }
-    if lines.is_empty() {
-        push(&mut lines, "No solution exists.".to_owned());
+    if lines.list.is_empty() {
+        lines.push("No solution exists.".to_owned());
     }
-    Explanation { lines }
+    Explanation { lines: lines.list }
+}
+
+/// Drops a derivation tree without recursing: pubgrub's own drop recurses once per level,
+/// and a proof about a long chain of packages would overflow the stack.
+pub(crate) fn dismantle(tree: Tree) {
+    let mut stack = vec![tree];
+    while let Some(node) = stack.pop() {
+        if let DerivationTree::Derived(Derived { cause1, cause2, .. }) = node {
+            for cause in [cause1, cause2] {
+                // A cause still shared elsewhere only loses a reference here, which does
+                // not recurse; its last holder unwraps it later.
+                if let Ok(inner) = Arc::try_unwrap(cause) {
+                    stack.push(inner);
+                }
+            }
+        }
+    }
 }
 
 /// Leaves in order, left cause before right cause, so facts precede what follows from them.
+///
+/// With an explicit stack: a proof about a chain thousands of packages deep is that deep,
+/// and recursion would overflow the thread's stack.
 fn collect(tree: &Tree, catalog: &impl Catalog, out: &mut Vec<Fact>) {
-    match tree {
-        DerivationTree::Derived(d) => {
-            collect(&d.cause1, catalog, out);
-            collect(&d.cause2, catalog, out);
-        }
-        DerivationTree::External(e) => match e {
+    let mut stack = vec![tree];
+    while let Some(node) = stack.pop() {
+        let e = match node {
+            DerivationTree::Derived(d) => {
+                stack.push(&d.cause2);
+                stack.push(&d.cause1);
+                continue;
+            }
+            DerivationTree::External(e) => e,
+        };
+        match e {
             // "The root must be chosen" is the premise, not news to the reader.
             External::NotRoot(..) => {}
             External::NoVersions(p, range) => out.push(Fact::NoVersions {
@@ -142,7 +171,7 @@ fn collect(tree: &Tree, catalog: &impl Catalog, out: &mut Vec<Fact>) {
                 let (who, _) = versions_phrase(p, range, catalog);
                 out.push(Fact::Other(format!("{who} cannot be used: {reason}")));
             }
-        },
+        }
     }
 }
 
@@ -217,10 +246,18 @@ fn available(on: &PackageName, catalog: &impl Catalog) -> String {
     }
 }
 
-/// Adds a line once: a fact shared by two branches of the proof is stated once.
-fn push(lines: &mut Vec<String>, line: String) {
-    if !lines.contains(&line) {
-        lines.push(line);
+/// Lines in order, each once: a fact shared by two branches of the proof is stated once.
+#[derive(Default)]
+struct Lines {
+    list: Vec<String>,
+    seen: HashSet<String>,
+}
+
+impl Lines {
+    fn push(&mut self, line: String) {
+        if self.seen.insert(line.clone()) {
+            self.list.push(line);
+        }
     }
 }
 

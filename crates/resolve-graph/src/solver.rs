@@ -40,7 +40,7 @@ use pubgrub::{
 };
 use semver::{Version, VersionReq};
 
-use crate::explain::{Catalog, Explanation, explain};
+use crate::explain::{Catalog, Explanation, dismantle, explain};
 use crate::manifest::Manifest;
 use crate::name::{PackageId, PackageName};
 use crate::ranges::{opts_into_prerelease, req_to_ranges};
@@ -153,7 +153,11 @@ pub async fn resolve<S: Source + ?Sized>(
                 warnings,
             })
         }
-        Err(PubGrubError::NoSolution(tree)) => Err(ResolveError::NoSolution(explain(&tree, &snap))),
+        Err(PubGrubError::NoSolution(tree)) => {
+            let explanation = explain(&tree, &snap);
+            dismantle(tree);
+            Err(ResolveError::NoSolution(explanation))
+        }
         Err(PubGrubError::ErrorChoosingVersion { source, .. }) => {
             Err(ResolveError::Internal(source.to_string()))
         }
@@ -435,10 +439,13 @@ struct Group {
     users: Vec<(usize, usize)>,
 }
 
-/// The doomed flags (parallel to the candidates) of every package with a doomed version: the least fixpoint of "its
-/// summary failed, it depends on itself, or one of its requirements accepts only doomed
-/// candidates". Least, so a cycle is never doomed by assuming its own failure; linear in
-/// the number of (version, requirement) pairs plus the number of distinct requirements.
+/// The doomed flags (parallel to the candidates) of every package with a doomed version.
+///
+/// Doomed is the least fixpoint of "its summary failed, it depends on itself, or one of its
+/// requirements accepts only doomed candidates". Least, so a cycle is never doomed by
+/// assuming its own failure. Each distinct (target, requirement) pair is a [`Group`] that
+/// counts its live candidates down as they die, so the work is linear in the number of
+/// (version, requirement) pairs plus, per death, the groups on that package.
 fn doomed(
     known: &HashMap<PackageName, Known>,
     listings: &HashMap<PackageName, Listing>,
