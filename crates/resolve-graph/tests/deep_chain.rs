@@ -1,9 +1,12 @@
 //! Very deep graphs: nothing in the resolver may recurse once per level.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use futures::executor::block_on;
-use resolve_graph::{InMemorySource, Manifest, PackageName, ResolveError, ResolveOptions, resolve};
+use resolve_graph::{
+    InMemorySource, Manifest, PackageName, ResolveError, ResolveOptions, ResolvedGraph,
+    ResolvedPackage, resolve,
+};
 use semver::{Version, VersionReq};
 
 const DEPTH: usize = 1_000;
@@ -51,6 +54,12 @@ fn a_chain_a_thousand_deep_resolves() {
         let r = block_on(resolve(&source, &root, &ResolveOptions::default())).unwrap();
         assert_eq!(r.packages.len(), DEPTH);
         assert_eq!(r.rounds, DEPTH);
+        // What callers do next must not recurse per level either.
+        let graph = ResolvedGraph::new(&r).unwrap();
+        let order = graph.topological_order().unwrap();
+        assert_eq!(order.len(), DEPTH + 1);
+        assert_eq!(order[0].name.as_str(), format!("deep/p{}", DEPTH - 1));
+        ResolvedPackage::new(&r).unwrap();
     });
 }
 
