@@ -92,7 +92,7 @@ pub enum ResolveError {
     /// No set of versions satisfies every requirement; the explanation says why.
     #[error("{0}")]
     NoSolution(Explanation),
-    /// A source could not list a package's versions.
+    /// A source could not list the versions of a package the solution needs.
     #[error("could not list versions: {0}")]
     Source(#[source] SourceError),
     /// The root manifest is invalid.
@@ -109,7 +109,8 @@ pub enum ResolveError {
 /// Every acceptable version's metadata is fetched first, pipelined and concurrently (about
 /// two round trips per dependency level), then the solver runs once without further
 /// queries. A manifest that cannot be fetched or is invalid makes only that version
-/// unusable. Pre-release versions are offered only when some requirement on the package
+/// unusable; a package whose versions cannot be listed is an error only if the solution
+/// needs it (otherwise the failure is one of [`Resolution::warnings`]). Pre-release versions are offered only when some requirement on the package
 /// names a pre-release of the same `major.minor.patch`.
 ///
 /// All queries of a level are in flight at once; a source that must limit concurrency
@@ -122,7 +123,7 @@ pub async fn resolve<S: Source + ?Sized>(
     root.validate().map_err(ResolveError::InvalidRoot)?;
     let mut snap = Snapshot::with_root(root);
     let rounds = snap.fetch(source, root).await?;
-    let warnings = source.take_warnings();
+    let mut warnings = source.take_warnings();
     snap.prepare();
     let provider = Provider {
         snap: &snap,
@@ -146,6 +147,10 @@ pub async fn resolve<S: Source + ?Sized>(
                     }
                 }
             }
+            // Packages that could not be listed but that no chosen version needed.
+            let mut unlisted: Vec<(PackageName, SourceError)> = snap.unlisted.into_iter().collect();
+            unlisted.sort_by(|a, b| a.0.cmp(&b.0));
+            warnings.extend(unlisted.into_iter().map(|(_, e)| e));
             Ok(Resolution {
                 root: root.clone(),
                 packages,
@@ -158,12 +163,13 @@ pub async fn resolve<S: Source + ?Sized>(
             dismantle(tree);
             Err(ResolveError::NoSolution(explanation))
         }
-        Err(PubGrubError::ErrorChoosingVersion { source, .. }) => {
-            Err(ResolveError::Internal(source.to_string()))
-        }
-        Err(PubGrubError::ErrorRetrievingDependencies { source, .. }) => {
-            Err(ResolveError::Internal(source.to_string()))
-        }
+        Err(
+            PubGrubError::ErrorChoosingVersion { source, .. }
+            | PubGrubError::ErrorRetrievingDependencies { source, .. },
+        ) => Err(match source {
+            Missing::Unlisted(e) => ResolveError::Source(e),
+            unfetched @ Missing::Unfetched(_) => ResolveError::Internal(unfetched.to_string()),
+        }),
         Err(PubGrubError::ErrorInShouldCancel(e)) => Err(ResolveError::Internal(e.to_string())),
     }
 }
@@ -176,6 +182,9 @@ pub(crate) struct Snapshot {
     /// Every distinct requirement seen on a package: it decides which versions are fetched
     /// and, for semver's pre-release opt-in rule, which are candidates.
     requirements: HashMap<PackageName, HashSet<VersionReq>>,
+    /// Packages whose listing failed. Only an error if the solver needs one of them: an
+    /// old version nobody chooses may depend on a repository that is gone.
+    unlisted: HashMap<PackageName, SourceError>,
     /// Filled by [`Snapshot::prepare`] once fetching is over.
     known: HashMap<PackageName, Known>,
 }
@@ -331,7 +340,13 @@ impl Snapshot {
         while let Some(answer) = fetch.pending.next().await {
             match answer {
                 Answer::Versions(name, listed) => {
-                    let mut listed = listed.map_err(ResolveError::Source)?;
+                    let mut listed = match listed {
+                        Ok(listed) => listed,
+                        Err(e) => {
+                            self.unlisted.insert(name, e);
+                            continue;
+                        }
+                    };
                     listed.sort();
                     listed.dedup();
                     let mut listing = Listing::new(listed);
@@ -611,11 +626,17 @@ impl Catalog for Snapshot {
     }
 }
 
-/// pubgrub reached a package or version the fetch phase did not cover: a bug here, since
-/// every version inside a requirement's range is fetched.
+/// Metadata the solver needs and does not have.
 #[derive(Debug, thiserror::Error)]
-#[error("the solver reached {0}, whose metadata was never fetched")]
-struct Unfetched(String);
+enum Missing {
+    /// The package's listing failed: the resolution cannot go on without it.
+    #[error("{0}")]
+    Unlisted(SourceError),
+    /// A package or version the fetch phase did not cover: a bug here, since every version
+    /// inside a requirement's range is fetched.
+    #[error("the solver reached {0}, whose metadata was never fetched")]
+    Unfetched(String),
+}
 
 struct Provider<'a> {
     snap: &'a Snapshot,
@@ -627,7 +648,7 @@ impl DependencyProvider for Provider<'_> {
     type V = Version;
     type VS = Ranges<Version>;
     type M = String;
-    type Err = Unfetched;
+    type Err = Missing;
     /// Packages that caused conflicts first, then those with the fewest candidates left
     /// (a package with one choice cannot be a wrong guess).
     type Priority = (u32, Reverse<usize>);
@@ -652,9 +673,12 @@ impl DependencyProvider for Provider<'_> {
         &self,
         package: &PackageName,
         range: &Ranges<Version>,
-    ) -> Result<Option<Version>, Unfetched> {
+    ) -> Result<Option<Version>, Missing> {
         let Some(known) = self.snap.known.get(package) else {
-            return Err(Unfetched(package.to_string()));
+            return Err(match self.snap.unlisted.get(package) {
+                Some(e) => Missing::Unlisted(e.clone()),
+                None => Missing::Unfetched(package.to_string()),
+            });
         };
         if let Some(v) = self.preferred.get(package)
             && range.contains(v)
@@ -683,9 +707,9 @@ impl DependencyProvider for Provider<'_> {
         &self,
         package: &PackageName,
         version: &Version,
-    ) -> Result<Dependencies<PackageName, Ranges<Version>, String>, Unfetched> {
+    ) -> Result<Dependencies<PackageName, Ranges<Version>, String>, Missing> {
         let summary = match self.snap.summary(package, version) {
-            None => return Err(Unfetched(format!("{package} {version}"))),
+            None => return Err(Missing::Unfetched(format!("{package} {version}"))),
             Some(Err(reason)) => return Ok(Dependencies::Unavailable(reason.clone())),
             Some(Ok(summary)) => summary,
         };

@@ -508,3 +508,53 @@ fn a_requirement_met_late_fetches_the_versions_it_accepts() {
     assert!(queries.values().all(|&n| n == 1), "{queries:?}");
     assert_eq!(queries.get("summary acme/c 2.0.0"), Some(&1));
 }
+
+/// Lists everything from `inner` except `broken`, whose listing fails.
+struct Unlistable {
+    inner: InMemorySource,
+    broken: PackageName,
+}
+
+impl Source for Unlistable {
+    fn versions<'a>(
+        &'a self,
+        name: &'a PackageName,
+    ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
+        if name == &self.broken {
+            return Box::pin(async move {
+                Err(SourceError::Failed {
+                    origin: "registry".to_owned(),
+                    package: name.to_string(),
+                    message: "403 forbidden".to_owned(),
+                })
+            });
+        }
+        self.inner.versions(name)
+    }
+    fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
+        self.inner.summary(id)
+    }
+}
+
+#[test]
+fn a_listing_failure_matters_only_when_the_package_is_needed() {
+    let reg = Unlistable {
+        inner: registry(&[
+            pkg("acme/lib", "1.0.0", &[("acme/legacy", "^1")]),
+            pkg("acme/lib", "1.1.0", &[]),
+        ]),
+        broken: name("acme/legacy"),
+    };
+    // Only the old lib needs the package that cannot be listed: no harm, but reported.
+    let app = pkg("acme/app", "1.0.0", &[("acme/lib", "^1")]);
+    let r = run(&reg, &app).unwrap();
+    assert_eq!(chosen(&r, "acme/lib"), "1.1.0");
+    let warnings: Vec<String> = r.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings, ["registry failed for acme/legacy: 403 forbidden"]);
+    // Pinned to the old lib, the failure is the answer, not a made-up "no versions".
+    let app = pkg("acme/app", "1.0.0", &[("acme/lib", "=1.0.0")]);
+    assert_eq!(
+        run(&reg, &app).unwrap_err().to_string(),
+        "could not list versions: registry failed for acme/legacy: 403 forbidden"
+    );
+}
