@@ -423,11 +423,35 @@ async fn decompress(
         .map_err(store_err(digest))?
         .ok_or(LayerError::Missing { digest })?;
     let limit = limits.limit_for(source.len());
+    match decompress_once(store, layer, compression, &source, limit).await {
+        // The resumed prefix was not this layer's (an interrupted attempt of an image that
+        // claimed the same diff_id for other content): the failed commit discarded it, so
+        // a second attempt starts from byte 0 and its verdict is the real one.
+        Err((LayerError::DiffIdMismatch { .. }, true)) => {
+            tracing::warn!(%digest, "resumed decompression did not verify; starting over");
+            decompress_once(store, layer, compression, &source, limit)
+                .await
+                .map_err(|(e, _)| e)
+        }
+        result => result.map_err(|(e, _)| e),
+    }
+}
+
+/// One attempt of [`decompress`]; an error says whether the attempt resumed a prefix.
+async fn decompress_once(
+    store: &Store,
+    layer: &LayerSpec,
+    compression: Compression,
+    source: &Blob,
+    limit: u64,
+) -> Result<Blob, (LayerError, bool)> {
+    let digest = layer.digest;
+    let fresh = |e: LayerError| (e, false);
     let mut ingest = match layer.diff_id {
         Some(expected) => match store
             .begin(expected, None)
             .await
-            .map_err(store_err(digest))?
+            .map_err(|e| fresh(store_err(digest)(e)))?
         {
             Begin::Present(blob) => return Ok(blob),
             Begin::Write(ingest) => ingest,
@@ -435,11 +459,12 @@ async fn decompress(
         None => store
             .begin_anonymous(Algorithm::Sha256)
             .await
-            .map_err(store_err(digest))?,
+            .map_err(|e| fresh(store_err(digest)(e)))?,
     };
     // An interrupted earlier attempt left this much verified-by-rehash prefix: keep it and
     // only hand over what follows.
     let skip = ingest.offset();
+    let resumed = skip > 0;
     let started = std::time::Instant::now();
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
     let data = source.bytes().clone();
@@ -464,10 +489,10 @@ async fn decompress(
     };
     if let Some(e) = failure {
         ingest.abort().await;
-        return Err(e);
+        return Err((e, resumed));
     }
     let written = ingest.written();
-    let tar = commit(ingest, digest).await?;
+    let tar = commit(ingest, digest).await.map_err(|e| (e, resumed))?;
     tracing::debug!(%digest, tar = %tar.digest(), compressed, bytes = written,
         elapsed = ?started.elapsed(), "layer decompressed");
     Ok(tar)

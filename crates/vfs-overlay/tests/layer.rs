@@ -833,3 +833,48 @@ async fn opens_in_several_processes_at_once() {
     }
     assert!(ingest_files(dir.path()).is_empty());
 }
+
+/// A decompression interrupted earlier left a partial tar under the diff_id: the next open
+/// continues from it, and if that prefix was not this layer's (another image claimed the
+/// same diff_id), it starts over instead of blaming the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_decompression_is_resumed_or_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let tar = sample_tar(10);
+    let diff_id = sha256(&tar);
+    let gz = put(&store, &gzip(&tar)).await;
+    let garbage = vec![0xA5u8; tar.len() / 3];
+    for prefix in [&tar[..tar.len() / 2], &garbage[..]] {
+        let Begin::Write(mut partial) = store.begin(diff_id, None).await.unwrap() else {
+            panic!("the tar is not stored yet");
+        };
+        partial.write_all(prefix).await.unwrap();
+        drop(partial);
+        // The dropped ingest hands its data to its writer, which keeps it for resuming.
+        let mut kept = false;
+        for _ in 0..200 {
+            if !ingest_files(dir.path()).is_empty() {
+                kept = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(kept, "no partial left to resume");
+
+        let spec = LayerSpec::new(gz, GZIP).with_diff_id(diff_id);
+        let v = open_layer(&store, &spec, &LayerLimits::default())
+            .await
+            .unwrap();
+        assert_eq!(sha256(v.data()), diff_id);
+        assert!(ingest_files(dir.path()).is_empty());
+        // Forget the result so the next case starts without it.
+        std::fs::remove_file(store.blob_path(&diff_id)).unwrap();
+        std::fs::remove_file(
+            dir.path()
+                .join(format!("v1/derived/sha256/{}.diffid", gz.hex())),
+        )
+        .unwrap();
+        store.memory().clear();
+    }
+}
