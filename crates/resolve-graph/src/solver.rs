@@ -65,9 +65,10 @@ pub struct Resolution {
     /// How many dependency levels were fetched one after another (the depth of the graph
     /// of acceptable versions); a slow source costs about two round trips per level.
     pub rounds: usize,
-    /// Failures the source survived because another source answered (see
-    /// [`crate::MultiSource`]), oldest first. The resolution is complete without them, but
-    /// a registry that did not answer may have held newer versions.
+    /// Failures the resolution survived: those of a source that another source outvoted
+    /// (see [`crate::MultiSource`]), then listings of packages the solution did not need,
+    /// then summaries that made a version unusable. The resolution is valid, but a source
+    /// that did not answer may have held a newer version.
     pub warnings: Vec<SourceError>,
 }
 
@@ -109,8 +110,9 @@ pub enum ResolveError {
 /// Every acceptable version's metadata is fetched first, pipelined and concurrently (about
 /// two round trips per dependency level), then the solver runs once without further
 /// queries. A manifest that cannot be fetched or is invalid makes only that version
-/// unusable; a package whose versions cannot be listed is an error only if the solution
-/// needs it (otherwise the failure is one of [`Resolution::warnings`]). Pre-release versions are offered only when some requirement on the package
+/// unusable (a failed query is also one of [`Resolution::warnings`]); a package whose
+/// versions cannot be listed is an error only if the solution needs it (otherwise that
+/// failure too is a warning). Pre-release versions are offered only when some requirement on the package
 /// names a pre-release of the same `major.minor.patch`.
 ///
 /// All queries of a level are in flight at once; a source that must limit concurrency
@@ -151,6 +153,7 @@ pub async fn resolve<S: Source + ?Sized>(
             let mut unlisted: Vec<(PackageName, SourceError)> = snap.unlisted.into_iter().collect();
             unlisted.sort_by(|a, b| a.0.cmp(&b.0));
             warnings.extend(unlisted.into_iter().map(|(_, e)| e));
+            warnings.extend(snap.unfetched);
             Ok(Resolution {
                 root: root.clone(),
                 packages,
@@ -185,6 +188,9 @@ pub(crate) struct Snapshot {
     /// Packages whose listing failed. Only an error if the solver needs one of them: an
     /// old version nobody chooses may depend on a repository that is gone.
     unlisted: HashMap<PackageName, SourceError>,
+    /// Failed summary queries, in arrival order: each made one version unusable, which a
+    /// successful resolution reports so that a flaky registry does not silently downgrade.
+    unfetched: Vec<SourceError>,
     /// Filled by [`Snapshot::prepare`] once fetching is over.
     known: HashMap<PackageName, Known>,
 }
@@ -362,7 +368,11 @@ impl Snapshot {
                 }
                 Answer::Summary(id, i, summary) => {
                     let entry = summary
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| {
+                            let reason = e.to_string();
+                            self.unfetched.push(e);
+                            reason
+                        })
                         .and_then(|s| check(&id, s));
                     if let Ok(s) = &entry {
                         let level = fetch.level.get(&id.name).copied().unwrap_or(0);

@@ -314,7 +314,14 @@ fn a_broken_version_is_skipped_and_explained() {
     ]));
     reg.broken = Some(PackageId::new(name("acme/c"), Version::new(1, 1, 0)));
     let app = pkg("acme/app", "1.0.0", &[("acme/c", "^1")]);
-    assert_eq!(chosen(&run(&reg, &app).unwrap(), "acme/c"), "1.0.0");
+    let r = run(&reg, &app).unwrap();
+    assert_eq!(chosen(&r, "acme/c"), "1.0.0");
+    // The older version was chosen because of a failure: the caller hears of it.
+    let warnings: Vec<String> = r.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["memory failed for acme/c 1.1.0: corrupt manifest"]
+    );
     let app = pkg("acme/app", "1.0.0", &[("acme/c", "^1.1")]);
     let lines = explanation(&reg, &app);
     assert!(
