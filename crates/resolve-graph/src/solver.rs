@@ -112,8 +112,8 @@ pub enum ResolveError {
 /// queries. A manifest that cannot be fetched or is invalid makes only that version
 /// unusable (a failed query is also one of [`Resolution::warnings`]); a package whose
 /// versions cannot be listed is an error only if the solution needs it (otherwise that
-/// failure too is a warning). Pre-release versions are offered only when some requirement on the package
-/// names a pre-release of the same `major.minor.patch`.
+/// failure too is a warning). Pre-release versions are offered only when some requirement
+/// on the package names a pre-release of the same `major.minor.patch`.
 ///
 /// All queries of a level are in flight at once; a source that must limit concurrency
 /// (a registry client) does so itself.
