@@ -316,15 +316,20 @@ pub async fn open_layer(
             match cached_tar(store, layer)? {
                 Some(tar) => tar,
                 None => {
-                    let tar = decompress(store, layer, compression, limits).await?;
-                    store
-                        .put_derived(
-                            &digest,
-                            &kind(DIFFID_KIND, digest)?,
-                            tar.digest().to_string(),
-                        )
-                        .await
-                        .map_err(store_err(digest))?;
+                    let (tar, decompressed) = decompress(store, layer, compression, limits).await?;
+                    // Only a mapping this code verified is recorded: a diff_id is a claim of
+                    // one image's config, and recording it for a blob that was never
+                    // decompressed would let that image decide what the blob means to others.
+                    if decompressed {
+                        store
+                            .put_derived(
+                                &digest,
+                                &kind(DIFFID_KIND, digest)?,
+                                tar.digest().to_string(),
+                            )
+                            .await
+                            .map_err(store_err(digest))?;
+                    }
                     tar
                 }
             }
@@ -399,7 +404,8 @@ fn cached_tar(store: &Store, layer: &LayerSpec) -> Result<Option<Blob>, LayerErr
             Digest::parse(text.trim()).ok()
         });
     // Without a record, a known diff_id may still name a tar already stored (the same layer
-    // compressed differently elsewhere): the content address is all that matters.
+    // compressed differently elsewhere): the config's diff_ids define the image's content,
+    // so that tar is this image's layer. It is not recorded for the blob (see the caller).
     let Some(tar) = recorded.or(layer.diff_id) else {
         return Ok(None);
     };
@@ -410,13 +416,14 @@ fn cached_tar(store: &Store, layer: &LayerSpec) -> Result<Option<Blob>, LayerErr
     store.get(&tar).map_err(store_err(digest))
 }
 
-/// Decompresses `layer` into a new store blob; see the [module docs](self).
+/// Decompresses `layer` into a new store blob; see the [module docs](self). The flag is
+/// false when the diff_id turned out to be stored already and nothing was decompressed.
 async fn decompress(
     store: &Store,
     layer: &LayerSpec,
     compression: Compression,
     limits: &LayerLimits,
-) -> Result<Blob, LayerError> {
+) -> Result<(Blob, bool), LayerError> {
     let digest = layer.digest;
     let source = store
         .get(&digest)
@@ -444,7 +451,7 @@ async fn decompress_once(
     compression: Compression,
     source: &Blob,
     limit: u64,
-) -> Result<Blob, (LayerError, bool)> {
+) -> Result<(Blob, bool), (LayerError, bool)> {
     let digest = layer.digest;
     let fresh = |e: LayerError| (e, false);
     let mut ingest = match layer.diff_id {
@@ -453,7 +460,7 @@ async fn decompress_once(
             .await
             .map_err(|e| fresh(store_err(digest)(e)))?
         {
-            Begin::Present(blob) => return Ok(blob),
+            Begin::Present(blob) => return Ok((blob, false)),
             Begin::Write(ingest) => ingest,
         },
         None => store
@@ -495,7 +502,7 @@ async fn decompress_once(
     let tar = commit(ingest, digest).await.map_err(|e| (e, resumed))?;
     tracing::debug!(%digest, tar = %tar.digest(), compressed, bytes = written,
         elapsed = ?started.elapsed(), "layer decompressed");
-    Ok(tar)
+    Ok((tar, true))
 }
 
 async fn commit(ingest: Ingest, digest: Digest) -> Result<Blob, LayerError> {

@@ -878,3 +878,33 @@ async fn an_interrupted_decompression_is_resumed_or_redone() {
         store.memory().clear();
     }
 }
+
+/// A config's diff_id that names a tar already stored is taken at its word for that image
+/// (diff_ids define an image's content), but it is never recorded for the compressed blob:
+/// another image using the blob without a diff_id gets what the blob really holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_id_claim_is_not_recorded_for_a_blob_it_was_not_checked_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let claimed = sample_tar(11);
+    let real = sample_tar(12);
+    let claimed_id = put(&store, &claimed).await;
+    let gz = put(&store, &gzip(&real)).await;
+
+    let spec = LayerSpec::new(gz, GZIP).with_diff_id(claimed_id);
+    let v = open_layer(&store, &spec, &LayerLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(sha256(v.data()), claimed_id);
+    assert!(store.get_derived(&gz, &kind("diffid")).unwrap().is_none());
+
+    let v = open_layer(&store, &LayerSpec::new(gz, GZIP), &LayerLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(sha256(v.data()), sha256(&real));
+    let recorded = store.get_derived(&gz, &kind("diffid")).unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&recorded).unwrap(),
+        sha256(&real).to_string()
+    );
+}
