@@ -5,6 +5,8 @@
 //!   layer, then list the whole tree (`lstat` of every entry);
 //! - `warm_open`: the same with the derived entries (diffid, tar index) already present;
 //! - `umoci_unpack`: the peer doing the equivalent work, into a fresh bundle;
+//! - `list_vfs` / `list_umoci`: the listing alone (`lstat` of every entry), of the open VFS
+//!   and of umoci's rootfs, to tell opening from walking;
 //! - `read_vfs` / `read_umoci`: every file's bytes, through the VFS and from umoci's rootfs.
 //!
 //! `PKGLOAD_BENCH_BYTES` sets the image's uncompressed size (default 512 MiB, 4,000 files of
@@ -225,6 +227,24 @@ fn read_vfs(fs: &Overlay) -> (u64, u64) {
     (bytes, sum)
 }
 
+fn list_host(root: &Path) -> (usize, usize) {
+    let (mut entries, mut files) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            entries += 1;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                files += 1;
+            }
+        }
+    }
+    (entries, files)
+}
+
 fn read_host(root: &Path) -> (u64, u64) {
     let (mut bytes, mut sum) = (0u64, 0u64);
     let mut stack = vec![root.to_path_buf()];
@@ -312,6 +332,11 @@ fn main() {
     let (_, files) = list(&warm);
     assert_eq!(files, fx.files + 1, "every file and /etc/config");
     assert_eq!(
+        list(&warm),
+        list_host(&rootfs),
+        "VFS and umoci list differently"
+    );
+    assert_eq!(
         read_vfs(&warm),
         read_host(&rootfs),
         "VFS and umoci disagree"
@@ -369,6 +394,28 @@ fn main() {
             total
         });
     });
+    g.bench_function("list_vfs", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                black_box(list(&warm));
+            }
+            let total = t.elapsed();
+            means.record("list_vfs", total, iters);
+            total
+        });
+    });
+    g.bench_function("list_umoci", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                black_box(list_host(&rootfs));
+            }
+            let total = t.elapsed();
+            means.record("list_umoci", total, iters);
+            total
+        });
+    });
     g.bench_function("read_vfs", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
@@ -411,5 +458,6 @@ fn main() {
     eprintln!("--- {} MiB image, mean per iteration ---", fx.bytes >> 20);
     ratio("cold_open", "umoci_unpack");
     ratio("warm_open", "umoci_unpack");
+    ratio("list_vfs", "list_umoci");
     ratio("read_vfs", "read_umoci");
 }
