@@ -4,6 +4,7 @@
 //! change; CI runs exactly that (through `.ci/run`).
 
 mod cmd;
+mod fuzz;
 mod test_task;
 mod tools;
 
@@ -22,10 +23,11 @@ commands:
   test [--no-lint] [-- <args>...]
       The one test command; CI runs it. In order: installs the external programs the
       tests need (apt-get, when missing), runs the workspace tests (cargo-nextest if
-      installed, else cargo test), runs the doctests, then clippy (-D warnings),
+      installed, else cargo test), runs the doctests, a short fuzz pass (saved fuzz
+      inputs replayed, 3 s of `cargo xtask fuzz` per target), then clippy (-D warnings),
       rustfmt --check and cargo-deny (licenses, bans, sources; skipped with a notice
       when cargo-deny is not installed). Stops at the first failing step.
-        --no-lint    skip clippy, rustfmt and cargo-deny while iterating
+        --no-lint    skip clippy, rustfmt, cargo-deny and the fuzz pass while iterating
         -- <args>    passed to the test runner, e.g. a test-name filter or `-p <crate>`
                      (with `-p`/`--package` the runner is not given `--workspace`)
 
@@ -33,6 +35,15 @@ commands:
       cargo bench --workspace <args>: the criterion benchmarks. Arguments are passed
       through unchanged; those after a `--` reach criterion, e.g.
       `cargo xtask bench -p cache-core -- --save-baseline main`.
+
+  fuzz [TARGET...] [--time SECONDS] [--seed N]
+  fuzz --list | --regressions | --replay FILE TARGET
+      The stable-toolchain fuzzer in fuzz/ (built in release): mutates the seeds in
+      fuzz/corpus/TARGET/ and runs every target (all when none is named) for SECONDS
+      (default 10) under catch_unwind, checking each parser's invariants. A crash is
+      written to fuzz/artifacts/TARGET/crash-HASH with the command that replays it, and
+      the command fails. --list names the targets, --regressions replays every input in
+      fuzz/regressions/ and fuzz/corpus/, --replay runs one file with full panic output.
 
   help
       This text.
@@ -81,6 +92,13 @@ fn run(args: Vec<OsString>) -> Result<()> {
             }
         },
         Some("bench") => bench(args.collect()),
+        Some("fuzz") => match fuzz::Options::parse(args)? {
+            Some(options) => fuzz::run(&options),
+            None => {
+                print!("{HELP}");
+                Ok(())
+            }
+        },
         Some("help" | "-h" | "--help") => {
             print!("{HELP}");
             Ok(())

@@ -48,21 +48,26 @@ impl Options {
     }
 }
 
+/// How long `cargo xtask test` fuzzes each target.
+const FUZZ_SECONDS_PER_TARGET: u64 = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Tools,
     Tests,
     Doctests,
+    Fuzz,
     Clippy,
     Fmt,
     Deny,
 }
 
 impl Step {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Tools,
         Self::Tests,
         Self::Doctests,
+        Self::Fuzz,
         Self::Clippy,
         Self::Fmt,
         Self::Deny,
@@ -73,6 +78,7 @@ impl Step {
             Self::Tools => "tools",
             Self::Tests => "tests",
             Self::Doctests => "doctests",
+            Self::Fuzz => "fuzz",
             Self::Clippy => "clippy",
             Self::Fmt => "fmt",
             Self::Deny => "cargo-deny",
@@ -94,6 +100,20 @@ impl Step {
                     .args(["test", "--workspace", "--doc"])
                     .run_observed(&|line| counts.observe(line))?;
                 Ok(Outcome::Passed(String::new()))
+            }
+            Self::Fuzz => {
+                // A bounded pass: every saved fuzz input replayed, then a few seconds of
+                // fuzzing per target. Left out while iterating on a subset.
+                if !options.lint {
+                    return Ok(Outcome::Skipped("--no-lint".to_owned()));
+                }
+                if !options.runner_args.is_empty() {
+                    return Ok(Outcome::Skipped("test runner arguments given".to_owned()));
+                }
+                crate::fuzz::ci_pass(FUZZ_SECONDS_PER_TARGET)?;
+                Ok(Outcome::Passed(format!(
+                    "{FUZZ_SECONDS_PER_TARGET} s per target"
+                )))
             }
             Self::Clippy => {
                 require_component("clippy", "clippy")?;

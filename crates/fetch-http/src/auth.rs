@@ -178,7 +178,7 @@ pub(crate) fn basic_header(username: &str, password: &str) -> String {
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     Basic,
     Bearer {
         realm: String,
@@ -188,7 +188,7 @@ pub(crate) enum Challenge {
 }
 
 /// Parse the first challenge we understand (`Bearer` preferred over `Basic`).
-pub(crate) fn parse_challenge(value: &str) -> Option<Challenge> {
+pub fn parse_challenge(value: &str) -> Option<Challenge> {
     let (scheme, params) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Some(Challenge::Basic);
