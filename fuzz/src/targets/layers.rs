@@ -335,8 +335,10 @@ fn tar_index_seeds() -> Vec<Vec<u8>> {
             b"f /abs/file x",
             b"f dup same",
             b"f dup other",
-            b"h link-to-nowhere missing",
+            b"l up ../../../../tmp",
+            b"f up/through-the-link x",
         ]),
+        build_tar([&b"h link-to-nowhere missing"[..]]),
         build_tar([&b"f a/.wh.b"[..], b"f a/.wh..wh..opq"]),
         Vec::new(),
     ]
@@ -506,22 +508,30 @@ fn is_whiteout_name(name: &str) -> bool {
     name.starts_with(".wh.")
 }
 
-fn overlay(data: &[u8]) -> Feedback {
+/// The layers of an overlay description and their overlay, or the feedback of the error.
+fn build_overlay(data: &[u8]) -> Result<(Vec<Arc<TarVolume>>, Overlay), Feedback> {
     let mut volumes: Vec<Arc<TarVolume>> = Vec::new();
     for (_, lines) in sections(data, false) {
         let tar = build_tar(lines);
         match TarVolume::new(Bytes::from(tar)) {
             Ok(volume) => volumes.push(Arc::new(volume)),
-            Err(e) => return Feedback::err("layer", &e),
+            Err(e) => return Err(Feedback::err("layer", &e)),
         }
     }
     let layers: Vec<Arc<dyn FileSystem>> = volumes
         .iter()
         .map(|v| Arc::clone(v) as Arc<dyn FileSystem>)
         .collect();
-    let overlay = match Overlay::new(layers) {
-        Ok(overlay) => overlay,
-        Err(e) => return Feedback::err("overlay", &e),
+    match Overlay::new(layers) {
+        Ok(overlay) => Ok((volumes, overlay)),
+        Err(e) => Err(Feedback::err("overlay", &e)),
+    }
+}
+
+fn overlay(data: &[u8]) -> Feedback {
+    let (volumes, overlay) = match build_overlay(data) {
+        Ok(built) => built,
+        Err(feedback) => return feedback,
     };
     let visible = walk(&overlay);
     let has = |layer: &TarVolume, path: &VfsPath| layer.index().get(path).is_some();
@@ -762,6 +772,177 @@ fn union_seeds() -> Vec<Vec<u8>> {
         "@/opt/python\nl lib ../../../etc\n? /opt/python/lib\n@/opt/python r\nf lib z\n@/opt/python k\nf other q",
         "@/a\nf b 1\n@/a/b\nf c 2\n? /a/b/c\n@/a f\n",
         "@/\nf x y\n@/x\nd z\n",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+pub(super) const MATERIALIZE: Target = Target {
+    name: "materialize",
+    about: "vfs_overlay::materialize of an overlay built like `overlay`'s into a temp dir: \
+            nothing is written outside the target (symlinks to `../outside` are never \
+            followed), and the host tree equals the VFS path for path (kind, content, link)",
+    run: materialize,
+    seeds: materialize_seeds,
+    dictionary: DESCRIPTION_TOKENS,
+    max_len: 2048,
+};
+
+thread_local! {
+    static SANDBOX: std::path::PathBuf = std::env::temp_dir().join(
+        format!(
+            "pkgload-fuzz-materialize-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
+}
+
+/// Removes `dir`, first making everything in it writable (a materialized tree may hold
+/// directories without write permission).
+fn remove_tree(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        panic!("cannot clean {}: {e}", dir.display());
+    }
+}
+
+/// Every path under `root`, relative, without following symlinks.
+fn host_tree(root: &std::path::Path) -> BTreeMap<String, std::fs::Metadata> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child_rel = format!("{rel}/{name}");
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push((entry.path(), child_rel.clone()));
+            }
+            out.insert(child_rel, meta);
+        }
+    }
+    out
+}
+
+fn materialize(data: &[u8]) -> Feedback {
+    use vfs_overlay::{Devices, LinkMode, MaterializeOptions};
+    let (_, overlay) = match build_overlay(data) {
+        Ok(built) => built,
+        Err(feedback) => return feedback,
+    };
+    SANDBOX.with(|sandbox| {
+        remove_tree(sandbox);
+        let out = sandbox.join("out");
+        let outside = sandbox.join("outside");
+        if let Err(e) = std::fs::create_dir_all(&outside) {
+            panic!("cannot create {}: {e}", outside.display());
+        }
+        let options = MaterializeOptions::new()
+            .threads(1)
+            .devices(Devices::Skip)
+            .link_mode(LinkMode::Copy);
+        let result = vfs_overlay::materialize(&overlay, &out, options);
+        let escaped: Vec<String> = host_tree(&outside).into_keys().collect();
+        assert!(
+            escaped.is_empty(),
+            "materialize wrote outside its target: {escaped:?}"
+        );
+        let siblings: Vec<String> = std::fs::read_dir(sandbox)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "out" && n != "outside")
+            .collect();
+        assert!(
+            siblings.is_empty(),
+            "materialize wrote next to its target: {siblings:?}"
+        );
+        let feedback = match &result {
+            Err(e) => Feedback::err("materialize", e),
+            Ok(report) => {
+                let visible = walk(&overlay);
+                let host = host_tree(&out);
+                let mut expected = 0;
+                for path in visible.iter().filter(|p| !p.is_root()) {
+                    let meta = overlay
+                        .symlink_metadata(path)
+                        .unwrap_or_else(|e| panic!("visible {path:?}: {e}"));
+                    if meta.kind == FileType::Other {
+                        continue;
+                    }
+                    expected += 1;
+                    let on_host = host
+                        .get(path.as_str())
+                        .unwrap_or_else(|| panic!("{path:?} was not materialized"));
+                    let host_path = out.join(path.as_str().trim_start_matches('/'));
+                    match meta.kind {
+                        FileType::File => {
+                            assert!(on_host.is_file(), "{path:?} is not a file on the host");
+                            let want = overlay
+                                .read_all(path)
+                                .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                            let got = std::fs::read(&host_path)
+                                .unwrap_or_else(|e| panic!("{}: {e}", host_path.display()));
+                            assert_eq!(got, want.as_ref(), "content of {path:?}");
+                        }
+                        FileType::Dir => assert!(on_host.is_dir(), "{path:?} is not a directory"),
+                        FileType::Symlink => {
+                            assert!(
+                                on_host.file_type().is_symlink(),
+                                "{path:?} is not a symlink"
+                            );
+                            let want = overlay
+                                .read_link(path)
+                                .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                            let got = std::fs::read_link(&host_path)
+                                .unwrap_or_else(|e| panic!("{}: {e}", host_path.display()));
+                            assert_eq!(got.to_string_lossy(), want, "target of {path:?}");
+                        }
+                        _ => {}
+                    }
+                }
+                if visible.len() < WALK_LIMIT {
+                    assert_eq!(
+                        host.len(),
+                        expected,
+                        "the host tree has other paths than the VFS: {:?}",
+                        host.keys().collect::<Vec<_>>()
+                    );
+                }
+                let _ = report;
+                Feedback::ok("materialized", expected)
+            }
+        };
+        remove_tree(sandbox);
+        feedback
+    })
+}
+
+fn materialize_seeds() -> Vec<Vec<u8>> {
+    [
+        "l escape ../outside\n---\nf escape/x written-through-a-symlink?",
+        "l a ../../outside/f\n---\nf a overwrite-through-the-link?\nh b a",
+        "d etc\nf etc/passwd root\nl etc/link /etc/passwd\nh etc/hard etc/passwd\n---\nf etc/.wh.passwd\n---\nf700 etc/passwd new",
+        "f ../../outside/x dotdot\nf /outside/y absolute",
+        "d000 locked\nf locked/inner x\np fifo",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())

@@ -40,6 +40,7 @@ pub const TARGETS: &[Target] = &[
     layers::TAR_INDEX_JSON,
     layers::OVERLAY,
     layers::UNION,
+    layers::MATERIALIZE,
 ];
 
 /// The target called `name`.
@@ -68,6 +69,9 @@ impl Feedback {
     /// form) and, in one of 16 buckets, the [`shape`] of its message. The buckets bound
     /// how many inputs one kind of error can add to the corpus.
     pub fn err<E: fmt::Display + fmt::Debug + ?Sized>(stage: &str, error: &E) -> Self {
+        if trace() {
+            eprintln!("    {stage}: {error}");
+        }
         let bucket = crate::fnv64(shape(&error.to_string()).as_bytes()) % 16;
         Feedback::new(stage)
             .with(Feedback::new(&variants(&format!("{error:?}"))))
@@ -164,6 +168,12 @@ pub fn variants(debug: &str) -> String {
         }
     }
     out.join(" ")
+}
+
+/// `PKGLOAD_FUZZ_TRACE=1`: print every error a target sees (for `replay`).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("PKGLOAD_FUZZ_TRACE").is_some_and(|v| v == "1"))
 }
 
 /// Whether targets skip the inputs of known, reported and not yet fixed bugs (listed in
