@@ -31,6 +31,8 @@ pub const TARGETS: &[Target] = &[
     text::REFERENCE,
     text::WWW_AUTHENTICATE,
     text::VFS_PATH,
+    text::RETRY_AFTER,
+    text::PACKAGE_REF,
     json::MANIFEST,
     json::ARTIFACT,
     json::PACKAGE_CONFIG,
