@@ -61,6 +61,7 @@ pub struct LoaderBuilder {
     pub(crate) memory_budget: u64,
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) client: Option<ClientConfig>,
+    pub(crate) layer_limits: vfs_overlay::LayerLimits,
 }
 
 impl std::fmt::Debug for LoaderBuilder {
@@ -94,6 +95,7 @@ impl Default for LoaderBuilder {
             memory_budget: 64 << 20,
             progress: None,
             client: None,
+            layer_limits: vfs_overlay::LayerLimits::default(),
         }
     }
 }
@@ -177,6 +179,14 @@ impl LoaderBuilder {
     #[must_use]
     pub fn progress(mut self, sink: ProgressSink) -> Self {
         self.progress = Some(sink);
+        self
+    }
+
+    /// Bounds on decompressing one layer (default: 64 GiB). gzip and zstd carry no trusted
+    /// size, so this is what stops a decompression bomb.
+    #[must_use]
+    pub fn layer_limits(mut self, limits: vfs_overlay::LayerLimits) -> Self {
+        self.layer_limits = limits;
         self
     }
 

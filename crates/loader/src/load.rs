@@ -26,6 +26,7 @@ pub struct Loader {
     jobs: usize,
     validation: Validation,
     default_place: Option<Place>,
+    layer_limits: vfs_overlay::LayerLimits,
 }
 
 /// One package of a resolution, as printed by `pkgload resolve --json`.
@@ -210,6 +211,7 @@ impl Loader {
                 registry,
                 prefix: config.prefix,
             }),
+            layer_limits: config.layer_limits,
         }
     }
 
@@ -539,11 +541,7 @@ impl Loader {
             media_type: blob.media_type.clone(),
             diff_id,
         };
-        let volume = vfs_overlay::open_layer(
-            &self.remote.store,
-            &spec,
-            &vfs_overlay::LayerLimits::default(),
-        )
+        let volume = vfs_overlay::open_layer(&self.remote.store, &spec, &self.layer_limits)
         .await
         .map_err(|source| LoadError::Layer {
             digest: blob.digest,
@@ -585,7 +583,7 @@ impl Loader {
                 })
                 .collect()
         };
-        let limits = vfs_overlay::LayerLimits::default();
+        let limits = self.layer_limits;
         let opened =
             vfs_overlay::open_image_layers(&self.remote.store, &specs(true), &limits).await;
         let overlay = match (opened, self.validation) {

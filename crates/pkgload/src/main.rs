@@ -53,6 +53,10 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
 
+    /// Refuse a layer that decompresses to more than this (e.g. 512M, 64G)
+    #[arg(long, global = true, value_parser = size::parse, default_value = "64G", value_name = "SIZE")]
+    max_layer_size: u64,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +79,7 @@ pub struct Global {
     pub jobs: usize,
     pub offline: bool,
     pub quiet: bool,
+    pub max_layer_size: u64,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         jobs: cli.jobs.max(1),
         offline: cli.offline,
         quiet: cli.quiet,
+        max_layer_size: cli.max_layer_size,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -226,7 +226,11 @@ async fn loader(global: &Global, progress: bool) -> Result<Loader> {
     let mut builder = Loader::builder()
         .cache_dir(&global.cache_dir)
         .jobs(global.jobs)
-        .offline(global.offline);
+        .offline(global.offline)
+        .layer_limits(vfs_overlay::LayerLimits {
+            max_uncompressed: global.max_layer_size,
+            ..vfs_overlay::LayerLimits::default()
+        });
     if let Some(registry) = &global.registry {
         let (host, prefix) = registry.split_once('/').unwrap_or((registry, ""));
         builder = builder.registry(host, prefix);
