@@ -177,6 +177,42 @@ impl Artifact {
     }
 }
 
+/// The blobs an OCI manifest or index refers to (config, layers, manifests), or nothing
+/// when `bytes` is not one. Cheap on anything else: only a JSON object is parsed, and only
+/// when it is small enough to be a manifest.
+pub fn referenced_blobs(bytes: &[u8]) -> Vec<Digest> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(rename = "schemaVersion")]
+        _schema: u32,
+        config: Option<Ref>,
+        #[serde(default)]
+        layers: Vec<Ref>,
+        #[serde(default)]
+        manifests: Vec<Ref>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ref {
+        digest: String,
+    }
+    let looks_like_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if !looks_like_json || bytes.len() as u64 > fetch_http::MANIFEST_LIMIT {
+        return Vec::new();
+    }
+    let Ok(doc) = serde_json::from_slice::<Doc>(bytes) else {
+        return Vec::new();
+    };
+    doc.config
+        .iter()
+        .chain(&doc.layers)
+        .chain(&doc.manifests)
+        .filter_map(|r| Digest::parse(&r.digest).ok())
+        .collect()
+}
+
 /// The part of an image config we use: the uncompressed digests of its layers.
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct ImageConfig {
@@ -216,6 +252,16 @@ mod tests {
 
     fn classify(m: &ImageManifest) -> Result<Artifact> {
         Artifact::classify(m, cache_core::Algorithm::Sha256.digest(b"m"), "test/ref")
+    }
+
+    #[test]
+    fn referenced_blobs_of_manifests_only() {
+        let m = manifest(PACKAGE_CONFIG_MEDIA_TYPE, &[(WASM_MEDIA_TYPE, Some("a"))]);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let refs = referenced_blobs(&bytes);
+        assert_eq!(refs.len(), 2);
+        assert!(referenced_blobs(b"\0asm").is_empty());
+        assert!(referenced_blobs(b"{\"a\": 1}").is_empty());
     }
 
     #[test]

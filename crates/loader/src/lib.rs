@@ -42,6 +42,7 @@ mod artifact;
 mod config;
 mod dev;
 mod error;
+mod gc;
 mod load;
 mod pack;
 mod package_dir;
@@ -51,10 +52,11 @@ mod source;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,
-    TITLE_ANNOTATION, WASM_MEDIA_TYPE,
+    TITLE_ANNOTATION, WASM_MEDIA_TYPE, referenced_blobs,
 };
 pub use config::{LoadEvent, LoaderBuilder, ProgressSink, Validation, default_cache_dir};
 pub use error::{LoadError, Result};
+pub use gc::gc_children;
 pub use load::{FetchReport, LoadedCommand, LoadedPackage, Loader, PackageInfo, Resolved};
 pub use pack::{MANIFEST_MEDIA_TYPE, Packed, VOLUME_MEDIA_TYPE, pack};
 pub use package_dir::PackageDir;

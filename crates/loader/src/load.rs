@@ -542,11 +542,11 @@ impl Loader {
             diff_id,
         };
         let volume = vfs_overlay::open_layer(&self.remote.store, &spec, &self.layer_limits)
-        .await
-        .map_err(|source| LoadError::Layer {
-            digest: blob.digest,
-            source,
-        })?;
+            .await
+            .map_err(|source| LoadError::Layer {
+                digest: blob.digest,
+                source,
+            })?;
         Ok(Arc::new(volume))
     }
 

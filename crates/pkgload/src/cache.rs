@@ -169,6 +169,7 @@ pub async fn run(cmd: CacheCommand, dir: &Path) -> Result<ExitCode, cache_core::
                     roots: keep,
                     keep_refs: !no_refs,
                     max_size,
+                    children: Some(loader::gc_children(store.clone())),
                     ..GcOptions::default()
                 })
                 .await?;

@@ -393,6 +393,14 @@ fn layer_turn(store: &Store, digest: Digest) -> Arc<tokio::sync::Mutex<()>> {
     turn
 }
 
+/// The digest of the uncompressed tar an earlier [`open_layer`] derived from the compressed
+/// layer `digest`, if it recorded one: what a garbage collector must keep alongside it.
+pub fn recorded_uncompressed(store: &Store, digest: &Digest) -> Option<Digest> {
+    let kind = DerivedKind::new(DIFFID_KIND).ok()?;
+    let bytes = store.get_derived(digest, &kind).ok()??;
+    Digest::parse(std::str::from_utf8(&bytes).ok()?.trim()).ok()
+}
+
 /// The uncompressed tar of a compressed layer, if an earlier open left it usable.
 fn cached_tar(store: &Store, layer: &LayerSpec) -> Result<Option<Blob>, LayerError> {
     let digest = layer.digest;

@@ -53,7 +53,10 @@ pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
 pub use dir::DirVolume;
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId, ReadSeek};
-pub use layer::{Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer};
+pub use layer::{
+    Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer,
+    recorded_uncompressed,
+};
 #[cfg(unix)]
 pub use materialize::{
     Devices, LinkMode, MaterializeError, MaterializeOptions, MaterializeReport, materialize,
