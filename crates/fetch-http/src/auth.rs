@@ -82,8 +82,16 @@ impl Credentials {
             // serde_json's message names line/column, never the values.
             message: format!("not valid Docker config JSON: {e}"),
         })?;
-        for (key, entry) in config.auths {
-            let host = normalize_host(&key);
+        // Several keys may name one host (`reg`, `https://reg/v1/`): the key written exactly
+        // as the host wins, then the first in byte order, so the same file always gives
+        // the same credentials (a map's iteration order would not).
+        let mut entries: Vec<_> = config
+            .auths
+            .into_iter()
+            .map(|(key, entry)| (normalize_host(&key), key, entry))
+            .collect();
+        entries.sort_by(|a, b| (a.1 != a.0, &a.1).cmp(&(b.1 != b.0, &b.1)));
+        for (host, key, entry) in entries {
             if self.by_host.contains_key(&host) {
                 continue;
             }
@@ -388,6 +396,22 @@ mod tests {
                 && !shown.contains("refresh-me")
                 && !shown.contains("from-code")
         );
+
+        // Found by the fuzzer: two keys for one host must not depend on map order.
+        std::fs::write(
+            &path,
+            r#"{"auths": {"https://r.example/v2/": {"identitytoken": "url-form"},
+                          "r.example": {"identitytoken": "exact"}}}"#,
+        )
+        .unwrap();
+        for _ in 0..20 {
+            let mut creds = Credentials::new();
+            creds.merge_docker_config(&path).unwrap();
+            assert_eq!(
+                creds.get("r.example"),
+                Some(&Credential::IdentityToken("exact".into()))
+            );
+        }
 
         std::fs::write(&path, r#"{"auths": {"x": {"auth": "!!!"}}}"#).unwrap();
         let err = Credentials::new().merge_docker_config(&path).unwrap_err();

@@ -98,12 +98,20 @@ fn parse_imf_fixdate(value: &str) -> Option<SystemTime> {
     let h: u64 = hms.next()?.parse().ok()?;
     let m: u64 = hms.next()?.parse().ok()?;
     let s: u64 = hms.next()?.parse().ok()?;
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+    // IMF-fixdate has a four-digit year; bounding it also keeps the arithmetic below far
+    // from overflow whatever a server sends.
+    if parts.next()? != "GMT"
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || h > 23
+        || m > 59
+        || s > 60
+    {
         return None;
     }
     let days = days_from_civil(year, month, day);
     let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -134,6 +142,17 @@ mod tests {
         );
         assert!(parse_retry_after("soon").is_none());
         assert!(parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT").is_none());
+        // Found by the fuzzer: years that overflow the date arithmetic.
+        for year in [
+            "99999999999999",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "0",
+        ] {
+            let date = format!("Sun, 06 Nov {year} 08:49:37 GMT");
+            assert!(parse_retry_after(&date).is_none(), "{date}");
+        }
+        assert!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
     }
 
     #[test]
