@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use crate::mutate::Mutator;
@@ -25,6 +26,9 @@ pub struct Options {
     pub max_execs: Option<u64>,
     /// Print a progress line every few seconds.
     pub progress: bool,
+    /// An input that runs longer than this is a hang: it is written to
+    /// `artifacts/<target>/hang-<hash>` and the process exits with status 1.
+    pub hang_timeout: Option<Duration>,
 }
 
 /// An input that made the target panic.
@@ -122,10 +126,66 @@ pub fn run_one(target: &Target, data: &[u8]) -> Result<Feedback, String> {
     })
 }
 
+/// What the hang watchdog sees of the fuzzing thread.
+#[derive(Default)]
+struct Current {
+    /// Executions started so far.
+    started: AtomicU64,
+    /// The input being executed.
+    input: Mutex<Vec<u8>>,
+    /// The run is over.
+    done: AtomicBool,
+}
+
+/// Starts a thread that ends the process when one execution takes longer than `timeout`,
+/// after writing the input to `artifacts/<target>/hang-<hash>`.
+fn watchdog(target: &'static str, timeout: Duration, current: Arc<Current>) {
+    std::thread::spawn(move || {
+        let tick = Duration::from_millis(100).min(timeout);
+        let mut last = u64::MAX;
+        let mut since = Instant::now();
+        while !current.done.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            let started = current.started.load(Ordering::Relaxed);
+            if started != last {
+                last = started;
+                since = Instant::now();
+                continue;
+            }
+            if since.elapsed() < timeout || current.done.load(Ordering::Relaxed) {
+                continue;
+            }
+            let input = current
+                .input
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let dir = crate::artifacts_dir(target);
+            let path = dir.join(format!("hang-{:016x}", crate::fnv64(&input)));
+            let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &input));
+            println!(
+                "\n{target}: HANG: one input has run for more than {timeout:?}\n\
+                 input ({} bytes) {}\nreplay:  cargo xtask fuzz --replay {} {target}",
+                input.len(),
+                match saved {
+                    Ok(()) => format!("written to {}", path.display()),
+                    Err(e) => format!("not written ({e}): {:?}", String::from_utf8_lossy(&input)),
+                },
+                path.display()
+            );
+            std::process::exit(1);
+        }
+    });
+}
+
 /// Fuzzes `target` starting from `seeds` until the time or execution budget is spent or
 /// an input panics.
-pub fn fuzz(target: &Target, seeds: Vec<Vec<u8>>, options: &Options) -> Report {
+pub fn fuzz(target: &'static Target, seeds: Vec<Vec<u8>>, options: &Options) -> Report {
     let start = Instant::now();
+    let current = Arc::new(Current::default());
+    if let Some(timeout) = options.hang_timeout {
+        watchdog(target.name, timeout, Arc::clone(&current));
+    }
     let mut rng = Rng::new(options.seed);
     let mutator = Mutator {
         dictionary: target.dictionary,
@@ -145,6 +205,15 @@ pub fn fuzz(target: &Target, seeds: Vec<Vec<u8>>, options: &Options) -> Report {
     let mut next_progress = Duration::from_secs(5);
 
     let execute = |input: &[u8], report: &mut Report| -> Option<Feedback> {
+        if options.hang_timeout.is_some() {
+            let mut slot = current
+                .input
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slot.clear();
+            slot.extend_from_slice(input);
+            current.started.fetch_add(1, Ordering::Relaxed);
+        }
         let began = Instant::now();
         let outcome = run_one(target, input);
         report.slowest = report.slowest.max(began.elapsed());
@@ -209,6 +278,7 @@ pub fn fuzz(target: &Target, seeds: Vec<Vec<u8>>, options: &Options) -> Report {
             corpus.push(input);
         }
     }
+    current.done.store(true, Ordering::Relaxed);
     report.elapsed = start.elapsed();
     report.corpus = corpus.len();
     report.features = features.len();

@@ -13,10 +13,12 @@ const USAGE: &str = "\
 usage: pkgload-fuzz <command>
 
   list                         the targets, one a line
-  run [TARGET...] [--time SECONDS] [--seed N] [--quiet]
+  run [TARGET...] [--time SECONDS] [--seed N] [--hang SECONDS] [--quiet]
                                fuzz each target (all when none given) for SECONDS
                                (default 10); stops at the first crash, writes it to
-                               fuzz/artifacts/TARGET/crash-HASH and exits 1
+                               fuzz/artifacts/TARGET/crash-HASH and exits 1; an input
+                               running longer than --hang (default 10) is written to
+                               fuzz/artifacts/TARGET/hang-HASH and exits 1 too
   replay TARGET FILE...        run the files through TARGET with normal panic output
   regressions [TARGET...]      replay fuzz/regressions/TARGET/* and fuzz/corpus/TARGET/*
   write-seeds [TARGET...]      write the seeds generated in code to fuzz/corpus/TARGET/
@@ -141,6 +143,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
     let mut time = Duration::from_secs(10);
     let mut seed = None;
     let mut progress = true;
+    let mut hang_timeout = Duration::from_secs(10);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -161,6 +164,14 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
                 );
             }
             "--quiet" => progress = false,
+            "--hang" => {
+                let value = args.next().ok_or("--hang needs a number of seconds")?;
+                let secs: f64 = value
+                    .parse()
+                    .map_err(|_| format!("--hang {value}: not a number of seconds"))?;
+                hang_timeout = Duration::try_from_secs_f64(secs)
+                    .map_err(|_| format!("--hang {value}: not a duration"))?;
+            }
             name if !name.starts_with('-') => names.push(name.to_owned()),
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         }
@@ -180,6 +191,7 @@ fn fuzz(args: &[String]) -> Result<bool, String> {
             time,
             max_execs: None,
             progress,
+            hang_timeout: Some(hang_timeout),
         };
         let report = engine::fuzz(target, seeds, &options);
         println!(

@@ -48,6 +48,7 @@ fn a_short_fixed_seed_run_finds_nothing() {
             time: Duration::from_secs(20),
             max_execs: Some(1500),
             progress: false,
+            hang_timeout: None,
         };
         let report = engine::fuzz(target, (target.seeds)(), &options);
         if let Some(crash) = report.crash {
@@ -68,7 +69,7 @@ fn a_panicking_target_is_caught_and_reported() {
         assert!(data.len() < 3, "input too long: {}", data.len());
         pkgload_fuzz::targets::Feedback::new("fine")
     }
-    let target = pkgload_fuzz::Target {
+    static TARGET: pkgload_fuzz::Target = pkgload_fuzz::Target {
         name: "boom",
         about: "panics on inputs of 3 bytes or more",
         run: boom,
@@ -76,8 +77,9 @@ fn a_panicking_target_is_caught_and_reported() {
         dictionary: &[b"abc"],
         max_len: 16,
     };
-    assert!(engine::run_one(&target, b"ab").is_ok());
-    let message = engine::run_one(&target, b"abcd").unwrap_err();
+    let target = &TARGET;
+    assert!(engine::run_one(target, b"ab").is_ok());
+    let message = engine::run_one(target, b"abcd").unwrap_err();
     assert!(message.contains("input too long: 4"), "{message}");
     assert!(message.contains("tests/replay.rs"), "{message}");
     let options = Options {
@@ -86,7 +88,7 @@ fn a_panicking_target_is_caught_and_reported() {
         max_execs: Some(100_000),
         progress: false,
     };
-    let report = engine::fuzz(&target, vec![b"a".to_vec()], &options);
+    let report = engine::fuzz(target, vec![b"a".to_vec()], &options);
     let crash = report.crash.expect("the engine must find a 3-byte input");
     assert!(crash.input.len() >= 3);
 }

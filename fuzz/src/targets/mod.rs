@@ -33,6 +33,7 @@ pub const TARGETS: &[Target] = &[
     text::VFS_PATH,
     text::RETRY_AFTER,
     text::PACKAGE_REF,
+    text::PLATFORM,
     json::MANIFEST,
     json::ARTIFACT,
     json::PACKAGE_CONFIG,
