@@ -87,6 +87,7 @@ fn a_panicking_target_is_caught_and_reported() {
         time: Duration::from_secs(10),
         max_execs: Some(100_000),
         progress: false,
+        hang_timeout: None,
     };
     let report = engine::fuzz(target, vec![b"a".to_vec()], &options);
     let crash = report.crash.expect("the engine must find a 3-byte input");
