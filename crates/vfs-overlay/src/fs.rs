@@ -221,6 +221,18 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// is one, so no copy.
     fn node_read_all(&self, path: &VfsPath) -> Result<Bytes>;
 
+    /// A shortcut for symlink resolution, answered in one probe where the filesystem can:
+    /// `Some(kind)` when every component of `path` but the last is a directory (present, not
+    /// a symlink) as [`FileSystem::node_metadata`] would report it, `kind` being what that
+    /// reports for the last component (`None` if it does not exist). `None` when the
+    /// filesystem cannot tell cheaply or the parents are not all real directories: the
+    /// resolver then walks the path one component at a time, with the same result.
+    ///
+    /// `path` is never `/`. `None` by default.
+    fn node_lookup(&self, _path: &VfsPath) -> Option<Option<FileType>> {
+        None
+    }
+
     /// Whether the resolved directory `path` exists only because deeper entries need it (a
     /// tar with no entry of its own for it). An [`crate::Overlay`] then keeps a lower
     /// layer's attributes for it. `false` by default.

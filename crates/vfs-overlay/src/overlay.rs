@@ -17,7 +17,7 @@
 //!
 //! A bare `.wh.`, `.wh..` and `.wh...` are errors. Whiteout entries never show.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,7 +34,8 @@ struct FlatNode {
     /// Index of the layer that provides this entry; `None` only for `/` with no layers.
     layer: Option<usize>,
     kind: FileType,
-    children: BTreeSet<String>,
+    /// Visible child names with their kinds, so a listing needs no lookup per child.
+    children: BTreeMap<String, FileType>,
 }
 
 /// Read-only layers merged with OCI whiteout rules. Writes fail with
@@ -75,7 +76,7 @@ fn remove_subtree(table: &mut HashMap<VfsPath, FlatNode>, path: &VfsPath) {
     let mut stack = vec![path.clone()];
     while let Some(p) = stack.pop() {
         if let Some(node) = table.remove(&p) {
-            stack.extend(node.children.iter().map(|c| p.child(c)));
+            stack.extend(node.children.keys().map(|c| p.child(c)));
         }
     }
 }
@@ -94,7 +95,7 @@ impl Overlay {
             FlatNode {
                 layer: None,
                 kind: FileType::Dir,
-                children: BTreeSet::new(),
+                children: BTreeMap::new(),
             },
         );
         for (index, layer) in layers.iter().enumerate() {
@@ -160,7 +161,7 @@ fn apply_layer(
         if opaque {
             let lower: Vec<VfsPath> = table
                 .get(&dir)
-                .map(|n| n.children.iter().map(|c| dir.child(c)).collect())
+                .map(|n| n.children.keys().map(|c| dir.child(c)).collect())
                 .unwrap_or_default();
             for child in &lower {
                 remove_subtree(table, child);
@@ -184,14 +185,14 @@ fn apply_layer(
                 if let Some(name) = path.file_name()
                     && let Some(parent) = table.get_mut(&dir)
                 {
-                    parent.children.insert(name.to_owned());
+                    parent.children.insert(name.to_owned(), kind);
                 }
                 table.insert(
                     path.clone(),
                     FlatNode {
                         layer: Some(index),
                         kind,
-                        children: BTreeSet::new(),
+                        children: BTreeMap::new(),
                     },
                 );
             }
@@ -219,14 +220,22 @@ impl FileSystem for Overlay {
         Ok(node
             .children
             .iter()
-            .filter_map(|name| {
-                let kind = self.table.get(&path.child(name))?.kind;
-                Some(DirEntry {
-                    name: name.clone(),
-                    kind,
-                })
+            .map(|(name, &kind)| DirEntry {
+                name: name.clone(),
+                kind,
             })
             .collect())
+    }
+
+    fn node_lookup(&self, path: &VfsPath) -> Option<Option<FileType>> {
+        // Every entry of the flattened table hangs from directories of the table (a layer's
+        // entries are applied below directories only, and replacing an entry drops its
+        // subtree), so an entry found is reached through real directories only.
+        if let Some(node) = self.table.get(path) {
+            return Some(Some(node.kind));
+        }
+        let parent = self.table.get(path.parent_str())?;
+        (parent.kind == FileType::Dir).then_some(None)
     }
 
     fn node_read_link(&self, path: &VfsPath) -> Result<String> {

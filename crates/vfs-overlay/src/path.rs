@@ -140,6 +140,50 @@ impl VfsPath {
         }
     }
 
+    /// `self` followed by `names`, each an already valid component (as [`VfsPath::child`]),
+    /// built in one allocation.
+    pub(crate) fn with_components<'b>(&self, names: impl Iterator<Item = &'b str>) -> VfsPath {
+        let mut s = if self.is_root() {
+            String::new()
+        } else {
+            self.0.clone()
+        };
+        for name in names {
+            debug_assert!(!name.contains('/') && name != "." && name != ".." && !name.is_empty());
+            s.push('/');
+            s.push_str(name);
+        }
+        if s.is_empty() {
+            return Self::root();
+        }
+        VfsPath(s)
+    }
+
+    /// The containing directory as a string (`/` for `/` and its children), without
+    /// allocating: maps keyed by `VfsPath` can be probed with it (see the `Borrow` impl).
+    pub(crate) fn parent_str(&self) -> &str {
+        match self.0.rfind('/') {
+            Some(0) | None => "/",
+            Some(i) => self.0.get(..i).unwrap_or("/"),
+        }
+    }
+
+    /// The first `end` bytes of the path (`end` at a component boundary, `0` for `/`).
+    pub(crate) fn prefix_str(&self, end: usize) -> &str {
+        match self.0.get(..end) {
+            Some("") | None => "/",
+            Some(p) => p,
+        }
+    }
+
+    /// The part after the first `end` bytes (`end` at a component boundary), rooted at `/`.
+    pub(crate) fn tail(&self, end: usize) -> VfsPath {
+        match self.0.get(end..) {
+            Some("") | None => Self::root(),
+            Some(rest) => VfsPath(rest.to_owned()),
+        }
+    }
+
     fn from_parts(parts: Vec<&str>) -> VfsPath {
         if parts.is_empty() {
             return Self::root();
@@ -162,6 +206,14 @@ impl fmt::Display for VfsPath {
 impl fmt::Debug for VfsPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Hashes, compares and orders as the string it holds, so maps keyed by `VfsPath` can be
+/// probed with a `&str` (a parent or prefix slice) without building a path.
+impl std::borrow::Borrow<str> for VfsPath {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

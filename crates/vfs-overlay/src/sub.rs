@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
-use crate::fs::{DirEntry, FileReader, FileSystem, Metadata, NodeId};
+use crate::fs::{DirEntry, FileReader, FileSystem, FileType, Metadata, NodeId};
 use crate::path::VfsPath;
 
 /// A directory of another filesystem, rooted at `/`.
@@ -56,6 +56,11 @@ impl FileSystem for SubFs {
     }
     fn node_read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>> {
         self.outer(self.inner.node_read_dir(&self.inner_path(path)))
+    }
+    fn node_lookup(&self, path: &VfsPath) -> Option<Option<FileType>> {
+        // The base's own components were resolved to real directories when it was made,
+        // and the component walk does not check them again either.
+        self.inner.node_lookup(&self.inner_path(path))
     }
     fn node_read_link(&self, path: &VfsPath) -> Result<String> {
         self.outer(self.inner.node_read_link(&self.inner_path(path)))

@@ -42,7 +42,7 @@
 //!   seconds, negative → 0), else from the ustar/GNU header fields; a uid or gid above
 //!   `u32::MAX` is clamped to it. PAX global headers are not applied.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io::Cursor;
 use std::sync::Arc;
@@ -198,10 +198,35 @@ impl TarEntry {
     }
 }
 
+impl TarEntryKind {
+    fn file_type(self) -> FileType {
+        match self {
+            TarEntryKind::File | TarEntryKind::Hardlink => FileType::File,
+            TarEntryKind::Dir => FileType::Dir,
+            TarEntryKind::Symlink => FileType::Symlink,
+            TarEntryKind::Other => FileType::Other,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     entry: TarEntry,
-    children: BTreeSet<String>,
+    /// Child names with their kinds, so a listing needs no lookup per child.
+    children: BTreeMap<String, FileType>,
+    /// `nlink` as `lstat` reports it, computed once the index is complete
+    /// ([`TarIndex::finish`]): names sharing the data range, or 2 + subdirectories.
+    nlink: u64,
+}
+
+impl Node {
+    fn new(entry: TarEntry) -> Node {
+        Node {
+            entry,
+            children: BTreeMap::new(),
+            nlink: 1,
+        }
+    }
 }
 
 /// The headers of one tar: a path table with each file's data range.
@@ -209,8 +234,6 @@ struct Node {
 pub struct TarIndex {
     tar_len: u64,
     nodes: HashMap<VfsPath, Node>,
-    /// Names sharing one data range (a file and its hardlinks), keyed by data offset.
-    links: HashMap<u64, u64>,
 }
 
 impl fmt::Debug for TarIndex {
@@ -310,16 +333,9 @@ impl TarIndex {
         let mut nodes = HashMap::new();
         nodes.insert(
             VfsPath::root(),
-            Node {
-                entry: TarEntry::implied_dir(VfsPath::root()),
-                children: BTreeSet::new(),
-            },
+            Node::new(TarEntry::implied_dir(VfsPath::root())),
         );
-        TarIndex {
-            tar_len,
-            nodes,
-            links: HashMap::new(),
-        }
+        TarIndex { tar_len, nodes }
     }
 
     /// Scans the headers of an uncompressed tar (see the module docs for what is accepted).
@@ -432,7 +448,7 @@ impl TarIndex {
         if !data.is_empty() && !marker.is_some_and(|b| b.iter().all(|&x| x == 0)) {
             return Err(TarError::MissingEnd { at: end });
         }
-        index.count_links();
+        index.finish();
         Ok(index)
     }
 
@@ -494,20 +510,14 @@ impl TarIndex {
             return Ok(());
         }
         self.remove_subtree(&path);
-        self.link_child(&parent, &path);
-        self.nodes.insert(
-            path,
-            Node {
-                entry,
-                children: BTreeSet::new(),
-            },
-        );
+        self.link_child(&parent, &path, entry.kind);
+        self.nodes.insert(path, Node::new(entry));
         Ok(())
     }
 
-    fn link_child(&mut self, parent: &VfsPath, path: &VfsPath) {
+    fn link_child(&mut self, parent: &VfsPath, path: &VfsPath, kind: TarEntryKind) {
         if let (Some(p), Some(name)) = (self.nodes.get_mut(parent), path.file_name()) {
-            p.children.insert(name.to_owned());
+            p.children.insert(name.to_owned(), kind.file_type());
         }
     }
 
@@ -537,15 +547,10 @@ impl TarIndex {
         while let Some(path) = missing.pop() {
             self.remove_subtree(&path);
             if let Some(parent) = path.parent() {
-                self.link_child(&parent, &path);
+                self.link_child(&parent, &path, TarEntryKind::Dir);
             }
-            self.nodes.insert(
-                path.clone(),
-                Node {
-                    entry: TarEntry::implied_dir(path),
-                    children: BTreeSet::new(),
-                },
-            );
+            self.nodes
+                .insert(path.clone(), Node::new(TarEntry::implied_dir(path)));
         }
     }
 
@@ -559,17 +564,35 @@ impl TarIndex {
         let mut stack = vec![path.clone()];
         while let Some(p) = stack.pop() {
             if let Some(node) = self.nodes.remove(&p) {
-                stack.extend(node.children.iter().map(|c| p.child(c)));
+                stack.extend(node.children.keys().map(|c| p.child(c)));
             }
         }
     }
 
-    fn count_links(&mut self) {
-        self.links.clear();
+    /// Computes what `lstat` needs once the table is complete, so a lookup is one probe:
+    /// each name's `nlink` (the names sharing a data range, or 2 + a directory's
+    /// subdirectories, counted from the kinds kept with its child names).
+    fn finish(&mut self) {
+        let mut links: HashMap<u64, u64> = HashMap::new();
         for node in self.nodes.values() {
             if node.entry.has_data() {
-                *self.links.entry(node.entry.offset).or_insert(0) += 1;
+                *links.entry(node.entry.offset).or_insert(0) += 1;
             }
+        }
+        for node in self.nodes.values_mut() {
+            node.nlink = match node.entry.kind {
+                TarEntryKind::File | TarEntryKind::Hardlink => {
+                    links.get(&node.entry.offset).copied().unwrap_or(1)
+                }
+                TarEntryKind::Dir => {
+                    2 + node
+                        .children
+                        .values()
+                        .filter(|k| **k == FileType::Dir)
+                        .count() as u64
+                }
+                TarEntryKind::Symlink | TarEntryKind::Other => 1,
+            };
         }
     }
 
@@ -726,21 +749,15 @@ impl TarIndex {
                             )));
                         }
                     }
-                    index.link_child(&parent, &path);
-                    index.nodes.insert(
-                        path,
-                        Node {
-                            entry,
-                            children: BTreeSet::new(),
-                        },
-                    );
+                    index.link_child(&parent, &path, entry.kind);
+                    index.nodes.insert(path, Node::new(entry));
                 }
             }
         }
         if !seen_root {
             return Err(bad("`/` is missing".to_owned()));
         }
-        index.count_links();
+        index.finish();
         Ok(index)
     }
 }
@@ -838,34 +855,13 @@ impl FileSystem for TarVolume {
     fn node_metadata(&self, path: &VfsPath) -> Result<Metadata> {
         let node = self.node(path)?;
         let e = &node.entry;
-        let (kind, size, nlink) = match e.kind {
-            TarEntryKind::File | TarEntryKind::Hardlink => (
-                FileType::File,
-                e.size,
-                self.index.links.get(&e.offset).copied().unwrap_or(1),
-            ),
-            TarEntryKind::Dir => {
-                let subdirs = node
-                    .children
-                    .iter()
-                    .filter(|c| {
-                        self.index
-                            .nodes
-                            .get(&path.child(c))
-                            .is_some_and(|n| n.entry.kind == TarEntryKind::Dir)
-                    })
-                    .count() as u64;
-                (FileType::Dir, 0, 2 + subdirs)
-            }
-            TarEntryKind::Symlink => (
-                FileType::Symlink,
-                e.link.as_ref().map_or(0, |l| l.len() as u64),
-                1,
-            ),
-            TarEntryKind::Other => (FileType::Other, 0, 1),
+        let size = match e.kind {
+            TarEntryKind::File | TarEntryKind::Hardlink => e.size,
+            TarEntryKind::Symlink => e.link.as_ref().map_or(0, |l| l.len() as u64),
+            TarEntryKind::Dir | TarEntryKind::Other => 0,
         };
         Ok(Metadata {
-            kind,
+            kind: e.kind.file_type(),
             mode: e.mode,
             uid: e.uid,
             gid: e.gid,
@@ -873,8 +869,18 @@ impl FileSystem for TarVolume {
                 .checked_add(Duration::from_secs(e.mtime))
                 .unwrap_or(SystemTime::UNIX_EPOCH),
             size,
-            nlink,
+            nlink: node.nlink,
         })
+    }
+
+    fn node_lookup(&self, path: &VfsPath) -> Option<Option<FileType>> {
+        // Every entry's parents are directories of the table (indexing replaces whatever
+        // was in the way), so an entry found is reached through real directories only.
+        if let Some(node) = self.index.nodes.get(path) {
+            return Some(Some(node.entry.kind.file_type()));
+        }
+        let parent = self.index.nodes.get(path.parent_str())?;
+        (parent.entry.kind == TarEntryKind::Dir).then_some(None)
     }
 
     fn node_read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>> {
@@ -885,18 +891,9 @@ impl FileSystem for TarVolume {
         Ok(node
             .children
             .iter()
-            .filter_map(|name| {
-                let child = self.index.nodes.get(&path.child(name))?;
-                let kind = match child.entry.kind {
-                    TarEntryKind::File | TarEntryKind::Hardlink => FileType::File,
-                    TarEntryKind::Dir => FileType::Dir,
-                    TarEntryKind::Symlink => FileType::Symlink,
-                    TarEntryKind::Other => FileType::Other,
-                };
-                Some(DirEntry {
-                    name: name.clone(),
-                    kind,
-                })
+            .map(|(name, &kind)| DirEntry {
+                name: name.clone(),
+                kind,
             })
             .collect())
     }
@@ -918,12 +915,7 @@ impl FileSystem for TarVolume {
     fn footprint(&self) -> Result<Footprint> {
         let mut out = Footprint::default();
         for node in self.index.nodes.values() {
-            out.add(match node.entry.kind {
-                TarEntryKind::File | TarEntryKind::Hardlink => FileType::File,
-                TarEntryKind::Dir => FileType::Dir,
-                TarEntryKind::Symlink => FileType::Symlink,
-                TarEntryKind::Other => FileType::Other,
-            });
+            out.add(node.entry.kind.file_type());
         }
         out.bytes = self.index.content_bytes();
         Ok(out)

@@ -268,6 +268,65 @@ impl Union {
 }
 
 impl FileSystem for Union {
+    /// Finds the serving mount once and asks it for the rest of the path. Only the
+    /// directories the mount table makes (mount points and the paths on the way to them)
+    /// are checked here, one by one as the component walk would; a path that is itself in
+    /// the table is left to that walk.
+    fn node_lookup(&self, path: &VfsPath) -> Option<Option<FileType>> {
+        // (end of the prefix in `path`, what is mounted there) for every mount on the way,
+        // and the ends of the prefixes the table makes directories without a mount.
+        let mut mounts: Vec<(usize, Arc<dyn FileSystem>)> = Vec::new();
+        let mut on_the_way: Vec<usize> = Vec::new();
+        {
+            let table = self.table();
+            let mut node = &*table;
+            if let Some(fs) = &node.fs {
+                mounts.push((0, Arc::clone(fs)));
+            }
+            let mut end = 0;
+            let mut left = false;
+            for name in path.components() {
+                let Some(child) = node.children.get(name) else {
+                    left = true;
+                    break;
+                };
+                end += 1 + name.len();
+                node = child;
+                match &child.fs {
+                    Some(fs) => mounts.push((end, Arc::clone(fs))),
+                    None => on_the_way.push(end),
+                }
+            }
+            if !left {
+                return None;
+            }
+        }
+        // A mount point is its filesystem's `/`: a directory, or the walk would stop there.
+        for (end, fs) in &mounts {
+            if *end > 0 && !fs.node_metadata(&VfsPath::root()).is_ok_and(|m| m.is_dir()) {
+                return None;
+            }
+        }
+        // A directory on the way to a mount shows as one whatever the covering mount has
+        // there, unless the covering mount fails to say (an I/O error, say).
+        for end in on_the_way {
+            let Some((mp_end, fs)) = mounts.iter().rev().find(|(mp_end, _)| *mp_end < end) else {
+                continue;
+            };
+            let inner = VfsPath::new(path.prefix_str(end)).ok()?.tail(*mp_end);
+            match fs.node_metadata(&inner) {
+                Ok(_) | Err(VfsError::NotFound(_) | VfsError::NotADirectory(_)) => {}
+                Err(_) => return None,
+            }
+        }
+        let (mp_end, fs) = mounts.last()?;
+        if *mp_end == 0 {
+            fs.node_lookup(path)
+        } else {
+            fs.node_lookup(&path.tail(*mp_end))
+        }
+    }
+
     fn node_metadata(&self, path: &VfsPath) -> Result<Metadata> {
         let loc = self.locate(path);
         let shadowing = loc.is_shadowing(path);
