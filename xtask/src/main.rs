@@ -3,7 +3,9 @@
 //! `cargo xtask help` lists the commands. `cargo xtask test` is the one command that checks a
 //! change; CI runs exactly that (through `.ci/run`).
 
+mod bench;
 mod cmd;
+mod fixtures;
 mod fuzz;
 mod test_task;
 mod tools;
@@ -11,8 +13,6 @@ mod tools;
 use std::ffi::OsString;
 use std::fmt;
 use std::process::ExitCode;
-
-use cmd::Cmd;
 
 const HELP: &str = "\
 cargo xtask: pkgload's repository tooling
@@ -31,10 +31,27 @@ commands:
         -- <args>    passed to the test runner, e.g. a test-name filter or `-p <crate>`
                      (with `-p`/`--package` the runner is not given `--workspace`)
 
-  bench [<args>...]
-      cargo bench --workspace <args>: the criterion benchmarks. Arguments are passed
-      through unchanged; those after a `--` reach criterion, e.g.
-      `cargo xtask bench -p cache-core -- --save-baseline main`.
+  fixtures [--scale X] [--only NAME]... [--push]
+      Writes the deterministic (seeded) OCI layouts the benchmarks and end-to-end tests
+      use under target/fixtures/: image-512m (16 gzip layers, 4,096 incompressible
+      files), image-1g (one layer), image-oci-rules (whiteouts, opaque directory,
+      symlink chains, hardlinks, odd modes), universe (packages with dependencies, one
+      needing backtracking) and tree-200 (200 packages, ROOT/acme/pkg-NNN, tag 1.0.0),
+      the last two built with the release `pkgload pack`. Sizes scale with --scale or
+      $PKGLOAD_FIXTURE_SCALE (e.g. 0.125); a fixture whose stamp matches is reused.
+        --push       also start a loopback docker-registry, push the images (skopeo)
+                     and packages (pkgload push) into it, and stop it
+
+  bench [--quick] [--only NAME]... [--runs N] [--scale X] [--micro] [--no-cargo-bench]
+      The end-to-end benchmark: builds pkgload (release), generates the fixtures, starts
+      a loopback docker-registry, pushes them, and measures pkgload side by side with
+      its peers (skopeo, curl --parallel + sha256sum, umoci) as min/median/max over N
+      runs (default 3; --quick: scale 0.125 and 1 run); captures the resolver and
+      sha256-ingest figures of `cargo bench -p resolve-graph` / `-p cache-core`. Writes
+      target/bench/report.md and target/bench/report.json. NAME is one of fetch, curl,
+      unpack, warm-ls, warm-load, rss, jobs, resolve, ingest.
+        --micro      instead, run every crate's criterion micro-benchmarks
+                     (cargo bench --workspace; arguments after -- reach criterion)
 
   fuzz [TARGET...] [--time SECONDS] [--seed N]
   fuzz --list | --regressions | --replay FILE TARGET
@@ -91,7 +108,20 @@ fn run(args: Vec<OsString>) -> Result<()> {
                 Ok(())
             }
         },
-        Some("bench") => bench(args.collect()),
+        Some("bench") => match bench::Options::parse(args)? {
+            Some(options) => bench::run(&options),
+            None => {
+                print!("{HELP}");
+                Ok(())
+            }
+        },
+        Some("fixtures") => match fixtures::Options::parse(args)? {
+            Some(options) => fixtures::run(&options),
+            None => {
+                print!("{HELP}");
+                Ok(())
+            }
+        },
         Some("fuzz") => match fuzz::Options::parse(args)? {
             Some(options) => fuzz::run(&options),
             None => {
@@ -108,13 +138,4 @@ fn run(args: Vec<OsString>) -> Result<()> {
             command.to_string_lossy()
         ))),
     }
-}
-
-/// `cargo xtask bench`: `cargo bench` over the workspace, arguments passed through.
-fn bench(args: Vec<OsString>) -> Result<()> {
-    let mut bench = Cmd::cargo().arg("bench");
-    if !cmd::selects_packages(&args) {
-        bench = bench.arg("--workspace");
-    }
-    bench.args(args).run()
 }

@@ -1,0 +1,1140 @@
+//! `cargo xtask bench`: the end-to-end benchmark. pkgload side by side with its peers in
+//! one run, against a loopback `docker-registry`, written to `target/bench/report.md` and
+//! `target/bench/report.json`. `--micro` runs the crates' criterion benchmarks instead.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::cmd::Cmd;
+use crate::fixtures::{self, Fixtures, IMAGE_TAG, Registry, io_err, remove_dir};
+use crate::tools::Tool;
+use crate::{Error, Result};
+
+/// What `--only` accepts.
+const NAMES: [&str; 9] = [
+    "fetch",
+    "curl",
+    "unpack",
+    "warm-ls",
+    "warm-load",
+    "rss",
+    "jobs",
+    "resolve",
+    "ingest",
+];
+/// The latency the delaying proxy adds to every request of the `jobs` benchmark.
+const PROXY_DELAY: Duration = Duration::from_millis(10);
+const QUICK_SCALE: f64 = 0.125;
+
+/// `cargo xtask bench` options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub quick: bool,
+    pub only: Vec<String>,
+    pub runs: Option<usize>,
+    pub scale: Option<f64>,
+    pub micro: bool,
+    pub cargo_bench: bool,
+    pub passthrough: Vec<OsString>,
+}
+
+impl Options {
+    /// `None` for `--help`.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Self>> {
+        let mut options = Self {
+            cargo_bench: true,
+            ..Self::default()
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let text = arg.to_string_lossy().into_owned();
+            let mut value = |what: &str| {
+                args.next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .ok_or_else(|| Error::new(format!("{what} needs a value")))
+            };
+            match text.as_str() {
+                "--quick" => options.quick = true,
+                "--micro" => options.micro = true,
+                "--no-cargo-bench" => options.cargo_bench = false,
+                "--only" => {
+                    let name = value("--only")?;
+                    if !NAMES.contains(&name.as_str()) {
+                        return Err(Error::new(format!(
+                            "unknown benchmark `{name}`; the benchmarks are {}",
+                            NAMES.join(", ")
+                        )));
+                    }
+                    options.only.push(name);
+                }
+                "--runs" => {
+                    let runs = value("--runs")?;
+                    options.runs = Some(
+                        runs.parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| Error::new(format!("--runs `{runs}`: not a count")))?,
+                    );
+                }
+                "--scale" => {
+                    let scale = value("--scale")?;
+                    options.scale = Some(
+                        scale
+                            .parse()
+                            .ok()
+                            .filter(|s: &f64| *s > 0.0 && *s <= 16.0)
+                            .ok_or_else(|| Error::new(format!("--scale `{scale}`")))?,
+                    );
+                }
+                "-h" | "--help" => return Ok(None),
+                _ if options.micro => {
+                    options.passthrough.push(arg);
+                    options.passthrough.extend(args);
+                    break;
+                }
+                other => return Err(Error::new(format!("bench: unknown argument `{other}`"))),
+            }
+        }
+        Ok(Some(options))
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|n| n == name))
+            && (self.cargo_bench || !matches!(name, "resolve" | "ingest"))
+    }
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    if options.micro {
+        let mut bench = Cmd::cargo().arg("bench");
+        if !crate::cmd::selects_packages(&options.passthrough) {
+            bench = bench.arg("--workspace");
+        }
+        return bench.args(&options.passthrough).run();
+    }
+    let started = Instant::now();
+    let scale = match options.scale {
+        Some(scale) => scale,
+        None => fixtures::env_scale()?.unwrap_or(if options.quick { QUICK_SCALE } else { 1.0 }),
+    };
+    let runs = options.runs.unwrap_or(if options.quick { 1 } else { 3 });
+    ensure_tools(options)?;
+    let pkgload = fixtures::build_pkgload()?;
+    let needs = |fixture: &str| match fixture {
+        "image-512m" => ["fetch", "curl", "unpack", "warm-ls", "warm-load"]
+            .iter()
+            .any(|n| options.wants(n)),
+        "image-1g" => options.wants("rss"),
+        "tree-200" => options.wants("jobs"),
+        _ => false,
+    };
+    let fixtures = fixtures::generate(scale, Some(&pkgload), &needs)?;
+    let out_dir = fixtures::target_dir().join("bench");
+    let work = out_dir.join("work");
+    remove_dir(&work)?;
+    fs::create_dir_all(&work).map_err(io_err(&work))?;
+
+    let mut bench = Bench {
+        pkgload,
+        fixtures,
+        work: work.clone(),
+        runs,
+        registry: None,
+        rows: Vec::new(),
+        captured: Vec::new(),
+    };
+    if ["fetch", "curl", "warm-load", "rss", "jobs"]
+        .iter()
+        .any(|n| options.wants(n))
+    {
+        let registry = Registry::start(&out_dir.join("registry"))?;
+        eprintln!("docker-registry listening on {}", registry.addr);
+        fixtures::push(&bench.fixtures, &registry, &bench.pkgload, &needs)?;
+        bench.registry = Some(registry);
+    }
+    let mut failures = Vec::new();
+    let mut attempt = |name: &str, result: Result<()>| {
+        if let Err(err) = result {
+            eprintln!("bench {name}: FAILED: {err}");
+            failures.push(format!("{name}: {err}"));
+        }
+    };
+    if options.wants("fetch") || options.wants("curl") {
+        let r = bench.fetch(options.wants("fetch"), options.wants("curl"));
+        attempt("fetch", r);
+    }
+    if options.wants("unpack") || options.wants("warm-ls") {
+        let r = bench.unpack(options.wants("unpack"), options.wants("warm-ls"));
+        attempt("unpack", r);
+    }
+    if options.wants("warm-load") {
+        let r = bench.warm_load();
+        attempt("warm-load", r);
+    }
+    if options.wants("rss") {
+        let r = bench.rss();
+        attempt("rss", r);
+    }
+    if options.wants("jobs") {
+        let r = bench.jobs();
+        attempt("jobs", r);
+    }
+    bench.registry = None;
+    if options.wants("resolve") {
+        let r = bench.cargo_bench("resolve-graph", "resolve", options.quick, &[]);
+        attempt("resolve", r);
+    }
+    if options.wants("ingest") {
+        let bytes = ((1u64 << 30) as f64 * scale) as u64;
+        let r = bench.cargo_bench(
+            "cache-core",
+            "store",
+            options.quick,
+            &[("PKGLOAD_BENCH_BYTES", bytes.max(1 << 20).to_string())],
+        );
+        attempt("ingest", r);
+    }
+    let _ = remove_dir(&work);
+    let report = Report {
+        rows: &bench.rows,
+        captured: &bench.captured,
+        failures: &failures,
+        scale,
+        runs,
+        quick: options.quick,
+        took: started.elapsed(),
+        machine: machine(),
+    };
+    fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
+    let md = report.markdown();
+    let md_path = out_dir.join("report.md");
+    fs::write(&md_path, &md).map_err(io_err(&md_path))?;
+    let json_path = out_dir.join("report.json");
+    fs::write(&json_path, report.json()).map_err(io_err(&json_path))?;
+    println!("{md}");
+    eprintln!(
+        "wrote {} and {} in {:.0} s",
+        md_path.display(),
+        json_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "{} benchmark(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        )))
+    }
+}
+
+fn ensure_tools(options: &Options) -> Result<()> {
+    let mut tools = vec![
+        Tool {
+            binary: "docker-registry",
+            package: "docker-registry",
+            why: "bench: the loopback registry",
+        },
+        Tool {
+            binary: "skopeo",
+            package: "skopeo",
+            why: "bench: pushing the fixtures, the peer of pkgload fetch",
+        },
+    ];
+    if options.wants("unpack") || options.wants("warm-ls") {
+        tools.push(Tool {
+            binary: "umoci",
+            package: "umoci",
+            why: "bench: the peer of pkgload unpack",
+        });
+    }
+    if options.wants("curl") {
+        tools.push(Tool {
+            binary: "curl",
+            package: "curl",
+            why: "bench: the wire-and-hash limit (curl --parallel + sha256sum)",
+        });
+    }
+    if options.wants("rss") {
+        tools.push(Tool {
+            binary: "time",
+            package: "time",
+            why: "bench: peak RSS (/usr/bin/time -v)",
+        });
+    }
+    crate::tools::ensure(&tools).map(|_| ())
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    Seconds,
+    Mib,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Goal {
+    /// pkgload's median over the peer's at most this.
+    RatioAtMost(f64),
+    /// The peer's median over pkgload's at least this (a speed-up).
+    SpeedupAtLeast(f64),
+    /// pkgload's worst at most this many of the unit.
+    AtMost(f64),
+    None,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    key: &'static str,
+    what: String,
+    ours_name: String,
+    peer_name: String,
+    unit: Unit,
+    ours: Vec<f64>,
+    peer: Vec<f64>,
+    goal: Goal,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        let (ours, peer) = (median(&self.ours)?, median(&self.peer)?);
+        match self.goal {
+            Goal::SpeedupAtLeast(_) => Some(peer / ours),
+            _ => Some(ours / peer),
+        }
+    }
+
+    fn met(&self) -> Option<bool> {
+        match self.goal {
+            Goal::RatioAtMost(bar) => self.ratio().map(|r| r <= bar),
+            Goal::SpeedupAtLeast(bar) => self.ratio().map(|r| r >= bar),
+            Goal::AtMost(bar) => max(&self.ours).map(|m| m <= bar),
+            Goal::None => None,
+        }
+    }
+
+    fn goal_text(&self) -> String {
+        match self.goal {
+            Goal::RatioAtMost(bar) => format!("≤ {bar}×"),
+            Goal::SpeedupAtLeast(bar) => format!("≥ {bar}× faster"),
+            Goal::AtMost(bar) => format!("≤ {bar} {}", self.unit_text()),
+            Goal::None => "—".to_owned(),
+        }
+    }
+
+    fn unit_text(&self) -> &'static str {
+        match self.unit {
+            Unit::Seconds => "s",
+            Unit::Mib => "MiB",
+        }
+    }
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let v = sorted(values);
+    let n = v.len();
+    if n == 0 {
+        None
+    } else if n % 2 == 1 {
+        v.get(n / 2).copied()
+    } else {
+        Some((v.get(n / 2 - 1)? + v.get(n / 2)?) / 2.0)
+    }
+}
+
+fn max(values: &[f64]) -> Option<f64> {
+    sorted(values).last().copied()
+}
+
+fn min(values: &[f64]) -> Option<f64> {
+    sorted(values).first().copied()
+}
+
+/// Runs a command with its output captured; its wall time. A failure is an error carrying
+/// the end of its stderr.
+fn timed(command: &mut Command) -> Result<Duration> {
+    let (took, _) = timed_output(command)?;
+    Ok(took)
+}
+
+fn timed_output(command: &mut Command) -> Result<(Duration, String)> {
+    command.stdin(Stdio::null());
+    let shown = format!("{command:?}");
+    let started = Instant::now();
+    let output = command
+        .output()
+        .map_err(|e| Error::new(format!("cannot start {shown}: {e}")))?;
+    let took = started.elapsed();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(Error::new(format!(
+            "{shown} failed ({}):\n{tail}",
+            output.status
+        )));
+    }
+    Ok((took, String::from_utf8_lossy(&output.stderr).into_owned()))
+}
+
+struct Bench {
+    pkgload: PathBuf,
+    fixtures: Fixtures,
+    work: PathBuf,
+    runs: usize,
+    registry: Option<Registry>,
+    rows: Vec<Row>,
+    captured: Vec<(String, String)>,
+}
+
+impl Bench {
+    fn registry(&self) -> Result<&Registry> {
+        self.registry
+            .as_ref()
+            .ok_or_else(|| Error::new("the registry is not running"))
+    }
+
+    fn image_ref(&self, name: &str) -> Result<String> {
+        Ok(format!(
+            "{}/{}:{IMAGE_TAG}",
+            self.registry()?.host(),
+            fixtures::image_repository(name)
+        ))
+    }
+
+    fn pkgload(&self, cache: &Path) -> Command {
+        let mut command = Command::new(&self.pkgload);
+        command.arg("--cache-dir").arg(cache).arg("--quiet");
+        command
+    }
+
+    /// A fresh, empty directory under the work directory.
+    fn fresh(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.work.join(name);
+        remove_dir(&dir)?;
+        Ok(dir)
+    }
+
+    fn note(&self, what: &str, run: usize, took: Duration) {
+        eprintln!(
+            "bench {what}: run {}/{}: {:.3} s",
+            run + 1,
+            self.runs,
+            took.as_secs_f64()
+        );
+    }
+
+    /// Cold `pkgload fetch` of image-512m, `skopeo copy` and `curl --parallel` +
+    /// `sha256sum` of the same blobs, interleaved run by run.
+    fn fetch(&mut self, skopeo: bool, curl: bool) -> Result<()> {
+        let reference = self.image_ref("image-512m")?;
+        let host = self.registry()?.host();
+        let blobs = self.fixtures.blobs("image-512m")?;
+        let (mut ours, mut peer_skopeo, mut peer_curl) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..self.runs {
+            let cache = self.fresh("cache")?;
+            let took = timed(self.pkgload(&cache).arg("fetch").arg(&reference))?;
+            self.note("pkgload fetch (cold)", run, took);
+            ours.push(took.as_secs_f64());
+            remove_dir(&cache)?;
+            if skopeo {
+                let out = self.fresh("skopeo-out")?;
+                let took = timed(
+                    Command::new("skopeo")
+                        .args(["copy", "--quiet", "--src-tls-verify=false"])
+                        .arg(format!("docker://{reference}"))
+                        .arg(format!("oci:{}:{IMAGE_TAG}", out.display())),
+                )?;
+                self.note("skopeo copy", run, took);
+                peer_skopeo.push(took.as_secs_f64());
+                remove_dir(&out)?;
+            }
+            if curl {
+                let out = self.fresh("curl-out")?;
+                fs::create_dir_all(&out).map_err(io_err(&out))?;
+                let mut download = Command::new("curl");
+                download.args(["--parallel", "--parallel-max", "16", "-sSf"]);
+                for (i, digest) in blobs.iter().enumerate() {
+                    download
+                        .arg("-o")
+                        .arg(out.join(format!("blob-{i:03}")))
+                        .arg(format!(
+                            "http://{host}/v2/{}/blobs/{digest}",
+                            fixtures::image_repository("image-512m")
+                        ));
+                }
+                let mut hash = Command::new("sha256sum");
+                for i in 0..blobs.len() {
+                    hash.arg(out.join(format!("blob-{i:03}")));
+                }
+                let took = timed(&mut download)? + timed(&mut hash)?;
+                self.note("curl --parallel + sha256sum", run, took);
+                peer_curl.push(took.as_secs_f64());
+                remove_dir(&out)?;
+            }
+        }
+        let size = self.image_size("image-512m");
+        if skopeo {
+            self.rows.push(Row {
+                key: "fetch",
+                what: format!("cold pull, image-512m ({size}, 16 gzip layers)"),
+                ours_name: "pkgload fetch".to_owned(),
+                peer_name: "skopeo copy docker:// oci:".to_owned(),
+                unit: Unit::Seconds,
+                ours: ours.clone(),
+                peer: peer_skopeo,
+                goal: Goal::RatioAtMost(0.8),
+            });
+        }
+        if curl {
+            self.rows.push(Row {
+                key: "curl",
+                what: format!("cold pull vs the wire-and-hash limit, image-512m ({size})"),
+                ours_name: "pkgload fetch".to_owned(),
+                peer_name: "curl --parallel + sha256sum".to_owned(),
+                unit: Unit::Seconds,
+                ours,
+                peer: peer_curl,
+                goal: Goal::None,
+            });
+        }
+        Ok(())
+    }
+
+    /// The total of an image's blobs, for the table.
+    fn image_size(&self, name: &str) -> String {
+        let total: u64 = self
+            .fixtures
+            .blobs(name)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| {
+                let path = self
+                    .fixtures
+                    .image(name)
+                    .join("blobs/sha256")
+                    .join(d.trim_start_matches("sha256:"));
+                fs::metadata(path).ok().map(|m| m.len())
+            })
+            .sum();
+        format!("{:.0} MiB", total as f64 / (1u64 << 20) as f64)
+    }
+
+    /// `pkgload unpack` (cold cache, from the layout) and warm `pkgload ls -R` vs
+    /// `umoci unpack --rootless`, all from the image-512m layout.
+    fn unpack(&mut self, unpack: bool, warm_ls: bool) -> Result<()> {
+        let layout = self.fixtures.image("image-512m");
+        let reference = format!("oci:{}:{IMAGE_TAG}", layout.display());
+        let (mut ours, mut ours_warm, mut ls, mut umoci) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let warm_cache = self.work.join("warm-cache");
+        remove_dir(&warm_cache)?;
+        if warm_ls {
+            timed(self.pkgload(&warm_cache).arg("fetch").arg(&reference))?;
+        }
+        for run in 0..self.runs {
+            if unpack {
+                let cache = self.fresh("cache")?;
+                let out = self.fresh("pkgload-out")?;
+                let took = timed(self.pkgload(&cache).arg("unpack").arg(&reference).arg(&out))?;
+                self.note("pkgload unpack (cold cache)", run, took);
+                ours.push(took.as_secs_f64());
+                remove_dir(&out)?;
+                let took = timed(self.pkgload(&cache).arg("unpack").arg(&reference).arg(&out))?;
+                self.note("pkgload unpack (warm cache)", run, took);
+                ours_warm.push(took.as_secs_f64());
+                remove_dir(&out)?;
+                remove_dir(&cache)?;
+            }
+            if warm_ls {
+                let took = timed(
+                    self.pkgload(&warm_cache)
+                        .args(["--offline", "ls", "-R"])
+                        .arg(&reference)
+                        .stdout(Stdio::null()),
+                )?;
+                self.note("pkgload ls -R (warm)", run, took);
+                ls.push(took.as_secs_f64());
+            }
+            let out = self.fresh("umoci-out")?;
+            let took = timed(
+                Command::new("umoci")
+                    .args(["unpack", "--rootless", "--image"])
+                    .arg(format!("{}:{IMAGE_TAG}", layout.display()))
+                    .arg(&out),
+            )?;
+            self.note("umoci unpack --rootless", run, took);
+            umoci.push(took.as_secs_f64());
+            remove_dir(&out)?;
+        }
+        remove_dir(&warm_cache)?;
+        let size = self.image_size("image-512m");
+        if unpack {
+            self.rows.push(Row {
+                key: "unpack",
+                what: format!("unpack image-512m ({size}) from its OCI layout, cold cache"),
+                ours_name: "pkgload unpack".to_owned(),
+                peer_name: "umoci unpack --rootless".to_owned(),
+                unit: Unit::Seconds,
+                ours,
+                peer: umoci.clone(),
+                goal: Goal::RatioAtMost(0.5),
+            });
+            self.rows.push(Row {
+                key: "unpack-warm",
+                what: "unpack image-512m, warm cache (blobs already ingested)".to_owned(),
+                ours_name: "pkgload unpack".to_owned(),
+                peer_name: "umoci unpack --rootless".to_owned(),
+                unit: Unit::Seconds,
+                ours: ours_warm,
+                peer: umoci.clone(),
+                goal: Goal::None,
+            });
+        }
+        if warm_ls {
+            self.rows.push(Row {
+                key: "warm-ls",
+                what: "warm VFS ready: whole tree of image-512m listed".to_owned(),
+                ours_name: "pkgload --offline ls -R".to_owned(),
+                peer_name: "umoci unpack --rootless".to_owned(),
+                unit: Unit::Seconds,
+                ours: ls,
+                peer: umoci,
+                goal: Goal::RatioAtMost(0.05),
+            });
+        }
+        Ok(())
+    }
+
+    /// `pkgload load` of image-512m from the registry, cold (empty cache) then warm.
+    fn warm_load(&mut self) -> Result<()> {
+        let reference = self.image_ref("image-512m")?;
+        let (mut warm, mut cold) = (Vec::new(), Vec::new());
+        for run in 0..self.runs {
+            let cache = self.fresh("cache")?;
+            let took = timed(self.pkgload(&cache).arg("load").arg(&reference))?;
+            self.note("pkgload load (cold)", run, took);
+            cold.push(took.as_secs_f64());
+            let took = timed(self.pkgload(&cache).arg("load").arg(&reference))?;
+            self.note("pkgload load (warm)", run, took);
+            warm.push(took.as_secs_f64());
+            remove_dir(&cache)?;
+        }
+        self.rows.push(Row {
+            key: "warm-load",
+            what: "load image-512m from the registry: warm cache vs empty cache".to_owned(),
+            ours_name: "pkgload load (warm)".to_owned(),
+            peer_name: "pkgload load (cold)".to_owned(),
+            unit: Unit::Seconds,
+            ours: warm,
+            peer: cold,
+            goal: Goal::RatioAtMost(0.05),
+        });
+        Ok(())
+    }
+
+    /// Peak RSS of `pkgload fetch` of image-1g (and of `skopeo copy` of it).
+    fn rss(&mut self) -> Result<()> {
+        let reference = self.image_ref("image-1g")?;
+        let (mut ours, mut peer) = (Vec::new(), Vec::new());
+        for run in 0..self.runs {
+            let cache = self.fresh("cache")?;
+            let mut command = Command::new("/usr/bin/time");
+            command
+                .arg("-v")
+                .arg(&self.pkgload)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .arg("--quiet")
+                .arg("fetch")
+                .arg(&reference);
+            let (took, stderr) = timed_output(&mut command)?;
+            let rss = max_rss_mib(&stderr)?;
+            eprintln!(
+                "bench pkgload fetch image-1g: run {}/{}: {rss:.1} MiB peak RSS, {:.3} s",
+                run + 1,
+                self.runs,
+                took.as_secs_f64()
+            );
+            ours.push(rss);
+            remove_dir(&cache)?;
+            let out = self.fresh("skopeo-out")?;
+            let mut command = Command::new("/usr/bin/time");
+            command
+                .args(["-v", "skopeo", "copy", "--quiet", "--src-tls-verify=false"])
+                .arg(format!("docker://{reference}"))
+                .arg(format!("oci:{}:{IMAGE_TAG}", out.display()));
+            let (took, stderr) = timed_output(&mut command)?;
+            let rss = max_rss_mib(&stderr)?;
+            eprintln!(
+                "bench skopeo copy image-1g: run {}/{}: {rss:.1} MiB peak RSS, {:.3} s",
+                run + 1,
+                self.runs,
+                took.as_secs_f64()
+            );
+            peer.push(rss);
+            remove_dir(&out)?;
+        }
+        let size = self.image_size("image-1g");
+        self.rows.push(Row {
+            key: "rss",
+            what: format!("peak RSS, cold pull of image-1g ({size}, one layer)"),
+            ours_name: "pkgload fetch".to_owned(),
+            peer_name: "skopeo copy".to_owned(),
+            unit: Unit::Mib,
+            ours,
+            peer,
+            goal: Goal::AtMost(64.0),
+        });
+        Ok(())
+    }
+
+    /// Cold `pkgload load` of the 200-package tree through a proxy that delays every
+    /// request, `--jobs 32` vs `--jobs 1`.
+    fn jobs(&mut self) -> Result<()> {
+        let proxy = DelayProxy::start(self.registry()?.addr, PROXY_DELAY)?;
+        let reference = format!(
+            "{}/{}:{}",
+            proxy.addr,
+            fixtures::tree_name(0),
+            fixtures::TREE_VERSION
+        );
+        let (mut wide, mut narrow) = (Vec::new(), Vec::new());
+        for run in 0..self.runs {
+            for (jobs, samples) in [("32", &mut wide), ("1", &mut narrow)] {
+                let cache = self.fresh("cache")?;
+                let took = timed(
+                    self.pkgload(&cache)
+                        .args(["--jobs", jobs, "load"])
+                        .arg(&reference),
+                )?;
+                self.note(
+                    &format!("pkgload --jobs {jobs} load tree-200 (cold)"),
+                    run,
+                    took,
+                );
+                samples.push(took.as_secs_f64());
+                remove_dir(&cache)?;
+            }
+        }
+        self.rows.push(Row {
+            key: "jobs",
+            what: format!(
+                "cold load of the 200-package tree, {} ms added to every request",
+                PROXY_DELAY.as_millis()
+            ),
+            ours_name: "pkgload --jobs 32 load".to_owned(),
+            peer_name: "pkgload --jobs 1 load".to_owned(),
+            unit: Unit::Seconds,
+            ours: wide,
+            peer: narrow,
+            goal: Goal::SpeedupAtLeast(8.0),
+        });
+        Ok(())
+    }
+
+    /// `cargo bench -p PACKAGE --bench BENCH`, its figures captured for the report.
+    fn cargo_bench(
+        &mut self,
+        package: &str,
+        bench: &str,
+        quick: bool,
+        env: &[(&str, String)],
+    ) -> Result<()> {
+        let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        command
+            .args(["bench", "-p", package, "--bench", bench])
+            .current_dir(crate::cmd::workspace_root());
+        if quick {
+            command.args(["--", "--quick"]);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        eprintln!(
+            "$ cargo bench -p {package} --bench {bench}{}",
+            if quick { " -- --quick" } else { "" }
+        );
+        command.stdin(Stdio::null()).stderr(Stdio::inherit());
+        let output = command
+            .output()
+            .map_err(|e| Error::new(format!("cannot start cargo bench: {e}")))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        print!("{stdout}");
+        if !output.status.success() {
+            return Err(Error::new(format!(
+                "cargo bench -p {package} failed ({})",
+                output.status
+            )));
+        }
+        let kept: Vec<&str> = stdout
+            .lines()
+            .filter(|line| {
+                let t = line.trim();
+                !t.is_empty()
+                    && !t.starts_with("Benchmarking")
+                    && !t.starts_with("Found ")
+                    && !t.contains("mild")
+                    && !t.contains("severe")
+                    && !t.starts_with("Gnuplot")
+                    && !t.starts_with("running ")
+                    && !t.starts_with("test result")
+                    && !t.contains("No change in performance")
+                    && !t.contains("Change within noise")
+                    && !t.starts_with("change:")
+                    && !t.contains("Performance has")
+            })
+            .collect();
+        self.captured.push((
+            format!("cargo bench -p {package} --bench {bench}"),
+            kept.join("\n"),
+        ));
+        Ok(())
+    }
+}
+
+/// `Maximum resident set size (kbytes): N` of `/usr/bin/time -v`, in MiB.
+fn max_rss_mib(stderr: &str) -> Result<f64> {
+    stderr
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Maximum resident set size (kbytes):")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .ok_or_else(|| Error::new("no `Maximum resident set size` in the output of time -v"))
+}
+
+// ---------------------------------------------------------------------------------------
+// A delaying proxy
+
+/// A loopback TCP proxy that holds every chunk the client sends for `delay` before passing
+/// it on: each HTTP request arrives `delay` late, as over a slower network.
+#[derive(Debug)]
+struct DelayProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayProxy {
+    fn start(upstream: SocketAddr, delay: Duration) -> Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| Error::new(format!("proxy: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::new(format!("proxy: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                std::thread::spawn(move || {
+                    let _ = relay(client, upstream, delay);
+                });
+            }
+        });
+        Ok(Self { addr, stop })
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn relay(client: TcpStream, upstream: SocketAddr, delay: Duration) -> io::Result<()> {
+    let server = TcpStream::connect(upstream)?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let (mut client_read, mut server_write) = (client.try_clone()?, server.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match client_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    std::thread::sleep(delay);
+                    if server_write
+                        .write_all(buf.get(..n).unwrap_or_default())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = server_write.shutdown(Shutdown::Write);
+    });
+    let (mut server_read, mut client_write) = (server, client);
+    let _ = io::copy(&mut server_read, &mut client_write);
+    let _ = client_write.shutdown(Shutdown::Both);
+    let _ = up.join();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+
+struct Report<'a> {
+    rows: &'a [Row],
+    captured: &'a [(String, String)],
+    failures: &'a [String],
+    scale: f64,
+    runs: usize,
+    quick: bool,
+    took: Duration,
+    machine: Vec<(String, String)>,
+}
+
+fn figure(value: Option<f64>, unit: Unit) -> String {
+    match (value, unit) {
+        (None, _) => "—".to_owned(),
+        (Some(v), Unit::Seconds) if v < 1.0 => format!("{:.0} ms", v * 1e3),
+        (Some(v), Unit::Seconds) => format!("{v:.2} s"),
+        (Some(v), Unit::Mib) => format!("{v:.1} MiB"),
+    }
+}
+
+fn triple(values: &[f64], unit: Unit) -> String {
+    format!(
+        "{} / {} / {}",
+        figure(min(values), unit),
+        figure(median(values), unit),
+        figure(max(values), unit)
+    )
+}
+
+impl Report<'_> {
+    fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# pkgload end-to-end benchmark\n");
+        let _ = writeln!(
+            md,
+            "`cargo xtask bench{}`: fixture scale {}, {} run(s) per figure (min / median / max), \
+             {:.0} s in all.\n",
+            if self.quick { " --quick" } else { "" },
+            self.scale,
+            self.runs,
+            self.took.as_secs_f64()
+        );
+        for (key, value) in &self.machine {
+            let _ = writeln!(md, "- {key}: {value}");
+        }
+        let _ = writeln!(
+            md,
+            "\n| what | pkgload | min / median / max | peer | min / median / max | ratio | goal | met? |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        for row in self.rows {
+            let ratio = match (row.ratio(), row.goal) {
+                (None, _) => "—".to_owned(),
+                (Some(r), Goal::SpeedupAtLeast(_)) => format!("{r:.1}× faster"),
+                (Some(r), _) => format!("{r:.2}×"),
+            };
+            let met = match row.met() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.what,
+                row.ours_name,
+                triple(&row.ours, row.unit),
+                row.peer_name,
+                triple(&row.peer, row.unit),
+                ratio,
+                row.goal_text(),
+                met
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nRatios are pkgload's median over the peer's (for the `--jobs` row: `--jobs 1` over \
+             `--jobs 32`). Every cold run starts from an empty cache and output directory; the \
+             kernel page cache is not dropped between runs, so the loopback registry serves \
+             from memory. The `--jobs` row goes through a loopback proxy that holds every \
+             request for {} ms.",
+            PROXY_DELAY.as_millis()
+        );
+        for (title, text) in self.captured {
+            let _ = writeln!(md, "\n## `{title}`\n\n```text\n{}\n```", text.trim_end());
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(md, "\n## Failed\n");
+            for failure in self.failures {
+                let _ = writeln!(md, "- {}", failure.replace('\n', " "));
+            }
+        }
+        md
+    }
+
+    fn json(&self) -> String {
+        let numbers = |values: &[f64]| {
+            values
+                .iter()
+                .map(|v| format!("{v:.6}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.6}"));
+        let mut rows = Vec::new();
+        for row in self.rows {
+            rows.push(format!(
+                "{{\"key\":{},\"what\":{},\"unit\":{},\"pkgload\":{{\"name\":{},\"runs\":[{}],\"min\":{},\"median\":{},\"max\":{}}},\"peer\":{{\"name\":{},\"runs\":[{}],\"min\":{},\"median\":{},\"max\":{}}},\"ratio\":{},\"goal\":{},\"met\":{}}}",
+                json_string(row.key),
+                json_string(&row.what),
+                json_string(row.unit_text()),
+                json_string(&row.ours_name),
+                numbers(&row.ours),
+                opt(min(&row.ours)),
+                opt(median(&row.ours)),
+                opt(max(&row.ours)),
+                json_string(&row.peer_name),
+                numbers(&row.peer),
+                opt(min(&row.peer)),
+                opt(median(&row.peer)),
+                opt(max(&row.peer)),
+                opt(row.ratio()),
+                json_string(&row.goal_text()),
+                row.met().map_or("null".to_owned(), |m| m.to_string()),
+            ));
+        }
+        let machine: Vec<String> = self
+            .machine
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+            .collect();
+        let captured: Vec<String> = self
+            .captured
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+            .collect();
+        let failures: Vec<String> = self.failures.iter().map(|f| json_string(f)).collect();
+        format!(
+            "{{\"quick\":{},\"scale\":{},\"runs\":{},\"seconds\":{:.1},\"machine\":{{{}}},\"rows\":[{}],\"captured\":{{{}}},\"failures\":[{}]}}\n",
+            self.quick,
+            self.scale,
+            self.runs,
+            self.took.as_secs_f64(),
+            machine.join(","),
+            rows.join(","),
+            captured.join(","),
+            failures.join(",")
+        )
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The machine, for the report: date, CPU, cores, memory, kernel, disk.
+fn machine() -> Vec<(String, String)> {
+    let sh = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let memory = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or("unknown".to_owned(), |kib| {
+            format!("{:.1} GiB", kib / 1024.0 / 1024.0)
+        });
+    let target = fixtures::target_dir();
+    let target = target.to_string_lossy();
+    let df = sh("df", &["-h", "--output=source,fstype,size,avail", &target]);
+    let lsblk = sh("lsblk", &["-d", "-n", "-o", "NAME,SIZE,ROTA,MODEL"]);
+    vec![
+        (
+            "date".to_owned(),
+            sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        ),
+        ("cores (nproc)".to_owned(), sh("nproc", &[])),
+        ("cpu".to_owned(), cpu),
+        ("memory".to_owned(), memory),
+        ("kernel".to_owned(), sh("uname", &["-srm"])),
+        (
+            "disk (df of target/)".to_owned(),
+            df.lines()
+                .last()
+                .unwrap_or("unknown")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        (
+            "block devices (lsblk: name size rotational model)".to_owned(),
+            lsblk
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        (
+            "pkgload".to_owned(),
+            sh("git", &["rev-parse", "--short", "HEAD"]),
+        ),
+    ]
+}
