@@ -189,7 +189,13 @@ pub fn run(options: &Options) -> Result<()> {
     }
     bench.registry = None;
     if options.wants("resolve") {
-        let r = bench.cargo_bench("resolve-graph", "resolve", options.quick, &[]);
+        let runs = if options.quick { "1" } else { "3" };
+        let r = bench.cargo_bench(
+            "resolve-graph",
+            "resolve",
+            options.quick,
+            &[("RESOLVE_BENCH_RUNS", runs.to_owned())],
+        );
         attempt("resolve", r);
     }
     if options.wants("ingest") {

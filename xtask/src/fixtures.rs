@@ -126,8 +126,20 @@ pub fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release -p pkgload`; the binary's path.
+/// `cargo build --release -p pkgload`; the binary's path. `$PKGLOAD_BIN` names a binary
+/// to use instead, without building.
 pub fn build_pkgload() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("PKGLOAD_BIN") {
+        let binary = PathBuf::from(binary);
+        return if binary.is_file() {
+            Ok(binary)
+        } else {
+            Err(Error::new(format!(
+                "PKGLOAD_BIN={}: no such file",
+                binary.display()
+            )))
+        };
+    }
     crate::cmd::Cmd::cargo()
         .args(["build", "--release", "-p", "pkgload"])
         .run()?;

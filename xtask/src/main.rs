@@ -39,6 +39,7 @@ commands:
       needing backtracking) and tree-200 (200 packages, ROOT/acme/pkg-NNN, tag 1.0.0),
       the last two built with the release `pkgload pack`. Sizes scale with --scale or
       $PKGLOAD_FIXTURE_SCALE (e.g. 0.125); a fixture whose stamp matches is reused.
+      $PKGLOAD_BIN names a pkgload binary to use instead of building one (also for bench).
         --push       also start a loopback docker-registry, push the images (skopeo)
                      and packages (pkgload push) into it, and stop it
 
