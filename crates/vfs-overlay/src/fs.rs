@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
 use crate::path::VfsPath;
-use crate::resolve::{Follow, resolve, resolve_below};
+use crate::resolve::{Follow, resolve, resolve_below, resolve_cow};
 
 /// The kind of a filesystem entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -327,27 +327,27 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
 
     /// `stat`: follows symlinks, including the last component.
     fn metadata(&self, path: &VfsPath) -> Result<Metadata> {
-        self.node_metadata(&resolve(self, path, Follow::All)?)
+        self.node_metadata(&*resolve_cow(self, path, Follow::All)?)
     }
     /// `lstat`: follows symlinks in the parents only.
     fn symlink_metadata(&self, path: &VfsPath) -> Result<Metadata> {
-        self.node_metadata(&resolve(self, path, Follow::Parents)?)
+        self.node_metadata(&*resolve_cow(self, path, Follow::Parents)?)
     }
     /// Sorted listing of a directory (following symlinks to it).
     fn read_dir(&self, path: &VfsPath) -> Result<Vec<DirEntry>> {
-        self.node_read_dir(&resolve(self, path, Follow::All)?)
+        self.node_read_dir(&*resolve_cow(self, path, Follow::All)?)
     }
     /// Target of a symlink, verbatim.
     fn read_link(&self, path: &VfsPath) -> Result<String> {
-        self.node_read_link(&resolve(self, path, Follow::Parents)?)
+        self.node_read_link(&*resolve_cow(self, path, Follow::Parents)?)
     }
     /// Opens a file for reading (following symlinks).
     fn open(&self, path: &VfsPath) -> Result<FileReader> {
-        self.node_open(&resolve(self, path, Follow::All)?)
+        self.node_open(&*resolve_cow(self, path, Follow::All)?)
     }
     /// Whole content of a file (following symlinks), zero-copy where possible.
     fn read_all(&self, path: &VfsPath) -> Result<Bytes> {
-        self.node_read_all(&resolve(self, path, Follow::All)?)
+        self.node_read_all(&*resolve_cow(self, path, Follow::All)?)
     }
     /// The path with every symlink resolved; the final component need not exist.
     fn canonicalize(&self, path: &VfsPath) -> Result<VfsPath> {
@@ -360,15 +360,15 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     }
     /// Creates or replaces a file; a final symlink is followed, as `open(O_CREAT)` does.
     fn write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {
-        self.node_write_file(&resolve(self, path, Follow::All)?, data)
+        self.node_write_file(&*resolve_cow(self, path, Follow::All)?, data)
     }
     /// Truncates or extends a file.
     fn set_len(&self, path: &VfsPath, len: u64) -> Result<()> {
-        self.node_set_len(&resolve(self, path, Follow::All)?, len)
+        self.node_set_len(&*resolve_cow(self, path, Follow::All)?, len)
     }
     /// Creates one directory.
     fn create_dir(&self, path: &VfsPath) -> Result<()> {
-        self.node_create_dir(&resolve(self, path, Follow::Parents)?)
+        self.node_create_dir(&*resolve_cow(self, path, Follow::Parents)?)
     }
     /// Creates a directory and any missing parents; existing directories are fine.
     fn create_dir_all(&self, path: &VfsPath) -> Result<()> {
@@ -389,16 +389,16 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     }
     /// Removes a non-directory or an empty directory (a final symlink itself is removed).
     fn remove(&self, path: &VfsPath) -> Result<()> {
-        self.node_remove(&resolve(self, path, Follow::Parents)?)
+        self.node_remove(&*resolve_cow(self, path, Follow::Parents)?)
     }
     /// Removes an entry and everything below it (never following symlinks inside it).
     fn remove_dir_all(&self, path: &VfsPath) -> Result<()> {
-        self.node_remove_dir_all(&resolve(self, path, Follow::Parents)?)
+        self.node_remove_dir_all(&*resolve_cow(self, path, Follow::Parents)?)
     }
     /// Renames an entry (a final symlink is moved, not its target).
     fn rename(&self, from: &VfsPath, to: &VfsPath) -> Result<()> {
-        let from = resolve(self, from, Follow::Parents)?;
-        let to = resolve(self, to, Follow::Parents)?;
+        let from = resolve_cow(self, from, Follow::Parents)?;
+        let to = resolve_cow(self, to, Follow::Parents)?;
         self.node_rename(&from, &to)
     }
     /// Creates a symlink at `link` pointing to `target`.
@@ -409,27 +409,27 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
                 reason: "a symlink target must be non-empty and contain no NUL",
             });
         }
-        self.node_symlink(target, &resolve(self, link, Follow::Parents)?)
+        self.node_symlink(target, &*resolve_cow(self, link, Follow::Parents)?)
     }
     /// Creates a hardlink `new` to the file `existing` (a final symlink in `existing` is
     /// not followed, as with `linkat` without `AT_SYMLINK_FOLLOW`).
     fn hard_link(&self, existing: &VfsPath, new: &VfsPath) -> Result<()> {
-        let existing = resolve(self, existing, Follow::Parents)?;
+        let existing = resolve_cow(self, existing, Follow::Parents)?;
         // As `linkat(2)`: a missing source is reported before any problem with `new`.
         self.node_metadata(&existing)?;
-        let new = resolve(self, new, Follow::Parents)?;
+        let new = resolve_cow(self, new, Follow::Parents)?;
         self.node_hard_link(&existing, &new)
     }
     /// Sets permission bits (following symlinks, as `chmod` does).
     fn set_mode(&self, path: &VfsPath, mode: u32) -> Result<()> {
-        self.node_set_mode(&resolve(self, path, Follow::All)?, mode)
+        self.node_set_mode(&*resolve_cow(self, path, Follow::All)?, mode)
     }
     /// Sets owner and group (of the entry itself, as `lchown`).
     fn set_owner(&self, path: &VfsPath, uid: u32, gid: u32) -> Result<()> {
-        self.node_set_owner(&resolve(self, path, Follow::Parents)?, uid, gid)
+        self.node_set_owner(&*resolve_cow(self, path, Follow::Parents)?, uid, gid)
     }
     /// Sets the modification time (of the entry itself, as `lutimes`).
     fn set_mtime(&self, path: &VfsPath, mtime: SystemTime) -> Result<()> {
-        self.node_set_mtime(&resolve(self, path, Follow::Parents)?, mtime)
+        self.node_set_mtime(&*resolve_cow(self, path, Follow::Parents)?, mtime)
     }
 }

@@ -41,16 +41,26 @@ pub enum Follow {
 /// As above, plus [`VfsError::TooManyLinks`] naming the path asked for, and whatever the
 /// filesystem reports.
 pub fn resolve<F: FileSystem + ?Sized>(fs: &F, path: &VfsPath, follow: Follow) -> Result<VfsPath> {
+    resolve_cow(fs, path, follow).map(Cow::into_owned)
+}
+
+/// [`resolve`], borrowing `path` back when it is already resolved (the usual case), so the
+/// provided [`FileSystem`] methods do not copy it.
+pub(crate) fn resolve_cow<'p, F: FileSystem + ?Sized>(
+    fs: &F,
+    path: &'p VfsPath,
+    follow: Follow,
+) -> Result<Cow<'p, VfsPath>> {
     let Some(name) = path.file_name() else {
-        return Ok(VfsPath::root());
+        return Ok(Cow::Borrowed(path));
     };
     // Fast path: the parents are known to be real directories.
     match fs.node_lookup(path) {
         Some(Some(FileType::Symlink)) if follow == Follow::All => {
             let parent = path.parent().unwrap_or_else(VfsPath::root);
-            walk(fs, parent, vec![Cow::Borrowed(name)], follow, path, false)
+            walk(fs, parent, vec![Cow::Borrowed(name)], follow, path, false).map(Cow::Owned)
         }
-        Some(_) => Ok(path.clone()),
+        Some(_) => Ok(Cow::Borrowed(path)),
         None => walk(
             fs,
             VfsPath::root(),
@@ -58,7 +68,8 @@ pub fn resolve<F: FileSystem + ?Sized>(fs: &F, path: &VfsPath, follow: Follow) -
             follow,
             path,
             false,
-        ),
+        )
+        .map(Cow::Owned),
     }
 }
 
