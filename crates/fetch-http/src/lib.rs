@@ -46,10 +46,10 @@ mod registry;
 mod repository;
 mod retry;
 
-pub use auth::{Credential, Credentials};
 /// The `WWW-Authenticate` parser, public only for the fuzzer in `fuzz/`; not a stable API.
 #[doc(hidden)]
 pub use auth::{Challenge, parse_challenge};
+pub use auth::{Credential, Credentials};
 pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
 pub use client::{ClientConfig, HttpClient};
 pub use error::{Error, Result};
