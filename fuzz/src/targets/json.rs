@@ -1,7 +1,6 @@
 //! JSON and TOML documents: OCI manifests and indexes, artifact classification, package
 //! configs, lockfiles and Docker's `config.json`.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -625,15 +624,9 @@ fn docker_config(data: &[u8]) -> Feedback {
             .and_then(|a| a.as_object())
             .map(|a| a.keys().cloned().collect())
             .unwrap_or_default();
-        let hosts: BTreeSet<String> = keys.iter().map(|k| approx_host(k)).collect();
-        // The known bug: keys that name one host are merged in HashMap order.
-        let colliding = hosts.len() < keys.len();
         for _ in 0..3 {
             let (again, _) = merge(&text);
             let Ok(again) = again else {
-                if colliding && super::hide_known_bugs() {
-                    return feedback.and(u64::MAX);
-                }
                 panic!(
                     "the same config failed on a second read: {}",
                     String::from_utf8_lossy(&text)
@@ -641,9 +634,6 @@ fn docker_config(data: &[u8]) -> Feedback {
             };
             for key in &keys {
                 if creds.get(key) != again.get(key) {
-                    if colliding && super::hide_known_bugs() {
-                        return feedback.and(u64::MAX);
-                    }
                     panic!(
                         "{key:?} got {:?} once and {:?} once from {}",
                         creds.get(key),
@@ -662,19 +652,6 @@ fn docker_config(data: &[u8]) -> Feedback {
         }
     }
     feedback.and(n.min(8))
-}
-
-/// What fetch-http's `normalize_host` makes of an `auths` key, approximately: for telling
-/// the known bug below from a new one.
-fn approx_host(key: &str) -> String {
-    let rest = key.split_once("://").map_or(key, |(_, rest)| rest);
-    let host = rest.split('/').next().unwrap_or(rest).to_ascii_lowercase();
-    match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "docker.io".to_owned()
-        }
-        _ => host,
-    }
 }
 
 fn docker_config_seeds() -> Vec<Vec<u8>> {
