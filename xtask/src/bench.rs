@@ -813,14 +813,67 @@ impl Bench {
                     && !t.contains("Change within noise")
                     && !t.starts_with("change:")
                     && !t.contains("Performance has")
+                    && !((t.starts_with("time:") || t.starts_with("thrpt:")) && t.contains('%'))
             })
             .collect();
+        if let (Some(ours), Some(peer)) = (
+            criterion_times(&stdout, "ingest/store_sha256"),
+            criterion_times(&stdout, "ingest/sha256sum"),
+        ) {
+            let size = env
+                .iter()
+                .find(|(k, _)| *k == "PKGLOAD_BENCH_BYTES")
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .map_or("1024 MiB".to_owned(), |b| {
+                    format!("{:.0} MiB", b / (1u64 << 20) as f64)
+                });
+            self.rows.push(Row {
+                key: "ingest",
+                what: format!("sha256 ingest of a {size} blob into the store (criterion)"),
+                ours_name: "cache-core ingest, sha256".to_owned(),
+                peer_name: "sha256sum".to_owned(),
+                unit: Unit::Seconds,
+                ours,
+                peer,
+                goal: Goal::None,
+            });
+        }
         self.captured.push((
             format!("cargo bench -p {package} --bench {bench}"),
             kept.join("\n"),
         ));
         Ok(())
     }
+}
+
+/// The `time: [low estimate high]` of criterion benchmark `id`, in seconds.
+fn criterion_times(stdout: &str, id: &str) -> Option<Vec<f64>> {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(id));
+    let first = lines.next()?;
+    let line = if first.contains("time:") {
+        first
+    } else {
+        lines.next()?
+    };
+    let inside = line.split_once('[')?.1.split_once(']')?.0;
+    let words: Vec<&str> = inside.split_whitespace().collect();
+    let values: Vec<f64> = words
+        .chunks(2)
+        .filter_map(|pair| {
+            let (value, unit) = (pair.first()?.parse::<f64>().ok()?, *pair.get(1)?);
+            let scale = match unit {
+                "s" => 1.0,
+                "ms" => 1e-3,
+                "µs" | "us" => 1e-6,
+                "ns" => 1e-9,
+                _ => return None,
+            };
+            Some(value * scale)
+        })
+        .collect();
+    (values.len() == 3).then_some(values)
 }
 
 /// `Maximum resident set size (kbytes): N` of `/usr/bin/time -v`, in MiB.
@@ -991,7 +1044,8 @@ impl Report<'_> {
             "\nRatios are pkgload's median over the peer's (for the `--jobs` row: `--jobs 1` over \
              `--jobs 32`). Every cold run starts from an empty cache and output directory; the \
              kernel page cache is not dropped between runs, so the loopback registry serves \
-             from memory. The `--jobs` row goes through a loopback proxy that holds every \
+             from memory. A criterion row shows criterion's low / estimate / high instead. \
+             The `--jobs` row goes through a loopback proxy that holds every \
              request for {} ms.",
             PROXY_DELAY.as_millis()
         );
@@ -1143,4 +1197,43 @@ fn machine() -> Vec<(String, String)> {
             sh("git", &["rev-parse", "--short", "HEAD"]),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criterion_figures_are_read_in_seconds() {
+        let out = "ingest/sha256sum        time:   [1.7306 s 1.7429 s 1.7919 s]\n\
+                   lookup_128MiB_blob/get_mmap\n                        time:   [21.762 µs 22.729 µs 22.971 µs]\n";
+        assert_eq!(
+            criterion_times(out, "ingest/sha256sum"),
+            Some(vec![1.7306, 1.7429, 1.7919])
+        );
+        let mmap = criterion_times(out, "lookup_128MiB_blob/get_mmap").unwrap();
+        assert!((mmap[1] - 22.729e-6).abs() < 1e-12);
+        assert_eq!(criterion_times(out, "missing"), None);
+    }
+
+    #[test]
+    fn rows_compare_medians_against_their_goal() {
+        let row = Row {
+            key: "jobs",
+            what: String::new(),
+            ours_name: String::new(),
+            peer_name: String::new(),
+            unit: Unit::Seconds,
+            ours: vec![1.0, 3.0, 2.0],
+            peer: vec![20.0],
+            goal: Goal::SpeedupAtLeast(8.0),
+        };
+        assert_eq!(row.ratio(), Some(10.0));
+        assert_eq!(row.met(), Some(true));
+        assert_eq!(
+            max_rss_mib("\tMaximum resident set size (kbytes): 2048\n").ok(),
+            Some(2.0)
+        );
+        assert_eq!(json_string("a\"b\n"), "\"a\\\"b\\n\"");
+    }
 }
