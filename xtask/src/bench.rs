@@ -1019,6 +1019,7 @@ impl Report<'_> {
             let ratio = match (row.ratio(), row.goal) {
                 (None, _) => "—".to_owned(),
                 (Some(r), Goal::SpeedupAtLeast(_)) => format!("{r:.1}× faster"),
+                (Some(r), _) if r < 0.1 => format!("{r:.3}×"),
                 (Some(r), _) => format!("{r:.2}×"),
             };
             let met = match row.met() {
