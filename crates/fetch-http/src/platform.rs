@@ -560,8 +560,17 @@ impl Target {
 }
 
 /// `vN` → `N`.
+/// Real variant numbers are small (amd64 v1–v4, arm v5–v8, arm64 v8.0–v9.x); anything
+/// past this is no known variant and gets no fallbacks, so a hostile `--platform` cannot
+/// make the preference list huge.
+const VARIANT_MAX: u32 = 64;
+
 fn variant_number(variant: &str) -> Option<u32> {
-    variant.strip_prefix('v')?.parse().ok()
+    small(variant.strip_prefix('v')?)
+}
+
+fn small(number: &str) -> Option<u32> {
+    number.parse().ok().filter(|n| *n <= VARIANT_MAX)
 }
 
 /// The wanted target followed by everything it also runs, best first.
@@ -591,7 +600,7 @@ fn preference_vector(wanted: &Target, allow_386: bool) -> Vec<Target> {
         "arm64" => {
             let variant = wanted.variant.as_deref().unwrap_or("v8");
             let (major, minor) = match variant.split_once('.') {
-                Some((major, minor)) => (variant_number(major), minor.parse::<u32>().ok()),
+                Some((major, minor)) => (variant_number(major), small(minor)),
                 None => (variant_number(variant), Some(0)),
             };
             if let (Some(major @ (8 | 9)), Some(minor)) = (major, minor) {
@@ -696,6 +705,21 @@ mod tests {
         matcher
             .select(entries, |(_, platform)| platform.clone())
             .map(|(name, _)| *name)
+    }
+
+    #[test]
+    fn huge_variants_get_no_fallbacks() {
+        // Found by the fuzzer: these made the preference list run for minutes (or overflow).
+        for text in [
+            "linux/arm/v2147483647",
+            "linux/amd64/v4000000000",
+            "linux/arm64/v9.4294967295",
+        ] {
+            let platform: Platform = text.parse().unwrap();
+            let matcher = PlatformMatcher::new(&platform);
+            assert!(matcher.preference().len() < 16, "{text}");
+            assert_eq!(matcher.rank(&platform), Some(0), "{text}");
+        }
     }
 
     #[test]

@@ -370,6 +370,16 @@ impl RegistryRef {
                 reason,
             }
         })?;
+        // Canonical hosts are lower case, and `oci:…` is how a layout reference starts: a
+        // registry host `oci` with a port would print as something that parses as a layout.
+        if registry.starts_with(LAYOUT_PREFIX) {
+            return Err(ParseReferenceError::InvalidRegistry {
+                input: shown(input),
+                registry: shown(&registry),
+                reason: "a registry host `oci` with a port reads as an `oci:DIR` layout \
+                         reference; use the host's address or another name",
+            });
+        }
         for component in remote.split('/') {
             check_repository_component(component).map_err(|problem| match problem {
                 ComponentProblem::Uppercase => ParseReferenceError::UppercaseRepository {
@@ -1134,6 +1144,10 @@ mod tests {
             "[:]/a",
             "[fe80::1%eth0]/a",
         ] {
+            assert!(matches!(err(bad), E::InvalidRegistry { .. }), "{bad:?}");
+        }
+        // Found by the fuzzer: it printed as `oci:255/…`, a layout reference.
+        for bad in ["Oci:00255/team/acme/app:1.0.0", "OCI:5000/a"] {
             assert!(matches!(err(bad), E::InvalidRegistry { .. }), "{bad:?}");
         }
         // Without `.` or `:` the first component is part of the repository.
