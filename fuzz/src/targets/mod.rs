@@ -179,13 +179,6 @@ fn trace() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("PKGLOAD_FUZZ_TRACE").is_some_and(|v| v == "1"))
 }
 
-/// Whether targets skip the inputs of known, reported and not yet fixed bugs (listed in
-/// README.md), so that a short run in CI keeps exploring instead of finding them again.
-/// `PKGLOAD_FUZZ_KNOWN_BUGS=1` makes them crash as they should.
-pub fn hide_known_bugs() -> bool {
-    std::env::var_os("PKGLOAD_FUZZ_KNOWN_BUGS").is_none_or(|v| v.is_empty() || v == "0")
-}
-
 /// `data` as text, or `None` (the caller returns a "not UTF-8" feedback).
 pub(crate) fn utf8(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
