@@ -514,10 +514,9 @@ fn package_ref(data: &[u8]) -> Feedback {
         Err(e) => return Feedback::err("package_ref", &e),
     };
     let printed = parsed.to_string();
-    match &parsed {
-        // Depends on the files around; not a parsing question.
-        loader::PackageRef::Directory(_) => return Feedback::new("directory"),
-        _ => {}
+    // A directory depends on the files around; not a parsing question.
+    if let loader::PackageRef::Directory(_) = &parsed {
+        return Feedback::new("directory");
     }
     let again = loader::PackageRef::parse(&printed)
         .unwrap_or_else(|e| panic!("{printed:?}, printed from {text:?}, does not parse: {e}"));
