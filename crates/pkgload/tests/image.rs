@@ -104,12 +104,18 @@ fn image_from_registry_unpacks_like_umoci() {
     // gc keeps what the tag's load reads (manifest, config, layers, uncompressed tars):
     // afterwards an offline load still works and decompresses nothing new.
     let gc = run(pkgload(&cache).args(["cache", "gc"]));
-    assert!(String::from_utf8_lossy(&gc.stdout).starts_with("removed 0 blobs"), "{gc:?}");
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).starts_with("removed 0 blobs"),
+        "{gc:?}"
+    );
     let cat = run(pkgload(&cache).args(["--offline", "cat", &image, "/big.bin"]));
     assert_eq!(cat.stdout, big);
     // Without the tag ref as a root, everything goes.
     let gc = run(pkgload(&cache).args(["cache", "gc", "--no-refs"]));
-    assert!(!String::from_utf8_lossy(&gc.stdout).starts_with("removed 0 blobs"), "{gc:?}");
+    assert!(
+        !String::from_utf8_lossy(&gc.stdout).starts_with("removed 0 blobs"),
+        "{gc:?}"
+    );
 }
 
 #[test]
