@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 
-use common::{pkgload, sha256, write_blob};
+use common::{finish_layout, image_layout, pkgload, sha256, write_blob};
 use serde_json::json;
 
 const RSS_LIMIT_KIB: i64 = 512 * 1024;
@@ -66,35 +66,6 @@ fn tar_of(entries: &[Vec<u8>]) -> Vec<u8> {
     let mut out: Vec<u8> = entries.concat();
     out.extend_from_slice(&[0u8; 1024]);
     out
-}
-
-/// An OCI layout with one image (tag `v1`) whose layers are already-compressed blobs.
-fn layout_with(dir: &Path, layers: &[(Vec<u8>, &str)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let descriptors: Vec<_> = layers
-        .iter()
-        .map(|(blob, media)| json!({"mediaType": media, "digest": write_blob(dir, blob), "size": blob.len()}))
-        .collect();
-    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": write_blob(dir, &config), "size": config.len()},
-        "layers": descriptors,
-    }))
-    .unwrap();
-    index(dir, &manifest);
-}
-
-fn index(dir: &Path, manifest: &[u8]) {
-    let digest = write_blob(dir, manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": digest, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "v1"},
-    }]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
 fn plain(tar: Vec<u8>) -> (Vec<u8>, &'static str) {
@@ -159,7 +130,7 @@ fn peak_child_rss_kib() -> i64 {
 fn unpack_case(name: &str, layers: Vec<(Vec<u8>, &'static str)>, list: bool) -> (Sandbox, Output) {
     let sandbox = Sandbox::new();
     let layout = sandbox.path("layout");
-    layout_with(&layout, &layers);
+    image_layout(&layout, &layers, &[]);
     let reference = format!("oci:{}:v1", layout.display());
     let target = sandbox.path("target");
     let out = sandbox.pkgload(&["unpack", &reference, target.to_str().unwrap()]);
@@ -289,9 +260,10 @@ fn hostile_archives() {
     assert!(bomb.len() < 2 << 20);
     let sandbox = Sandbox::new();
     let layout = sandbox.path("layout");
-    layout_with(
+    image_layout(
         &layout,
         &[(bomb, "application/vnd.oci.image.layer.v1.tar+gzip")],
+        &[],
     );
     let reference = format!("oci:{}:v1", layout.display());
     let out = sandbox.pkgload(&["--max-layer-size", "256M", "load", &reference]);
@@ -340,12 +312,6 @@ fn hostile_manifests_and_configs() {
         ),
     ] {
         let layout = sandbox.path(name);
-        std::fs::create_dir_all(&layout).unwrap();
-        std::fs::write(
-            layout.join("oci-layout"),
-            r#"{"imageLayoutVersion":"1.0.0"}"#,
-        )
-        .unwrap();
         let config = serde_json::to_vec(&config).unwrap();
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -356,7 +322,7 @@ fn hostile_manifests_and_configs() {
             "layers": [],
         }))
         .unwrap();
-        index(&layout, &manifest);
+        finish_layout(&layout, &manifest, Some("v1"));
         let out = sandbox.pkgload(&["load", &format!("oci:{}:v1", layout.display())]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
@@ -368,17 +334,11 @@ fn hostile_manifests_and_configs() {
 
     // A manifest over 4 MiB.
     let layout = sandbox.path("huge");
-    std::fs::create_dir_all(&layout).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
     let mut manifest = Vec::new();
     write!(manifest, r#"{{"schemaVersion":2,"annotations":{{"pad":""#).unwrap();
     manifest.extend(std::iter::repeat_n(b'x', 5 << 20));
     write!(manifest, r#""}},"layers":[]}}"#).unwrap();
-    index(&layout, &manifest);
+    finish_layout(&layout, &manifest, Some("v1"));
     let out = sandbox.pkgload(&["load", &format!("oci:{}:v1", layout.display())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

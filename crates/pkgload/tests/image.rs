@@ -14,7 +14,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{E, gzip_layout, layer, pkgload, run, sha256, snapshot, write_blob};
+use common::{E, finish_layout, gzip_layout, layer, pkgload, run, sha256, snapshot, write_blob};
 use serde_json::{Value, json};
 use test_servers::registry::Registry;
 
@@ -122,12 +122,6 @@ fn image_from_registry_unpacks_like_umoci() {
 fn wasm_artifact_loads_as_one_command() {
     let work = tempfile::tempdir().unwrap();
     let layout: PathBuf = work.path().join("greeter");
-    std::fs::create_dir_all(&layout).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
     let module = b"\0asm\x01\0\0\0";
     let config = b"{}";
     let manifest = serde_json::to_vec(&json!({
@@ -137,19 +131,7 @@ fn wasm_artifact_loads_as_one_command() {
         "layers": [{"mediaType": "application/wasm", "digest": write_blob(&layout, module), "size": module.len()}],
     }))
     .unwrap();
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": write_blob(&layout, &manifest),
-            "size": manifest.len(),
-        }],
-    });
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    finish_layout(&layout, &manifest, None);
     let cache = work.path().join("cache");
     let out = run(pkgload(&cache).args(["load", &format!("oci:{}", layout.display()), "--json"]));
     let loaded: Value = serde_json::from_slice(&out.stdout).unwrap();

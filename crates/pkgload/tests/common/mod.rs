@@ -91,18 +91,21 @@ pub fn write_blob(layout: &Path, data: &[u8]) -> String {
 
 /// An OCI layout holding one image tagged `v1`, built from tar layers (gzip-compressed).
 pub fn gzip_layout(dir: &Path, layers: &[Vec<u8>]) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let blobs: Vec<(Vec<u8>, &str)> = layers
+        .iter()
+        .map(|l| (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip"))
+        .collect();
+    image_layout(dir, &blobs, &diff_ids);
+}
+
+/// An OCI layout holding one image tagged `v1` whose layers are the given blobs, already
+/// encoded, with their media types; `diff_ids` go into the image config as they are.
+pub fn image_layout(dir: &Path, layers: &[(Vec<u8>, &str)], diff_ids: &[String]) {
     let descriptors: Vec<Value> = layers
         .iter()
-        .map(|l| {
-            let gz = gzip(l);
-            json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": write_blob(dir, &gz),
-                "size": gz.len(),
-            })
+        .map(|(blob, media)| {
+            json!({"mediaType": media, "digest": write_blob(dir, blob), "size": blob.len()})
         })
         .collect();
     let config = serde_json::to_vec(&json!({
@@ -123,15 +126,26 @@ pub fn gzip_layout(dir: &Path, layers: &[Vec<u8>]) {
         "layers": descriptors,
     }))
     .unwrap();
+    finish_layout(dir, &manifest, Some("v1"));
+}
+
+/// Make `dir` an OCI layout whose only manifest is `manifest` (tagged `tag` when given):
+/// the `oci-layout` marker, the manifest as a blob, and `index.json`.
+pub fn finish_layout(dir: &Path, manifest: &[u8], tag: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut entry = json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": write_blob(dir, manifest),
+        "size": manifest.len(),
+    });
+    if let Some(tag) = tag {
+        entry["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    }
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": write_blob(dir, &manifest),
-            "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "v1"},
-        }],
+        "manifests": [entry],
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
