@@ -122,10 +122,8 @@ impl Resolved {
         match (&self.kind, &self.merged) {
             (ArtifactKind::Package, Some(merged)) => {
                 for mapping in merged.fs.values().filter(|m| !self.is_local(&m.package)) {
-                    let found = self.found_of(&mapping.package)?;
-                    let blob = found.artifact.volume(&mapping.volume).ok_or_else(|| {
-                        missing(&mapping.package, "volume", &mapping.volume, found)
-                    })?;
+                    let (found, blob) =
+                        self.layer_of(&mapping.package, Layer::Volume, &mapping.volume)?;
                     wanted.push((found.at.clone(), blob.clone()));
                 }
                 for command in merged
@@ -133,10 +131,8 @@ impl Resolved {
                     .values()
                     .filter(|c| !self.is_local(&c.atom_package))
                 {
-                    let found = self.found_of(&command.atom_package)?;
-                    let blob = found.artifact.atom(&command.atom).ok_or_else(|| {
-                        missing(&command.atom_package, "atom", &command.atom, found)
-                    })?;
+                    let (found, blob) =
+                        self.layer_of(&command.atom_package, Layer::Atom, &command.atom)?;
                     wanted.push((found.at.clone(), blob.clone()));
                 }
             }
@@ -165,21 +161,34 @@ impl Resolved {
         self.dev.is_some() && self.resolution.as_ref().is_some_and(|r| r.root.id() == *id)
     }
 
-    fn found_of(&self, id: &PackageId) -> Result<&Found> {
-        self.found.get(id).ok_or_else(|| LoadError::Inconsistent {
+    /// The volume or atom `name` of the resolved package `id`, and where that package lives.
+    fn layer_of(&self, id: &PackageId, what: Layer, name: &str) -> Result<(&Found, &BlobRef)> {
+        let found = self.found.get(id).ok_or_else(|| LoadError::Inconsistent {
             reference: id.to_string(),
             reason: "resolved, but its manifest was never read (a loader bug)".to_owned(),
-        })
+        })?;
+        let blob = match what {
+            Layer::Volume => found.artifact.volume(name),
+            Layer::Atom => found.artifact.atom(name),
+        };
+        let blob = blob.ok_or_else(|| LoadError::MissingLayer {
+            package: id.to_string(),
+            what: match what {
+                Layer::Volume => "volume",
+                Layer::Atom => "atom",
+            },
+            name: name.to_owned(),
+            available: found.artifact.titles(),
+        })?;
+        Ok((found, blob))
     }
 }
 
-fn missing(id: &PackageId, what: &'static str, name: &str, found: &Found) -> LoadError {
-    LoadError::MissingLayer {
-        package: id.to_string(),
-        what,
-        name: name.to_owned(),
-        available: found.artifact.titles(),
-    }
+/// Which kind of named layer a mapping or command refers to.
+#[derive(Debug, Clone, Copy)]
+enum Layer {
+    Volume,
+    Atom,
 }
 
 impl Loader {
@@ -506,10 +515,8 @@ impl Loader {
             let volume: Arc<dyn FileSystem> = match local_volume {
                 Some(fs) => fs.clone(),
                 None => {
-                    let found = resolved.found_of(&mapping.package)?;
-                    let blob = found.artifact.volume(&mapping.volume).ok_or_else(|| {
-                        missing(&mapping.package, "volume", &mapping.volume, found)
-                    })?;
+                    let (_, blob) =
+                        resolved.layer_of(&mapping.package, Layer::Volume, &mapping.volume)?;
                     match volumes.get(&blob.digest) {
                         Some(v) => v.clone(),
                         None => {
@@ -623,14 +630,7 @@ impl Loader {
                 .map(|c| {
                     let atom = match local.atoms.get(&c.atom) {
                         Some(blob) if resolved.is_local(&c.atom_package) => blob.clone(),
-                        _ => {
-                            let found = resolved.found_of(&c.atom_package)?;
-                            let atom = found
-                                .artifact
-                                .atom(&c.atom)
-                                .ok_or_else(|| missing(&c.atom_package, "atom", &c.atom, found))?;
-                            blob_of(atom)?
-                        }
+                        _ => blob_of(resolved.layer_of(&c.atom_package, Layer::Atom, &c.atom)?.1)?,
                     };
                     Ok(LoadedCommand {
                         name: c.name.clone(),

@@ -30,6 +30,15 @@ pub(crate) enum Place {
 }
 
 impl Place {
+    /// The registry and prefix, or the layouts' directory, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Place::Registry { registry, prefix } if prefix.is_empty() => registry.clone(),
+            Place::Registry { registry, prefix } => format!("{registry}/{prefix}"),
+            Place::Layouts { root } => format!("oci:{}", root.display()),
+        }
+    }
+
     /// Where the package `name` lives.
     pub(crate) fn locate(&self, name: &str) -> Located {
         match self {

@@ -63,17 +63,9 @@ impl PackageSource {
 
     fn failed(&self, package: String, e: &LoadError) -> SourceError {
         SourceError::Failed {
-            origin: self.place_name(),
+            origin: self.place.describe(),
             package,
             message: e.to_string(),
-        }
-    }
-
-    fn place_name(&self) -> String {
-        match &self.place {
-            Place::Registry { registry, prefix } if prefix.is_empty() => registry.clone(),
-            Place::Registry { registry, prefix } => format!("{registry}/{prefix}"),
-            Place::Layouts { root } => format!("oci:{}", root.display()),
         }
     }
 
