@@ -30,6 +30,9 @@ const NAMES: [&str; 9] = [
     "resolve",
     "ingest",
 ];
+/// How long file creation stays slow after a mass deletion (see [`Bench::discard`]).
+const SETTLE: Duration = Duration::from_secs(12);
+
 /// The latency the delaying proxy adds to every request of the `jobs` benchmark.
 const PROXY_DELAY: Duration = Duration::from_millis(10);
 const QUICK_SCALE: f64 = 0.125;
@@ -150,6 +153,7 @@ pub fn run(options: &Options) -> Result<()> {
         registry: None,
         rows: Vec::new(),
         captured: Vec::new(),
+        discarded: std::cell::Cell::new(0),
     };
     if ["fetch", "curl", "warm-load", "rss", "jobs"]
         .iter()
@@ -159,6 +163,8 @@ pub fn run(options: &Options) -> Result<()> {
         eprintln!("docker-registry listening on {}", registry.addr);
         fixtures::push(&bench.fixtures, &registry, &bench.pkgload, &needs)?;
         bench.registry = Some(registry);
+        // The registry deleted its upload directories while we pushed.
+        std::thread::sleep(SETTLE);
     }
     let mut failures = Vec::new();
     let mut attempt = |name: &str, result: Result<()>| {
@@ -170,22 +176,32 @@ pub fn run(options: &Options) -> Result<()> {
     if options.wants("fetch") || options.wants("curl") {
         let r = bench.fetch(options.wants("fetch"), options.wants("curl"));
         attempt("fetch", r);
+        let r = bench.settle();
+        attempt("clean-up", r);
     }
     if options.wants("unpack") || options.wants("warm-ls") {
         let r = bench.unpack(options.wants("unpack"), options.wants("warm-ls"));
         attempt("unpack", r);
+        let r = bench.settle();
+        attempt("clean-up", r);
     }
     if options.wants("warm-load") {
         let r = bench.warm_load();
         attempt("warm-load", r);
+        let r = bench.settle();
+        attempt("clean-up", r);
     }
     if options.wants("rss") {
         let r = bench.rss();
         attempt("rss", r);
+        let r = bench.settle();
+        attempt("clean-up", r);
     }
     if options.wants("jobs") {
         let r = bench.jobs();
         attempt("jobs", r);
+        let r = bench.settle();
+        attempt("clean-up", r);
     }
     bench.registry = None;
     if options.wants("resolve") {
@@ -415,6 +431,8 @@ struct Bench {
     registry: Option<Registry>,
     rows: Vec<Row>,
     captured: Vec<(String, String)>,
+    /// How many directories [`Bench::discard`] has set aside.
+    discarded: std::cell::Cell<u64>,
 }
 
 impl Bench {
@@ -438,11 +456,41 @@ impl Bench {
         command
     }
 
-    /// A fresh, empty directory under the work directory.
+    /// A fresh, empty directory under the work directory (an old one is discarded).
     fn fresh(&self, name: &str) -> Result<PathBuf> {
         let dir = self.work.join(name);
-        remove_dir(&dir)?;
+        self.discard(&dir)?;
         Ok(dir)
+    }
+
+    /// Move `dir` out of the way; [`settle`](Self::settle) deletes it later.
+    ///
+    /// Deleting a tree of thousands of files right before a timed run charges that run for
+    /// the previous run's clean-up: ext4 without a journal (as on the machine this was
+    /// tuned on) skips every inode freed in the last few seconds, one probe at a time, on
+    /// each file creation, which made a cold 200-package load up to 2× slower. A rename
+    /// frees nothing.
+    fn discard(&self, dir: &Path) -> Result<()> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let trash = self.work.join(".trash");
+        fs::create_dir_all(&trash).map_err(io_err(&trash))?;
+        let n = self.discarded.get();
+        self.discarded.set(n + 1);
+        let to = trash.join(n.to_string());
+        fs::rename(dir, &to).map_err(io_err(dir))
+    }
+
+    /// Delete what [`discard`](Self::discard) set aside, then wait out the window in which
+    /// the freed inodes slow file creation down. Called between benchmark groups.
+    fn settle(&self) -> Result<()> {
+        let trash = self.work.join(".trash");
+        if trash.exists() {
+            remove_dir(&trash)?;
+            std::thread::sleep(SETTLE);
+        }
+        Ok(())
     }
 
     fn note(&self, what: &str, run: usize, took: Duration) {
@@ -466,7 +514,7 @@ impl Bench {
             let took = timed(self.pkgload(&cache).arg("fetch").arg(&reference))?;
             self.note("pkgload fetch (cold)", run, took);
             ours.push(took.as_secs_f64());
-            remove_dir(&cache)?;
+            self.discard(&cache)?;
             if skopeo {
                 let out = self.fresh("skopeo-out")?;
                 let took = timed(
@@ -477,7 +525,7 @@ impl Bench {
                 )?;
                 self.note("skopeo copy", run, took);
                 peer_skopeo.push(took.as_secs_f64());
-                remove_dir(&out)?;
+                self.discard(&out)?;
             }
             if curl {
                 let out = self.fresh("curl-out")?;
@@ -500,7 +548,7 @@ impl Bench {
                 let took = timed(&mut download)? + timed(&mut hash)?;
                 self.note("curl --parallel + sha256sum", run, took);
                 peer_curl.push(took.as_secs_f64());
-                remove_dir(&out)?;
+                self.discard(&out)?;
             }
         }
         let size = self.image_size("image-512m");
@@ -558,7 +606,7 @@ impl Bench {
         let (mut ours, mut ours_warm, mut ls, mut umoci) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let warm_cache = self.work.join("warm-cache");
-        remove_dir(&warm_cache)?;
+        self.discard(&warm_cache)?;
         if warm_ls {
             timed(self.pkgload(&warm_cache).arg("fetch").arg(&reference))?;
         }
@@ -569,12 +617,12 @@ impl Bench {
                 let took = timed(self.pkgload(&cache).arg("unpack").arg(&reference).arg(&out))?;
                 self.note("pkgload unpack (cold cache)", run, took);
                 ours.push(took.as_secs_f64());
-                remove_dir(&out)?;
+                self.discard(&out)?;
                 let took = timed(self.pkgload(&cache).arg("unpack").arg(&reference).arg(&out))?;
                 self.note("pkgload unpack (warm cache)", run, took);
                 ours_warm.push(took.as_secs_f64());
-                remove_dir(&out)?;
-                remove_dir(&cache)?;
+                self.discard(&out)?;
+                self.discard(&cache)?;
             }
             if warm_ls {
                 let took = timed(
@@ -595,9 +643,9 @@ impl Bench {
             )?;
             self.note("umoci unpack --rootless", run, took);
             umoci.push(took.as_secs_f64());
-            remove_dir(&out)?;
+            self.discard(&out)?;
         }
-        remove_dir(&warm_cache)?;
+        self.discard(&warm_cache)?;
         let size = self.image_size("image-512m");
         if unpack {
             self.rows.push(Row {
@@ -648,7 +696,7 @@ impl Bench {
             let took = timed(self.pkgload(&cache).arg("load").arg(&reference))?;
             self.note("pkgload load (warm)", run, took);
             warm.push(took.as_secs_f64());
-            remove_dir(&cache)?;
+            self.discard(&cache)?;
         }
         self.rows.push(Row {
             key: "warm-load",
@@ -687,7 +735,7 @@ impl Bench {
                 took.as_secs_f64()
             );
             ours.push(rss);
-            remove_dir(&cache)?;
+            self.discard(&cache)?;
             let out = self.fresh("skopeo-out")?;
             let mut command = Command::new("/usr/bin/time");
             command
@@ -703,7 +751,7 @@ impl Bench {
                 took.as_secs_f64()
             );
             peer.push(rss);
-            remove_dir(&out)?;
+            self.discard(&out)?;
         }
         let size = self.image_size("image-1g");
         self.rows.push(Row {
@@ -744,7 +792,7 @@ impl Bench {
                     took,
                 );
                 samples.push(took.as_secs_f64());
-                remove_dir(&cache)?;
+                self.discard(&cache)?;
             }
         }
         self.rows.push(Row {
@@ -1044,10 +1092,14 @@ impl Report<'_> {
             md,
             "\nRatios are pkgload's median over the peer's (for the `--jobs` row: `--jobs 1` over \
              `--jobs 32`). Every cold run starts from an empty cache and output directory; the \
-             kernel page cache is not dropped between runs, so the loopback registry serves \
-             from memory. A criterion row shows criterion's low / estimate / high instead. \
-             The `--jobs` row goes through a loopback proxy that holds every \
-             request for {} ms.",
+             directories of earlier runs are deleted only between benchmark groups, followed \
+             by a {} s pause, because on ext4 a mass deletion slows file creation down for \
+             a few seconds. The kernel page cache is not dropped between runs, so the \
+             loopback registry serves from memory. A criterion row shows criterion's low / \
+             estimate / high instead. `--jobs N` bounds both HTTP requests in flight and \
+             volumes being unpacked, so `--jobs 1` is a strictly serial load; that row goes \
+             through a loopback proxy that holds every request for {} ms.",
+            SETTLE.as_secs(),
             PROXY_DELAY.as_millis()
         );
         for (title, text) in self.captured {

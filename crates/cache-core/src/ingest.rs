@@ -10,9 +10,10 @@
 //! it into `blobs/` and fsyncs the directory. Until that rename nothing is visible; if any
 //! check fails the data is discarded.
 //!
-//! An ingest of a *known* digest holds that digest's lock for its whole life and writes to
-//! `ingest/<alg>-<hex>.partial`. If it is interrupted (error, drop, crash), the next ingest
-//! of that digest re-hashes the partial prefix and continues at [`Ingest::offset`].
+//! An ingest of a *known* digest writes to `ingest/<alg>-<hex>.partial` and holds that
+//! file locked for its whole life (the lock is the digest's lock, see `lock.rs`). If it is
+//! interrupted (error, drop, crash), the next ingest of that digest re-hashes the partial
+//! prefix and continues at [`Ingest::offset`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -58,8 +59,6 @@ pub(crate) struct Sink {
     /// Remove the file when the sink is dropped without being committed.
     pub(crate) discard: Arc<AtomicBool>,
     pub(crate) committed: bool,
-    // Held until the sink is gone, so no other process touches the partial meanwhile.
-    pub(crate) _lock: Option<DigestLock>,
     pub(crate) _gate: Option<OwnedRwLockReadGuard<()>>,
 }
 
@@ -77,6 +76,8 @@ impl Sink {
 }
 
 impl Drop for Sink {
+    // For a known digest `file` is the locked partial: removing the path before the file
+    // closes (after this body) keeps the lock protocol of `DigestLock::remove`.
     fn drop(&mut self) {
         if !self.committed && self.discard.load(Ordering::Acquire) {
             let _ = std::fs::remove_file(&self.path);
@@ -84,7 +85,8 @@ impl Drop for Sink {
     }
 }
 
-/// Open (or create) the file for `target` and re-hash what it already holds.
+/// Open the file for `target` (for a known digest: the partial `lock` holds) and re-hash
+/// what it already holds.
 pub(crate) fn open_sink(
     layout: &Layout,
     target: Target,
@@ -106,20 +108,22 @@ pub(crate) fn open_sink(
                 written: 0,
                 discard: Arc::new(AtomicBool::new(true)),
                 committed: false,
-                _lock: lock,
                 _gate: gate,
             };
             Ok((sink, Hasher::new(algorithm)))
         }
         Target::Known { digest, size } => {
             let path = layout.partial(&digest);
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .at("open", &path)?;
+            let mut file = match lock {
+                Some(lock) => lock.into_file(),
+                None => OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .at("open", &path)?,
+            };
             let mut hasher = Hasher::new(digest.algorithm());
             let mut len = file.metadata().at("stat", &path)?.len();
             if size.is_some_and(|s| len > s) {
@@ -152,7 +156,6 @@ pub(crate) fn open_sink(
                 path,
                 discard: Arc::new(AtomicBool::new(false)),
                 committed: false,
-                _lock: lock,
                 _gate: gate,
             };
             tracing::debug!(%digest, offset = sink.written, "opened ingest");

@@ -3,8 +3,8 @@
 //! ```text
 //! <root>/.lock                                   shared by users, exclusive for gc/clean
 //! <root>/v1/blobs/<alg>/<hex[0..2]>/<hex>        immutable, read-only, verified
-//! <root>/v1/ingest/<alg>-<hex>.partial           resumable download of a known digest
-//! <root>/v1/ingest/<alg>-<hex>.lock              per-digest lock (one ingest at a time)
+//! <root>/v1/ingest/<alg>-<hex>.partial           resumable download of a known digest,
+//!                                                also its lock (one ingest at a time)
 //! <root>/v1/ingest/tmp-<unique>                  anonymous ingests and atomic-write temps
 //! <root>/v1/refs/<registry>/<repo>/_tags/<tag>   tag -> digest pointer with fetch time
 //! <root>/v1/refs/<registry>/<repo>/_list         the repository's tag list with fetch time
@@ -67,11 +67,6 @@ impl Layout {
     pub(crate) fn partial(&self, digest: &Digest) -> PathBuf {
         self.ingest_dir()
             .join(format!("{}-{}.partial", digest.algorithm(), digest.hex()))
-    }
-
-    pub(crate) fn digest_lock(&self, digest: &Digest) -> PathBuf {
-        self.ingest_dir()
-            .join(format!("{}-{}.lock", digest.algorithm(), digest.hex()))
     }
 
     /// A fresh, unique temporary path in `ingest/` (same filesystem as the blobs, so the

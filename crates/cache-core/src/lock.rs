@@ -2,8 +2,16 @@
 //!
 //! Two locks exist. The store lock (`<root>/.lock`) is held shared by every open [`Store`]
 //! and exclusively by gc and clean, so a sweep never races a reader in another process. The
-//! per-digest lock (`ingest/<alg>-<hex>.lock`) makes one process the writer of a digest
-//! while the others wait and then find the finished blob.
+//! per-digest lock makes one process the writer of a digest while the others wait and then
+//! find the finished blob.
+//!
+//! The per-digest lock is taken on the partial download itself
+//! (`ingest/<alg>-<hex>.partial`), not on a separate lock file. The writer renames the
+//! partial into `blobs/` while still holding it; a waiter that then gets the lock finds the
+//! path gone and starts over. One file per ingest instead of two matters: creating a file
+//! is the most expensive thing a cold load does on some filesystems (ext4 without a journal
+//! scans past every recently freed inode on each creation), and a lock file that is deleted
+//! after use makes every later creation slower still.
 //!
 //! Waiting polls `try_lock` with a growing sleep instead of blocking a thread in `flock`, so
 //! a wait can time out and can be cancelled by dropping its future.
@@ -19,11 +27,11 @@ use crate::error::{Error, IoContext, Result};
 const FIRST_SLEEP: Duration = Duration::from_millis(5);
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
-/// An exclusive per-digest lock. Dropping it removes the lock file (so `ingest/` does not
-/// fill up with them) and then unlocks.
+/// An exclusive lock on a digest's partial download: the open, locked file. Dropping it
+/// unlocks (the file stays, so a later ingest can resume it).
 #[derive(Debug)]
 pub(crate) struct DigestLock {
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
@@ -48,9 +56,10 @@ impl DigestLock {
         }
     }
 
-    /// One attempt. The holder deletes the file before unlocking, so after locking we check
-    /// that the path still names the inode we locked; if not, we locked a file that is
-    /// already gone and another process may hold a fresh one: try again.
+    /// One attempt. The holder renames or deletes the file before unlocking, so after
+    /// locking we check that the path still names the inode we locked; if not, we locked a
+    /// file that is already gone (maybe already a blob) and another process may hold a
+    /// fresh one: try again.
     pub(crate) fn try_acquire(path: &Path) -> Result<Option<Self>> {
         loop {
             let file = OpenOptions::new()
@@ -67,7 +76,7 @@ impl DigestLock {
             }
             if same_file(&file, path)? {
                 return Ok(Some(DigestLock {
-                    _file: file,
+                    file,
                     path: path.to_owned(),
                 }));
             }
@@ -75,11 +84,21 @@ impl DigestLock {
     }
 }
 
-impl Drop for DigestLock {
-    fn drop(&mut self) {
-        // Unlink while still holding the lock: a waiter that then locks the old inode sees
-        // the path gone (or re-created) and retries. The flock goes with the file handle.
-        let _ = std::fs::remove_file(&self.path);
+impl DigestLock {
+    /// The locked file, to write the blob into. The lock lasts as long as the file is open.
+    pub(crate) fn into_file(self) -> File {
+        self.file
+    }
+
+    /// Delete the file, then unlock: nothing worth resuming is in it (the blob is already
+    /// stored). A waiter that locks the old inode next sees the path gone and retries.
+    pub(crate) fn remove(self) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove", &self.path, e))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

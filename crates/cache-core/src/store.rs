@@ -303,13 +303,15 @@ impl Store {
         }
         let gate = self.inner.gate.clone().read_owned().await;
         let lock = DigestLock::acquire(
-            self.inner.layout.digest_lock(&digest),
+            self.inner.layout.partial(&digest),
             &format!("the ingest of {digest}"),
             self.inner.options.lock_timeout,
         )
         .await?;
-        // Whoever held the lock before us may have finished the blob.
+        // Whoever held the lock before us may have finished the blob; the partial we hold
+        // is then an empty file of our own making, or an orphan.
         if let Some(blob) = self.get(&digest)? {
+            lock.remove()?;
             return Ok(Begin::Present(blob));
         }
         let target = Target::Known { digest, size };
@@ -568,7 +570,13 @@ impl Store {
         Ok(Blob::load(*digest, &path, self.inner.options.mmap_threshold)?.map(Blob::into_bytes))
     }
 
-    /// Write `data` to `path` by temp file + fsync + rename + directory fsync.
+    /// Write `data` to `path` by temp file + fsync + rename.
+    ///
+    /// The directory is not fsynced: everything written this way (refs, tag lists, derived
+    /// entries) is a cache of something that can be fetched or computed again, so losing
+    /// the rename to a power cut costs one request. The file itself is fsynced before the
+    /// rename, so what is visible is never torn. Blobs, which the design promises are
+    /// durable once visible, go through ingest, which does fsync the directory.
     async fn write_atomic(
         &self,
         path: PathBuf,
@@ -601,8 +609,7 @@ pub(crate) fn write_atomic_blocking(temp: &Path, path: &Path, data: &[u8]) -> Re
         let mut file = std::fs::File::create(temp).at("create", temp)?;
         file.write_all(data).at("write", temp)?;
         file.sync_data().at("fsync", temp)?;
-        std::fs::rename(temp, path).at("rename into", path)?;
-        ingest::sync_dir(parent)
+        std::fs::rename(temp, path).at("rename into", path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(temp);

@@ -220,7 +220,9 @@ impl HttpClient {
             reason: "not an http(s) URL with a host".into(),
         })?;
         self.check_scheme(&req.url)?;
+        let queued = std::time::Instant::now();
         let permits = self.permits(&origin.host_port).await;
+        let started = std::time::Instant::now();
         let mut authorization = self
             .authorization(&origin.host_port, req.scope.as_deref())
             .await?;
@@ -249,6 +251,12 @@ impl HttpClient {
                 .await
                 .map_err(|e| transport_failure(&url, e))?;
             let status = resp.status();
+            tracing::debug!(
+                %status,
+                queued_ms = started.duration_since(queued).as_millis() as u64,
+                ms = started.elapsed().as_millis() as u64,
+                "response"
+            );
             if status.is_redirection()
                 && let Some(next) = location(&resp, &url)
             {

@@ -139,7 +139,9 @@ impl LoaderBuilder {
         self
     }
 
-    /// How many blobs download at once (default 16).
+    /// How much runs at once (default 16): HTTP requests in flight (tag lists, manifests
+    /// and blobs alike, all registries together), and package volumes being unpacked.
+    /// `jobs(1)` makes a load strictly one step at a time.
     #[must_use]
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs.max(1);
@@ -190,8 +192,8 @@ impl LoaderBuilder {
         self
     }
 
-    /// HTTP settings (timeouts, retries, user agent); `jobs` and insecure hosts given to
-    /// this builder are applied on top.
+    /// HTTP settings (timeouts, retries, user agent); `jobs` (which sets the request
+    /// limits) and insecure hosts given to this builder are applied on top.
     #[must_use]
     pub fn http(mut self, config: ClientConfig) -> Self {
         self.client = Some(config);
@@ -228,8 +230,8 @@ impl LoaderBuilder {
             credentials.insert(host, credential.clone());
         }
         let mut client = self.client.clone().unwrap_or_default();
-        client.max_concurrent = client.max_concurrent.max(self.jobs);
-        client.max_per_host = client.max_per_host.max(self.jobs);
+        client.max_concurrent = self.jobs;
+        client.max_per_host = self.jobs;
         client.insecure_hosts.extend(self.insecure.iter().cloned());
         let client = HttpClient::new(client, credentials)
             .map_err(|e| LoadError::fetch("starting the HTTP client", e))?;

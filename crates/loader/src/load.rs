@@ -156,6 +156,19 @@ impl Resolved {
         Ok(wanted)
     }
 
+    /// The digests of the package volumes the filesystem mounts (not atoms, not local).
+    fn volume_digests(&self) -> Result<std::collections::HashSet<Digest>> {
+        let Some(merged) = &self.merged else {
+            return Ok(std::collections::HashSet::new());
+        };
+        merged
+            .fs
+            .values()
+            .filter(|m| !self.is_local(&m.package))
+            .map(|m| Ok(self.layer_of(&m.package, Layer::Volume, &m.volume)?.1.digest))
+            .collect()
+    }
+
     /// True when `id`'s volumes and atoms are local files (the root under development).
     pub(crate) fn is_local(&self, id: &PackageId) -> bool {
         self.dev.is_some() && self.resolution.as_ref().is_some_and(|r| r.root.id() == *id)
@@ -182,6 +195,14 @@ impl Resolved {
         })?;
         Ok((found, blob))
     }
+}
+
+/// What [`Loader::fetch_and_open`] returns.
+struct Fetched {
+    report: FetchReport,
+    blobs: HashMap<Digest, Blob>,
+    /// Opened package volumes, by digest.
+    volumes: HashMap<Digest, Arc<dyn FileSystem>>,
 }
 
 /// Which kind of named layer a mapping or command refers to.
@@ -242,6 +263,21 @@ impl Loader {
     /// manifests read by their locked digests).
     #[tracing::instrument(level = "info", skip(self, lock), fields(%reference))]
     pub async fn resolve(
+        &self,
+        reference: &PackageRef,
+        lock: Option<&Lockfile>,
+    ) -> Result<Resolved> {
+        let started = std::time::Instant::now();
+        let resolved = self.resolve_reference(reference, lock).await?;
+        tracing::info!(
+            packages = resolved.packages.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "resolved"
+        );
+        Ok(resolved)
+    }
+
+    async fn resolve_reference(
         &self,
         reference: &PackageRef,
         lock: Option<&Lockfile>,
@@ -429,6 +465,15 @@ impl Loader {
     /// Fetch every blob the resolved tree uses, `jobs` at a time, largest first; blobs in
     /// the cache cost nothing.
     pub async fn fetch(&self, resolved: &Resolved) -> Result<(FetchReport, HashMap<Digest, Blob>)> {
+        let fetched = self.fetch_and_open(resolved, false).await?;
+        Ok((fetched.report, fetched.blobs))
+    }
+
+    /// [`fetch`](Self::fetch), and with `open`, each package volume opened (decompressed
+    /// and indexed on first use) as soon as it is in the store. Opening inside the same
+    /// `jobs`-bounded task overlaps local work with the downloads still in flight, instead
+    /// of leaving it all for after the last byte.
+    async fn fetch_and_open(&self, resolved: &Resolved, open: bool) -> Result<Fetched> {
         let plan = resolved.plan()?;
         let cached = plan
             .iter()
@@ -446,15 +491,37 @@ impl Loader {
                 cached,
             });
         }
+        let volumes = if open {
+            resolved.volume_digests()?
+        } else {
+            std::collections::HashSet::new()
+        };
         let remote = &self.remote;
-        let blobs: HashMap<Digest, Blob> = futures::stream::iter(plan)
-            .map(
-                |(at, blob)| async move { remote.blob(&at, &blob).await.map(|b| (blob.digest, b)) },
-            )
+        let volumes = &volumes;
+        let done: Vec<(Digest, Blob, Option<Arc<dyn FileSystem>>)> = futures::stream::iter(plan)
+            .map(|(at, blob)| async move {
+                let fetched = remote.blob(&at, &blob).await?;
+                let opened = match volumes.contains(&blob.digest) {
+                    true => Some(self.open_volume(&blob, None).await?),
+                    false => None,
+                };
+                Ok::<_, LoadError>((blob.digest, fetched, opened))
+            })
             .buffer_unordered(self.jobs)
             .try_collect()
             .await?;
-        Ok((report, blobs))
+        let mut fetched = Fetched {
+            report,
+            blobs: HashMap::with_capacity(done.len()),
+            volumes: HashMap::new(),
+        };
+        for (digest, blob, opened) in done {
+            fetched.blobs.insert(digest, blob);
+            if let Some(volume) = opened {
+                fetched.volumes.insert(digest, volume);
+            }
+        }
+        Ok(fetched)
     }
 
     /// Resolve, fetch and assemble.
@@ -469,7 +536,21 @@ impl Loader {
 
     /// Fetch and assemble an already resolved tree.
     pub async fn load_resolved(&self, resolved: Resolved) -> Result<LoadedPackage> {
-        let (_, blobs) = self.fetch(&resolved).await?;
+        let started = std::time::Instant::now();
+        let open = resolved.kind == ArtifactKind::Package;
+        let Fetched {
+            report,
+            blobs,
+            volumes,
+        } = self.fetch_and_open(&resolved, open).await?;
+        tracing::info!(
+            blobs = report.blobs,
+            cached = report.cached,
+            bytes = report.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "fetched"
+        );
+        let started = std::time::Instant::now();
         let local = match &resolved.dev {
             Some(dev) => crate::dev::local_parts(self, dev).await?,
             None => crate::dev::LocalParts::default(),
@@ -477,7 +558,7 @@ impl Loader {
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image => self.image_fs(&resolved).await?,
             ArtifactKind::Wasm => Arc::new(Union::new()),
-            ArtifactKind::Package => self.package_fs(&resolved, &local).await?,
+            ArtifactKind::Package => self.package_fs(&resolved, &local, volumes).await?,
         };
         let commands = self.commands(&resolved, &blobs, &local)?;
         let entrypoint = match (&resolved.merged, resolved.kind) {
@@ -486,6 +567,10 @@ impl Loader {
             (None, _) => None,
         };
         let footprint = footprint(fs.clone()).await?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "assembled the filesystem"
+        );
         Ok(LoadedPackage {
             resolved,
             fs,
@@ -501,12 +586,12 @@ impl Loader {
         &self,
         resolved: &Resolved,
         local: &crate::dev::LocalParts,
+        mut volumes: HashMap<Digest, Arc<dyn FileSystem>>,
     ) -> Result<Arc<dyn FileSystem>> {
         let Some(merged) = &resolved.merged else {
             return Ok(Arc::new(Union::new()));
         };
         let union = Union::new();
-        let mut volumes: HashMap<Digest, Arc<dyn FileSystem>> = HashMap::new();
         for mapping in merged.fs.values() {
             let local_volume = resolved
                 .is_local(&mapping.package)

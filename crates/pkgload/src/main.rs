@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     insecure: Vec<String>,
 
-    /// Blobs downloaded at once
+    /// Work done at once: HTTP requests in flight and volumes being unpacked
     #[arg(
         long,
         short = 'j',
