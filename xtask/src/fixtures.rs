@@ -959,6 +959,8 @@ log:
   accesslog:
     disabled: true
 storage:
+  cache:
+    blobdescriptor: inmemory
   filesystem:
     rootdirectory: \"{root}\"
   delete:

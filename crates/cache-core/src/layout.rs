@@ -6,8 +6,8 @@
 //! <root>/v1/ingest/<alg>-<hex>.partial           resumable download of a known digest,
 //!                                                also its lock (one ingest at a time)
 //! <root>/v1/ingest/tmp-<unique>                  anonymous ingests and atomic-write temps
-//! <root>/v1/refs/<registry>/<repo>/_tags/<tag>   tag -> digest pointer with fetch time
-//! <root>/v1/refs/<registry>/<repo>/_list         the repository's tag list with fetch time
+//! <root>/v1/refs/<registry>/<repo+>:<tag>         tag -> digest pointer with fetch time
+//! <root>/v1/refs/<registry>/<repo+>@tags          the repository's tag list with fetch time
 //! <root>/v1/derived/<alg>/<hex>.<kind>           data computed from a blob
 //! ```
 //!
@@ -81,32 +81,42 @@ impl Layout {
             .join(format!("{}.{}", digest.hex(), kind.as_str()))
     }
 
+    /// `refs/<registry>/<repo+>:<tag>`, where `<repo+>` is the repository with `+` for
+    /// `/`. Flat, so that remembering a new repository creates one file and no directory:
+    /// file creation is what a cold load of many small packages spends its time on.
+    /// Neither `+`, `:` nor `@` can occur in a repository or tag, so names cannot collide.
     pub(crate) fn tag_ref(&self, key: &RefKey) -> PathBuf {
-        let mut p = self.refs_dir().join(&key.registry);
-        for part in key.repository.split('/') {
-            p.push(part);
-        }
-        p.push("_tags");
-        p.push(&key.tag);
-        p
+        self.refs_dir().join(&key.registry).join(format!(
+            "{}:{}",
+            flat_repository(&key.repository),
+            key.tag
+        ))
     }
 
-    /// `refs/<registry>/<repo…>/_list`: a repository's tag list. Repository components
-    /// cannot start with `_`, so neither `_list` nor `_tags` can collide with one.
+    /// `refs/<registry>/<repo+>@tags`: a repository's tag list.
     pub(crate) fn tag_list(&self, registry: &str, repository: &str) -> crate::Result<PathBuf> {
         validate_registry(registry)?;
         validate_repository(repository)?;
-        let mut p = self.refs_dir().join(registry);
-        for part in repository.split('/') {
-            p.push(part);
-        }
-        p.push("_list");
-        Ok(p)
+        Ok(self
+            .refs_dir()
+            .join(registry)
+            .join(format!("{}@tags", flat_repository(repository))))
+    }
+
+    /// The key of a ref file `refs/<registry>/<name>`, or `None` when `name` is not a ref
+    /// (a tag list, or anything else).
+    pub(crate) fn ref_key_of(registry: &str, name: &str) -> Option<RefKey> {
+        let (repository, tag) = name.split_once(':')?;
+        RefKey::new(registry, &repository.replace('+', "/"), tag).ok()
     }
 
     pub(crate) fn check_tag(tag: &str) -> bool {
         validate_tag(tag).is_ok()
     }
+}
+
+fn flat_repository(repository: &str) -> String {
+    repository.replace('/', "+")
 }
 
 /// Unique within this machine: process id, a per-process counter and the clock.

@@ -389,26 +389,21 @@ fn remove_derived(layout: &Layout, digest: &Digest) {
     }
 }
 
+/// Every ref: the files `refs/<registry>/<repo+>:<tag>` (see `Layout::tag_ref`).
 fn list_refs(layout: &Layout) -> Result<Vec<(RefKey, RefEntry)>> {
-    let root = layout.refs_dir();
     let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in read_dir(&dir)? {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.file_name().is_some_and(|n| n == "_list") {
-                continue;
-            }
-            let Some(key) = ref_key_of(&root, &path) else {
-                tracing::warn!(path = %path.display(), "ignoring a file in refs/ that is not a ref");
+    for registry_dir in read_dir(&layout.refs_dir())? {
+        let registry = registry_dir.file_name().to_string_lossy().into_owned();
+        if !registry_dir.path().is_dir() {
+            continue;
+        }
+        for entry in read_dir(&registry_dir.path())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = Layout::ref_key_of(&registry, &name) else {
                 continue;
             };
-            match read_ref(&path) {
-                Ok(Some(entry)) => out.push((key, entry)),
+            match read_ref(&entry.path()) {
+                Ok(Some(found)) => out.push((key, found)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an unreadable ref"),
             }
@@ -416,19 +411,6 @@ fn list_refs(layout: &Layout) -> Result<Vec<(RefKey, RefEntry)>> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// `refs/<registry>/<repo…>/_tags/<tag>` back to its key.
-fn ref_key_of(root: &Path, path: &Path) -> Option<RefKey> {
-    let rel = path.strip_prefix(root).ok()?;
-    let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
-    let (tag, rest) = parts.split_last()?;
-    let (tags_dir, rest) = rest.split_last()?;
-    let (registry, repo) = rest.split_first()?;
-    if *tags_dir != "_tags" {
-        return None;
-    }
-    RefKey::new(registry, &repo.join("/"), tag).ok()
 }
 
 fn gc_blocking(store: &Store, options: &GcOptions) -> Result<GcReport> {
