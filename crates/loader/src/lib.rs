@@ -46,6 +46,7 @@ mod gc;
 mod load;
 mod pack;
 mod package_dir;
+mod prefetch;
 mod reference;
 mod remote;
 mod source;

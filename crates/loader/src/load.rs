@@ -15,6 +15,7 @@ use crate::artifact::{ArtifactKind, BlobRef};
 use crate::config::{LoadEvent, LoaderBuilder, Validation};
 use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
+use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Located, Place, Remote, place_of};
 use crate::source::{Found, PackageSource};
@@ -57,6 +58,9 @@ pub struct Resolved {
     pub merged: Option<ResolvedPackage>,
     pub(crate) root_found: Found,
     pub(crate) found: HashMap<PackageId, Found>,
+    /// Downloads resolution started; the fetch joins them (dropping the last clone of this
+    /// `Resolved` aborts what is still running).
+    pub(crate) _prefetch: Option<Arc<crate::prefetch::Prefetch>>,
     /// A package under development: its own volumes and atoms are local files.
     pub(crate) dev: Option<Arc<PackageDir>>,
 }
@@ -165,7 +169,12 @@ impl Resolved {
             .fs
             .values()
             .filter(|m| !self.is_local(&m.package))
-            .map(|m| Ok(self.layer_of(&m.package, Layer::Volume, &m.volume)?.1.digest))
+            .map(|m| {
+                Ok(self
+                    .layer_of(&m.package, Layer::Volume, &m.volume)?
+                    .1
+                    .digest)
+            })
             .collect()
     }
 
@@ -381,6 +390,7 @@ impl Loader {
                     root_found,
                     found: HashMap::new(),
                     dev: None,
+                    _prefetch: None,
                 })
             }
         }
@@ -406,7 +416,14 @@ impl Loader {
                     .collect()
             })
             .unwrap_or_default();
-        let source = PackageSource::new(self.remote.clone(), place, pinned);
+        let prefetch = Arc::new(Prefetch::new(
+            self.remote.clone(),
+            self.layer_limits,
+            self.jobs,
+        ));
+        prefetch.package(&root_found.at, &root_found.artifact, &manifest);
+        let source =
+            PackageSource::new(self.remote.clone(), place, pinned).with_prefetch(prefetch.clone());
         source.remember(root_id.clone(), root_found.clone());
         let resolution = match lock {
             Some(lock) => resolve_graph::resolve_locked(&source, &manifest, lock).await?,
@@ -459,6 +476,7 @@ impl Loader {
             root_found,
             found,
             dev: None,
+            _prefetch: Some(prefetch),
         })
     }
 

@@ -15,6 +15,7 @@ use semver::Version;
 
 use crate::artifact::{Artifact, ArtifactKind};
 use crate::error::LoadError;
+use crate::prefetch::Prefetch;
 use crate::remote::{Located, Place, Remote};
 
 /// What the loader knows about one resolved package: where it is and what it carries.
@@ -30,6 +31,10 @@ pub(crate) struct PackageSource {
     /// Manifest digests a lockfile pins: summaries are read by digest, never by tag.
     pinned: HashMap<PackageId, Digest>,
     found: Mutex<HashMap<PackageId, Found>>,
+    /// Where the blobs of likely picks start downloading (see `prefetch.rs`).
+    prefetch: Option<Arc<Prefetch>>,
+    /// The newest version of each name listed so far: the solver's first choice.
+    newest: Mutex<HashMap<PackageName, Version>>,
 }
 
 impl PackageSource {
@@ -43,7 +48,16 @@ impl PackageSource {
             place,
             pinned,
             found: Mutex::new(HashMap::new()),
+            prefetch: None,
+            newest: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Start downloading the blobs of each package that is likely to be picked as soon as
+    /// its config is read.
+    pub(crate) fn with_prefetch(mut self, prefetch: Arc<Prefetch>) -> Self {
+        self.prefetch = Some(prefetch);
+        self
     }
 
     pub(crate) fn remember(&self, id: PackageId, found: Found) {
@@ -93,6 +107,19 @@ impl PackageSource {
                 ),
             });
         }
+        if let Some(prefetch) = &self.prefetch {
+            // A lockfile names the exact pick; otherwise the newest version is the guess.
+            let likely = pinned.is_some()
+                || self
+                    .newest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id.name)
+                    .is_some_and(|v| *v == id.version);
+            if likely {
+                prefetch.package(&at, &artifact, &manifest);
+            }
+        }
         let summary = Summary {
             manifest,
             digest: artifact.digest.to_string(),
@@ -122,7 +149,15 @@ impl Source for PackageSource {
                 .await
                 .map_err(|e| self.failed(name.to_string(), &e))?;
             // Tags that are not versions (`latest`, `main`) are not candidates.
-            Ok(tags.iter().filter_map(|t| Version::parse(t).ok()).collect())
+            let versions: Vec<Version> =
+                tags.iter().filter_map(|t| Version::parse(t).ok()).collect();
+            if let Some(newest) = versions.iter().filter(|v| v.pre.is_empty()).max() {
+                self.newest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), newest.clone());
+            }
+            Ok(versions)
         }
         .boxed()
     }
