@@ -206,6 +206,9 @@ impl Resolved {
     }
 }
 
+/// An opened volume.
+type Volume = Arc<dyn FileSystem>;
+
 /// What [`Loader::fetch_and_open`] returns.
 struct Fetched {
     report: FetchReport,
@@ -516,7 +519,7 @@ impl Loader {
         };
         let remote = &self.remote;
         let volumes = &volumes;
-        let done: Vec<(Digest, Blob, Option<Arc<dyn FileSystem>>)> = futures::stream::iter(plan)
+        let done: Vec<(Digest, Blob, Option<Volume>)> = futures::stream::iter(plan)
             .map(|(at, blob)| async move {
                 let fetched = remote.blob(&at, &blob).await?;
                 let opened = match volumes.contains(&blob.digest) {
