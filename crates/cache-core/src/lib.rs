@@ -7,8 +7,8 @@
 //!   and only renamed into `blobs/` after its size and digest match and the file was
 //!   fsynced (the directory is fsynced after the rename). A mismatch discards it.
 //! - **Each blob is fetched once.** Concurrent requests for one digest in a process share
-//!   one in-flight fill ([`Store::get_or_ingest`]); across processes a per-digest lock file
-//!   makes the second process wait and then find the finished blob.
+//!   one in-flight fill ([`Store::get_or_ingest`]); across processes a lock on the digest's
+//!   partial file makes the second process wait and then find the finished blob.
 //! - **Interrupted downloads resume.** A crash, an error or a dropped future leaves a partial
 //!   file that the next ingest re-hashes and continues ([`Ingest::offset`]).
 //! - **Reads are zero-copy.** [`Store::get`] returns a [`Blob`]: [`bytes::Bytes`] over a
