@@ -366,3 +366,58 @@ fn package_universe_end_to_end() {
         "{message}"
     );
 }
+
+/// `--jobs 1` is one request at a time (HTTP/1.1 without pipelining needs a second
+/// connection for a second request in flight, so a serial load uses exactly one), and a
+/// cold load asks for nothing twice: the downloads started while resolving are joined by
+/// the fetch that follows, not repeated.
+#[test]
+fn jobs_one_is_serial_and_a_cold_load_asks_once() {
+    let world = World::new();
+    world.push(
+        "acme/leaf",
+        "1.0.0",
+        "[[fs]]\nvolume = \"v\"\nmount = \"/leaf\"\n[volumes]\nv = \"v/leaf\"\n",
+        &[("v/leaf/leaf.txt", "leaf")],
+    );
+    world.push(
+        "acme/mid",
+        "1.0.0",
+        "[dependencies]\nleaf = { package = \"acme/leaf\", version = \"^1\" }\n\
+         [[fs]]\nvolume = \"v\"\nmount = \"/mid\"\n[volumes]\nv = \"v/mid\"\n",
+        &[("v/mid/mid.txt", "mid")],
+    );
+    world.push(
+        "acme/top",
+        "1.0.0",
+        "[dependencies]\nmid = { package = \"acme/mid\", version = \"^1\" }\n\
+         [[fs]]\nvolume = \"v\"\nmount = \"/top\"\n[volumes]\nv = \"v/top\"\n",
+        &[("v/top/top.txt", "top")],
+    );
+    let top = world.reference("acme/top", "1.0.0");
+    let unique = |requests: &[String]| {
+        let mut seen = std::collections::HashSet::new();
+        let repeated: Vec<&String> = requests.iter().filter(|r| !seen.insert(*r)).collect();
+        assert!(
+            repeated.is_empty(),
+            "asked twice: {repeated:?} in {requests:#?}"
+        );
+    };
+    for (jobs, cache) in [("1", "serial-cache"), ("8", "wide-cache")] {
+        world.proxy.clear();
+        let cache = world.work.path().join(cache);
+        ok(&pkgload(&cache, &["--jobs", jobs, "ls", "-R", &top, "/"]));
+        let requests = world.proxy.requests();
+        unique(&requests);
+        // 3 packages: tag list (not for the root), manifest, config, volume.
+        assert_eq!(requests.len(), 11, "{requests:#?}");
+        if jobs == "1" {
+            assert_eq!(world.proxy.connections(), 1, "{requests:#?}");
+        }
+        let listing = ok(&pkgload(
+            &cache,
+            &["--offline", "cat", &top, "/leaf/leaf.txt"],
+        ));
+        assert_eq!(listing, "leaf");
+    }
+}
