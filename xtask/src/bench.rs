@@ -30,8 +30,21 @@ const NAMES: [&str; 9] = [
     "resolve",
     "ingest",
 ];
-/// How long file creation stays slow after a mass deletion (see [`Bench::discard`]).
-const SETTLE: Duration = Duration::from_secs(12);
+/// How long ext4 without a journal avoids reusing a freed inode once its inode table block
+/// is clean (`RECENTCY_MIN` in the kernel's `ialloc.c`; 300 s while the block is dirty,
+/// hence the `sync` first). See [`Bench::discard`].
+const SETTLE: Duration = Duration::from_secs(61);
+
+/// Write back dirty metadata, then wait [`SETTLE`] so that inodes freed before now no longer
+/// slow file creation down (see [`Bench::discard`]).
+fn settle_filesystem() {
+    eprintln!(
+        "bench: waiting {} s for freed inodes to age out (ext4 without a journal)",
+        SETTLE.as_secs()
+    );
+    let _ = Command::new("sync").status();
+    std::thread::sleep(SETTLE);
+}
 
 /// The latency the delaying proxy adds to every request of the `jobs` benchmark.
 const PROXY_DELAY: Duration = Duration::from_millis(10);
@@ -163,8 +176,22 @@ pub fn run(options: &Options) -> Result<()> {
         eprintln!("docker-registry listening on {}", registry.addr);
         fixtures::push(&bench.fixtures, &registry, &bench.pkgload, &needs)?;
         bench.registry = Some(registry);
-        // The registry deleted its upload directories while we pushed.
-        std::thread::sleep(SETTLE);
+    }
+    // Starting the registry emptied its old storage and pushing made it delete its upload
+    // directories: let those freed inodes age out before anything is timed.
+    if [
+        "fetch",
+        "curl",
+        "unpack",
+        "warm-ls",
+        "warm-load",
+        "rss",
+        "jobs",
+    ]
+    .iter()
+    .any(|n| options.wants(n))
+    {
+        settle_filesystem();
     }
     let mut failures = Vec::new();
     let mut attempt = |name: &str, result: Result<()>| {
@@ -176,32 +203,22 @@ pub fn run(options: &Options) -> Result<()> {
     if options.wants("fetch") || options.wants("curl") {
         let r = bench.fetch(options.wants("fetch"), options.wants("curl"));
         attempt("fetch", r);
-        let r = bench.settle();
-        attempt("clean-up", r);
     }
     if options.wants("unpack") || options.wants("warm-ls") {
         let r = bench.unpack(options.wants("unpack"), options.wants("warm-ls"));
         attempt("unpack", r);
-        let r = bench.settle();
-        attempt("clean-up", r);
     }
     if options.wants("warm-load") {
         let r = bench.warm_load();
         attempt("warm-load", r);
-        let r = bench.settle();
-        attempt("clean-up", r);
     }
     if options.wants("rss") {
         let r = bench.rss();
         attempt("rss", r);
-        let r = bench.settle();
-        attempt("clean-up", r);
     }
     if options.wants("jobs") {
         let r = bench.jobs();
         attempt("jobs", r);
-        let r = bench.settle();
-        attempt("clean-up", r);
     }
     bench.registry = None;
     if options.wants("resolve") {
@@ -463,13 +480,14 @@ impl Bench {
         Ok(dir)
     }
 
-    /// Move `dir` out of the way; [`settle`](Self::settle) deletes it later.
+    /// Move `dir` out of the way; it is deleted with the work directory at the end.
     ///
-    /// Deleting a tree of thousands of files right before a timed run charges that run for
-    /// the previous run's clean-up: ext4 without a journal (as on the machine this was
-    /// tuned on) skips every inode freed in the last few seconds, one probe at a time, on
-    /// each file creation, which made a cold 200-package load up to 2× slower. A rename
-    /// frees nothing.
+    /// Deleting a tree of thousands of files between timed runs charges later runs for the
+    /// clean-up: ext4 without a journal (as on the machine this was tuned on) will not
+    /// reuse an inode for 60 s after it was freed (5 minutes while its inode table block
+    /// is dirty), and skips such inodes one probe at a time on every file creation. That
+    /// made a cold 200-package load up to 3× slower. A rename frees nothing. The cost is
+    /// disk space: a full run keeps about 30 GB until it ends.
     fn discard(&self, dir: &Path) -> Result<()> {
         if !dir.exists() {
             return Ok(());
@@ -480,17 +498,6 @@ impl Bench {
         self.discarded.set(n + 1);
         let to = trash.join(n.to_string());
         fs::rename(dir, &to).map_err(io_err(dir))
-    }
-
-    /// Delete what [`discard`](Self::discard) set aside, then wait out the window in which
-    /// the freed inodes slow file creation down. Called between benchmark groups.
-    fn settle(&self) -> Result<()> {
-        let trash = self.work.join(".trash");
-        if trash.exists() {
-            remove_dir(&trash)?;
-            std::thread::sleep(SETTLE);
-        }
-        Ok(())
     }
 
     fn note(&self, what: &str, run: usize, took: Duration) {
@@ -1092,9 +1099,9 @@ impl Report<'_> {
             md,
             "\nRatios are pkgload's median over the peer's (for the `--jobs` row: `--jobs 1` over \
              `--jobs 32`). Every cold run starts from an empty cache and output directory; the \
-             directories of earlier runs are deleted only between benchmark groups, followed \
-             by a {} s pause, because on ext4 a mass deletion slows file creation down for \
-             a few seconds. The kernel page cache is not dropped between runs, so the \
+             directories of earlier runs are set aside and deleted only at the end, and the \
+             timed part starts after a `sync` and a {} s pause, because ext4 without a \
+             journal slows file creation down for a minute after a mass deletion. The kernel page cache is not dropped between runs, so the \
              loopback registry serves from memory. A criterion row shows criterion's low / \
              estimate / high instead. `--jobs N` bounds both HTTP requests in flight and \
              volumes being unpacked, so `--jobs 1` is a strictly serial load; that row goes \
