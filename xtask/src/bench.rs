@@ -35,6 +35,12 @@ const NAMES: [&str; 9] = [
 /// hence the `sync` first). See [`Bench::discard`].
 const SETTLE: Duration = Duration::from_secs(61);
 
+/// Write back what the last group wrote, so that the next one does not share the disk with
+/// its writeback (a group leaves gigabytes of dirty pages behind).
+fn sync_filesystem() {
+    let _ = Command::new("sync").status();
+}
+
 /// Write back dirty metadata, then wait [`SETTLE`] so that inodes freed before now no longer
 /// slow file creation down (see [`Bench::discard`]).
 fn settle_filesystem() {
@@ -42,7 +48,7 @@ fn settle_filesystem() {
         "bench: waiting {} s for freed inodes to age out (ext4 without a journal)",
         SETTLE.as_secs()
     );
-    let _ = Command::new("sync").status();
+    sync_filesystem();
     std::thread::sleep(SETTLE);
 }
 
@@ -203,18 +209,22 @@ pub fn run(options: &Options) -> Result<()> {
     if options.wants("fetch") || options.wants("curl") {
         let r = bench.fetch(options.wants("fetch"), options.wants("curl"));
         attempt("fetch", r);
+        sync_filesystem();
     }
     if options.wants("unpack") || options.wants("warm-ls") {
         let r = bench.unpack(options.wants("unpack"), options.wants("warm-ls"));
         attempt("unpack", r);
+        sync_filesystem();
     }
     if options.wants("warm-load") {
         let r = bench.warm_load();
         attempt("warm-load", r);
+        sync_filesystem();
     }
     if options.wants("rss") {
         let r = bench.rss();
         attempt("rss", r);
+        sync_filesystem();
     }
     if options.wants("jobs") {
         let r = bench.jobs();
@@ -1101,7 +1111,9 @@ impl Report<'_> {
              `--jobs 32`). Every cold run starts from an empty cache and output directory; the \
              directories of earlier runs are set aside and deleted only at the end, and the \
              timed part starts after a `sync` and a {} s pause, because ext4 without a \
-             journal slows file creation down for a minute after a mass deletion. The kernel page cache is not dropped between runs, so the \
+             journal slows file creation down for a minute after a mass deletion; each \
+             group starts after a `sync`, so it does not share the disk with the previous \
+             group's writeback. The kernel page cache is not dropped between runs, so the \
              loopback registry serves from memory. A criterion row shows criterion's low / \
              estimate / high instead. `--jobs N` bounds both HTTP requests in flight and \
              volumes being unpacked, so `--jobs 1` is a strictly serial load; that row goes \
