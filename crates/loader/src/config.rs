@@ -62,6 +62,7 @@ pub struct LoaderBuilder {
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) client: Option<ClientConfig>,
     pub(crate) layer_limits: vfs_overlay::LayerLimits,
+    pub(crate) prefetch: bool,
 }
 
 impl std::fmt::Debug for LoaderBuilder {
@@ -96,6 +97,7 @@ impl Default for LoaderBuilder {
             progress: None,
             client: None,
             layer_limits: vfs_overlay::LayerLimits::default(),
+            prefetch: true,
         }
     }
 }
@@ -181,6 +183,16 @@ impl LoaderBuilder {
     #[must_use]
     pub fn progress(mut self, sink: ProgressSink) -> Self {
         self.progress = Some(sink);
+        self
+    }
+
+    /// Start downloading and unpacking the blobs of likely picks while resolving (default
+    /// on), so that a load overlaps its downloads with the solver's round trips. Turn it
+    /// off when only the resolution is wanted: a guess the solver later drops costs one
+    /// version's blobs.
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: bool) -> Self {
+        self.prefetch = prefetch;
         self
     }
 

@@ -28,6 +28,7 @@ pub struct Loader {
     validation: Validation,
     default_place: Option<Place>,
     layer_limits: vfs_overlay::LayerLimits,
+    prefetch: bool,
 }
 
 /// One package of a resolution, as printed by `pkgload resolve --json`.
@@ -254,6 +255,7 @@ impl Loader {
                 prefix: config.prefix,
             }),
             layer_limits: config.layer_limits,
+            prefetch: config.prefetch,
         }
     }
 
@@ -419,14 +421,19 @@ impl Loader {
                     .collect()
             })
             .unwrap_or_default();
-        let prefetch = Arc::new(Prefetch::new(
-            self.remote.clone(),
-            self.layer_limits,
-            self.jobs,
-        ));
-        prefetch.package(&root_found.at, &root_found.artifact, &manifest);
-        let source =
-            PackageSource::new(self.remote.clone(), place, pinned).with_prefetch(prefetch.clone());
+        let mut source = PackageSource::new(self.remote.clone(), place, pinned);
+        let prefetch = self.prefetch.then(|| {
+            let prefetch = Arc::new(Prefetch::new(
+                self.remote.clone(),
+                self.layer_limits,
+                self.jobs,
+            ));
+            prefetch.package(&root_found.at, &root_found.artifact, &manifest);
+            prefetch
+        });
+        if let Some(prefetch) = &prefetch {
+            source = source.with_prefetch(prefetch.clone());
+        }
         source.remember(root_id.clone(), root_found.clone());
         let resolution = match lock {
             Some(lock) => resolve_graph::resolve_locked(&source, &manifest, lock).await?,
@@ -479,7 +486,7 @@ impl Loader {
             root_found,
             found,
             dev: None,
-            _prefetch: Some(prefetch),
+            _prefetch: prefetch,
         })
     }
 

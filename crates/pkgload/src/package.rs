@@ -118,7 +118,7 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             lock,
             dot,
         } => {
-            let loader = loader(global, false).await?;
+            let loader = loader(global, false, false).await?;
             let resolved = loader
                 .resolve(&PackageRef::parse(&reference)?, None)
                 .await?;
@@ -140,7 +140,7 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             }
         }
         PackageCommand::Fetch { reference, lock } => {
-            let loader = loader(global, true).await?;
+            let loader = loader(global, true, true).await?;
             let resolved = resolve(&loader, &reference, lock.as_deref()).await?;
             let (report, _) = loader.fetch(&resolved).await?;
             if !global.quiet {
@@ -209,7 +209,7 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             let PackageRef::Registry(target) = PackageRef::parse(&reference)? else {
                 return Err(format!("{reference:?}: expected REGISTRY/REPO[:TAG]").into());
             };
-            let loader = loader(global, false).await?;
+            let loader = loader(global, false, false).await?;
             let tag = target.tag().map(str::to_owned);
             let repository = fetch_http::Repository::Registry {
                 client: loader.http_client().clone(),
@@ -222,9 +222,11 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn loader(global: &Global, progress: bool) -> Result<Loader> {
+/// The loader for one command; `prefetch` for commands that go on to fetch.
+async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loader> {
     let mut builder = Loader::builder()
         .cache_dir(&global.cache_dir)
+        .prefetch(prefetch)
         .jobs(global.jobs)
         .offline(global.offline)
         .layer_limits(vfs_overlay::LayerLimits {
@@ -266,7 +268,7 @@ async fn resolve(loader: &Loader, reference: &str, lock: Option<&Path>) -> Resul
 }
 
 async fn load(global: &Global, reference: &str, lock: Option<&Path>) -> Result<LoadedPackage> {
-    let loader = loader(global, true).await?;
+    let loader = loader(global, true, true).await?;
     let resolved = resolve(&loader, reference, lock).await?;
     Ok(loader.load_resolved(resolved).await?)
 }
