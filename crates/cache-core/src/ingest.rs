@@ -85,83 +85,77 @@ impl Drop for Sink {
     }
 }
 
-/// Open the file for `target` (for a known digest: the partial `lock` holds) and re-hash
-/// what it already holds.
-pub(crate) fn open_sink(
+/// A fresh temp file for an ingest whose digest is not known in advance.
+pub(crate) fn open_temp(
     layout: &Layout,
-    target: Target,
-    lock: Option<DigestLock>,
+    algorithm: Algorithm,
     gate: Option<OwnedRwLockReadGuard<()>>,
 ) -> Result<(Sink, Hasher)> {
     std::fs::create_dir_all(layout.ingest_dir()).at("create", &layout.ingest_dir())?;
-    match target {
-        Target::Anonymous { algorithm } => {
-            let path = layout.temp();
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .at("create", &path)?;
-            let sink = Sink {
-                file,
-                path,
-                written: 0,
-                discard: Arc::new(AtomicBool::new(true)),
-                committed: false,
-                _gate: gate,
-            };
-            Ok((sink, Hasher::new(algorithm)))
+    let path = layout.temp();
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .at("create", &path)?;
+    let sink = Sink {
+        file,
+        path,
+        written: 0,
+        discard: Arc::new(AtomicBool::new(true)),
+        committed: false,
+        _gate: gate,
+    };
+    Ok((sink, Hasher::new(algorithm)))
+}
+
+/// The partial download of `digest` that `lock` holds, with what it already holds re-hashed
+/// (the resume point).
+pub(crate) fn open_partial(
+    layout: &Layout,
+    lock: DigestLock,
+    digest: Digest,
+    size: Option<u64>,
+    gate: Option<OwnedRwLockReadGuard<()>>,
+) -> Result<(Sink, Hasher)> {
+    let path = layout.partial(&digest);
+    let mut file = lock.into_file();
+    let mut hasher = Hasher::new(digest.algorithm());
+    let mut len = file.metadata().at("stat", &path)?.len();
+    if size.is_some_and(|s| len > s) {
+        // Longer than the blob can be: the prefix is garbage, start over.
+        file.set_len(0).at("truncate", &path)?;
+        len = 0;
+    }
+    if len > 0 {
+        let mut buf = vec![0u8; CHUNK];
+        let mut reader = (&file).take(len);
+        loop {
+            let n = reader.read(&mut buf).at("read partial", &path)?;
+            let Some(data) = buf.get(..n) else { break };
+            if n == 0 {
+                break;
+            }
+            hasher.update(data);
         }
-        Target::Known { digest, size } => {
-            let path = layout.partial(&digest);
-            let mut file = match lock {
-                Some(lock) => lock.into_file(),
-                None => OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .at("open", &path)?,
-            };
-            let mut hasher = Hasher::new(digest.algorithm());
-            let mut len = file.metadata().at("stat", &path)?.len();
-            if size.is_some_and(|s| len > s) {
-                // Longer than the blob can be: the prefix is garbage, start over.
-                file.set_len(0).at("truncate", &path)?;
-                len = 0;
-            }
-            if len > 0 {
-                let mut buf = vec![0u8; CHUNK];
-                let mut reader = (&file).take(len);
-                loop {
-                    let n = reader.read(&mut buf).at("read partial", &path)?;
-                    let Some(data) = buf.get(..n) else { break };
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(data);
-                }
-                if hasher.bytes_hashed() != len {
-                    // The file shrank under us; nothing sane to resume from.
-                    file.set_len(0).at("truncate", &path)?;
-                    hasher = Hasher::new(digest.algorithm());
-                }
-            }
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(hasher.bytes_hashed()))
-                .at("seek", &path)?;
-            let sink = Sink {
-                file,
-                written: hasher.bytes_hashed(),
-                path,
-                discard: Arc::new(AtomicBool::new(false)),
-                committed: false,
-                _gate: gate,
-            };
-            tracing::debug!(%digest, offset = sink.written, "opened ingest");
-            Ok((sink, hasher))
+        if hasher.bytes_hashed() != len {
+            // The file shrank under us; nothing sane to resume from.
+            file.set_len(0).at("truncate", &path)?;
+            hasher = Hasher::new(digest.algorithm());
         }
     }
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(hasher.bytes_hashed()))
+        .at("seek", &path)?;
+    let sink = Sink {
+        file,
+        written: hasher.bytes_hashed(),
+        path,
+        discard: Arc::new(AtomicBool::new(false)),
+        committed: false,
+        _gate: gate,
+    };
+    tracing::debug!(%digest, offset = sink.written, "opened ingest");
+    Ok((sink, hasher))
 }
 
 /// Verify and publish. Blocking.

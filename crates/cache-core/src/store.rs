@@ -317,7 +317,7 @@ impl Store {
         let target = Target::Known { digest, size };
         let layout = self.inner.layout.clone();
         let (sink, hasher) = tokio::task::spawn_blocking(move || {
-            ingest::open_sink(&layout, target, Some(lock), Some(gate))
+            ingest::open_partial(&layout, lock, digest, size, Some(gate))
         })
         .await
         .map_err(|e| Error::task("begin", e))??;
@@ -335,11 +335,10 @@ impl Store {
         let gate = self.inner.gate.clone().read_owned().await;
         let target = Target::Anonymous { algorithm };
         let layout = self.inner.layout.clone();
-        let (sink, hasher) = tokio::task::spawn_blocking(move || {
-            ingest::open_sink(&layout, target, None, Some(gate))
-        })
-        .await
-        .map_err(|e| Error::task("begin", e))??;
+        let (sink, hasher) =
+            tokio::task::spawn_blocking(move || ingest::open_temp(&layout, algorithm, Some(gate)))
+                .await
+                .map_err(|e| Error::task("begin", e))??;
         Ok(Ingest::start(self.clone(), target, sink, hasher))
     }
 
@@ -433,7 +432,7 @@ impl Store {
         let (digest, _) = tokio::task::spawn_blocking(move || -> Result<_> {
             use std::io::Read;
             let target = Target::Anonymous { algorithm };
-            let (mut sink, mut hasher) = ingest::open_sink(&layout, target, None, Some(gate))?;
+            let (mut sink, mut hasher) = ingest::open_temp(&layout, algorithm, Some(gate))?;
             let mut file = std::fs::File::open(&src).at("open", &src)?;
             let mut buf = vec![0u8; 1 << 20];
             loop {

@@ -119,17 +119,20 @@ impl Resolved {
     /// mappings and the atoms of commands (an image's layers and config, a wasm artifact's
     /// module). Other layers of a package are never fetched.
     pub fn blobs(&self) -> Result<Vec<BlobRef>> {
-        Ok(self.plan()?.into_iter().map(|(_, b)| b).collect())
+        Ok(self.plan()?.into_iter().map(|p| p.blob).collect())
     }
 
-    pub(crate) fn plan(&self) -> Result<Vec<(Located, BlobRef)>> {
-        let mut wanted: Vec<(Located, BlobRef)> = Vec::new();
+    /// What [`blobs`](Self::blobs) lists, with where each blob lives and whether it is a
+    /// package volume (which a load opens as soon as it is stored).
+    pub(crate) fn plan(&self) -> Result<Vec<Planned>> {
+        let mut wanted: Vec<Planned> = Vec::new();
         match (&self.kind, &self.merged) {
             (ArtifactKind::Package, Some(merged)) => {
+                // Volumes first: a digest that is also an atom keeps its volume entry below.
                 for mapping in merged.fs.values().filter(|m| !self.is_local(&m.package)) {
                     let (found, blob) =
                         self.layer_of(&mapping.package, Layer::Volume, &mapping.volume)?;
-                    wanted.push((found.at.clone(), blob.clone()));
+                    wanted.push(Planned::new(found.at.clone(), blob.clone(), true));
                 }
                 for command in merged
                     .commands
@@ -138,7 +141,7 @@ impl Resolved {
                 {
                     let (found, blob) =
                         self.layer_of(&command.atom_package, Layer::Atom, &command.atom)?;
-                    wanted.push((found.at.clone(), blob.clone()));
+                    wanted.push(Planned::new(found.at.clone(), blob.clone(), false));
                 }
             }
             (kind, _) => {
@@ -151,32 +154,14 @@ impl Resolved {
                         .layers
                         .iter()
                         .chain(config)
-                        .map(|l| (found.at.clone(), l.clone())),
+                        .map(|l| Planned::new(found.at.clone(), l.clone(), false)),
                 );
             }
         }
         let mut seen = std::collections::HashSet::new();
-        wanted.retain(|(_, b)| seen.insert(b.digest));
-        wanted.sort_by_key(|b| std::cmp::Reverse(b.1.size));
+        wanted.retain(|p| seen.insert(p.blob.digest));
+        wanted.sort_by_key(|p| std::cmp::Reverse(p.blob.size));
         Ok(wanted)
-    }
-
-    /// The digests of the package volumes the filesystem mounts (not atoms, not local).
-    fn volume_digests(&self) -> Result<std::collections::HashSet<Digest>> {
-        let Some(merged) = &self.merged else {
-            return Ok(std::collections::HashSet::new());
-        };
-        merged
-            .fs
-            .values()
-            .filter(|m| !self.is_local(&m.package))
-            .map(|m| {
-                Ok(self
-                    .layer_of(&m.package, Layer::Volume, &m.volume)?
-                    .1
-                    .digest)
-            })
-            .collect()
     }
 
     /// True when `id`'s volumes and atoms are local files (the root under development).
@@ -210,12 +195,26 @@ impl Resolved {
 /// An opened volume.
 type Volume = Arc<dyn FileSystem>;
 
+/// One blob of a fetch plan.
+pub(crate) struct Planned {
+    pub(crate) at: Located,
+    pub(crate) blob: BlobRef,
+    /// A package volume: a load opens it as soon as it is stored.
+    pub(crate) volume: bool,
+}
+
+impl Planned {
+    fn new(at: Located, blob: BlobRef, volume: bool) -> Self {
+        Planned { at, blob, volume }
+    }
+}
+
 /// What [`Loader::fetch_and_open`] returns.
 struct Fetched {
     report: FetchReport,
     blobs: HashMap<Digest, Blob>,
     /// Opened package volumes, by digest.
-    volumes: HashMap<Digest, Arc<dyn FileSystem>>,
+    volumes: HashMap<Digest, Volume>,
 }
 
 /// Which kind of named layer a mapping or command refers to.
@@ -505,11 +504,11 @@ impl Loader {
         let plan = resolved.plan()?;
         let cached = plan
             .iter()
-            .filter(|(_, b)| self.remote.store.contains(&b.digest))
+            .filter(|p| self.remote.store.contains(&p.blob.digest))
             .count();
         let report = FetchReport {
             blobs: plan.len(),
-            bytes: plan.iter().map(|(_, b)| b.size).sum(),
+            bytes: plan.iter().map(|p| p.blob.size).sum(),
             cached,
         };
         if let Some(sink) = &self.remote.progress {
@@ -519,18 +518,11 @@ impl Loader {
                 cached,
             });
         }
-        let volumes = if open {
-            resolved.volume_digests()?
-        } else {
-            std::collections::HashSet::new()
-        };
-        let remote = &self.remote;
-        let volumes = &volumes;
         let done: Vec<(Digest, Blob, Option<Volume>)> = futures::stream::iter(plan)
-            .map(|(at, blob)| async move {
-                let fetched = remote.blob(&at, &blob).await?;
-                let opened = match volumes.contains(&blob.digest) {
-                    true => Some(self.open_volume(&blob, None).await?),
+            .map(|Planned { at, blob, volume }| async move {
+                let fetched = self.remote.blob(&at, &blob).await?;
+                let opened = match open && volume {
+                    true => Some(self.open_volume(&blob).await?),
                     false => None,
                 };
                 Ok::<_, LoadError>((blob.digest, fetched, opened))
@@ -614,7 +606,7 @@ impl Loader {
         &self,
         resolved: &Resolved,
         local: &crate::dev::LocalParts,
-        mut volumes: HashMap<Digest, Arc<dyn FileSystem>>,
+        mut volumes: HashMap<Digest, Volume>,
     ) -> Result<Arc<dyn FileSystem>> {
         let Some(merged) = &resolved.merged else {
             return Ok(Arc::new(Union::new()));
@@ -633,7 +625,7 @@ impl Loader {
                     match volumes.get(&blob.digest) {
                         Some(v) => v.clone(),
                         None => {
-                            let v = self.open_volume(blob, None).await?;
+                            let v = self.open_volume(blob).await?;
                             volumes.insert(blob.digest, v.clone());
                             v
                         }
@@ -651,17 +643,8 @@ impl Loader {
         Ok(Arc::new(union))
     }
 
-    async fn open_volume(
-        &self,
-        blob: &BlobRef,
-        diff_id: Option<Digest>,
-    ) -> Result<Arc<dyn FileSystem>> {
-        let spec = vfs_overlay::LayerSpec {
-            digest: blob.digest,
-            media_type: blob.media_type.clone(),
-            diff_id,
-        };
-        let volume = vfs_overlay::open_layer(&self.remote.store, &spec, &self.layer_limits)
+    async fn open_volume(&self, blob: &BlobRef) -> Result<Volume> {
+        let volume = open_volume(&self.remote.store, blob, &self.layer_limits)
             .await
             .map_err(|source| LoadError::Layer {
                 digest: blob.digest,
@@ -776,6 +759,21 @@ impl Loader {
             (None, _) => Ok(Vec::new()),
         }
     }
+}
+
+/// A package volume, decompressed and indexed on first use (a package config carries no
+/// diff_ids, so the volume's own digest is all there is to check).
+pub(crate) async fn open_volume(
+    store: &cache_core::Store,
+    blob: &BlobRef,
+    limits: &vfs_overlay::LayerLimits,
+) -> std::result::Result<vfs_overlay::TarVolume, vfs_overlay::LayerError> {
+    let spec = vfs_overlay::LayerSpec {
+        digest: blob.digest,
+        media_type: blob.media_type.clone(),
+        diff_id: None,
+    };
+    vfs_overlay::open_layer(store, &spec, limits).await
 }
 
 fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {

@@ -103,12 +103,7 @@ impl Prefetch {
                 let Ok(_permit) = unpacking.acquire().await else {
                     return;
                 };
-                let spec = vfs_overlay::LayerSpec {
-                    digest: blob.digest,
-                    media_type: blob.media_type.clone(),
-                    diff_id: None,
-                };
-                if let Err(e) = vfs_overlay::open_layer(&remote.store, &spec, &limits).await {
+                if let Err(e) = crate::load::open_volume(&remote.store, &blob, &limits).await {
                     tracing::debug!(digest = %blob.digest, error = %e, "prefetch unpack failed");
                 }
             });
