@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,11 +61,19 @@ impl Faults {
     }
 }
 
+/// Requests forwarded whose response has not started yet, and the most there ever were.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: usize,
+    max: usize,
+}
+
 /// A running proxy; stopped on drop.
 #[derive(Debug)]
 pub struct CountingProxy {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
+    in_flight: Arc<Mutex<InFlight>>,
     faults: Arc<Mutex<Faults>>,
     connections: Arc<Mutex<u64>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -83,6 +92,7 @@ impl CountingProxy {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(Mutex::new(InFlight::default()));
         let connections = Arc::new(Mutex::new(0));
         let faults = Arc::new(Mutex::new(Faults {
             schedule: schedule.to_vec(),
@@ -93,6 +103,7 @@ impl CountingProxy {
             .enable_all()
             .build()?;
         let (reqs, conns, damage) = (requests.clone(), connections.clone(), faults.clone());
+        let flying = in_flight.clone();
         let faulty = !schedule.is_empty();
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
@@ -113,7 +124,7 @@ impl CountingProxy {
                                 damage.clone(),
                             ));
                         } else {
-                            tokio::spawn(forward(client, upstream, reqs.clone()));
+                            tokio::spawn(forward(client, upstream, reqs.clone(), flying.clone()));
                         }
                     }
                 };
@@ -126,6 +137,7 @@ impl CountingProxy {
         Ok(CountingProxy {
             addr,
             requests,
+            in_flight,
             faults,
             connections,
             stop: Some(stop),
@@ -155,6 +167,13 @@ impl CountingProxy {
             .clone()
     }
 
+    /// The most requests that were ever waiting for their response at once (since the last
+    /// [`clear`](Self::clear)); not tracked with faults. A client that sends one request at
+    /// a time never exceeds 1: it cannot send the next before this one's answer started.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).max
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         *self.connections.lock().unwrap_or_else(|e| e.into_inner())
@@ -167,6 +186,8 @@ impl CountingProxy {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         *self.connections.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.max = in_flight.now;
     }
 }
 
@@ -181,13 +202,44 @@ impl Drop for CountingProxy {
     }
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr, requests: Arc<Mutex<Vec<String>>>) {
+async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    in_flight: Arc<Mutex<InFlight>>,
+) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let (mut server_read, mut server_write) = server.into_split();
     let (mut client_read, mut client_write) = client.split();
-    let upstream_to_client = tokio::io::copy(&mut server_read, &mut client_write);
+    // HTTP/1.1 without pipelining: the next bytes from upstream after a request are its
+    // response, so its first bytes end that request's wait.
+    let awaiting = AtomicBool::new(false);
+    let answered = || {
+        if awaiting.swap(false, Ordering::SeqCst) {
+            let mut f = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            f.now = f.now.saturating_sub(1);
+        }
+    };
+    let upstream_to_client = async {
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            match server_read.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    answered();
+                    if client_write
+                        .write_all(chunk.get(..n).unwrap_or_default())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
     let client_to_upstream = async {
         let mut buffer: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 64 << 10];
@@ -209,6 +261,12 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, requests: Arc<Mute
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(line);
+            {
+                let mut f = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                f.now += 1;
+                f.max = f.max.max(f.now);
+            }
+            awaiting.store(true, Ordering::SeqCst);
             let body_len = content_length(&head);
             let mut wanted = header_end + body_len;
             while buffer.len() < wanted {
@@ -228,9 +286,11 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, requests: Arc<Mute
         }
     };
     tokio::select! {
-        _ = upstream_to_client => {}
+        () = upstream_to_client => {}
         () = client_to_upstream => {}
     }
+    // A request the connection never answered is no longer waiting either.
+    answered();
 }
 
 /// Read one request (header block and `Content-Length` body) from `buffer` + `from`.
