@@ -2,6 +2,8 @@
 //! artifact" and "Other OCI content is a package too"): a package (config + named volumes
 //! and atoms), a container image (layers stacked at `/`) or a wasm artifact (one atom).
 
+use base64::Engine as _;
+use bytes::Bytes;
 use cache_core::Digest;
 use oci_spec::image::{Descriptor, ImageManifest};
 
@@ -47,6 +49,9 @@ pub struct BlobRef {
     pub media_type: String,
     /// Its `org.opencontainers.image.title`, if any.
     pub title: Option<String>,
+    /// Its content, when the descriptor embeds it (OCI 1.1 `data`, base64) and the decoded
+    /// bytes match `size` and `digest`. Reading it costs no request and no cache file.
+    pub embedded: Option<Bytes>,
 }
 
 impl BlobRef {
@@ -64,6 +69,10 @@ impl BlobRef {
                 .as_ref()
                 .and_then(|a| a.get(TITLE_ANNOTATION))
                 .cloned(),
+            embedded: d
+                .data()
+                .as_deref()
+                .and_then(|data| embedded(data, digest, d.size(), reference)),
         })
     }
 
@@ -71,6 +80,31 @@ impl BlobRef {
     pub fn is_tar(&self) -> bool {
         is_tar_media_type(&self.media_type)
     }
+}
+
+/// The bytes a descriptor's `data` field embeds, if they are the blob it names.
+///
+/// The spec makes `data` a copy whose consumers should check it. A copy that does not decode
+/// or does not match is ignored (the blob is then fetched as if nothing were embedded), so a
+/// publisher's mistake costs a request, never a wrong byte.
+fn embedded(data: &str, digest: Digest, size: u64, reference: &str) -> Option<Bytes> {
+    // Four base64 characters per three bytes: a longer string cannot be `size` bytes.
+    if size > CONFIG_LIMIT || data.len() as u64 > size.div_ceil(3) * 4 {
+        tracing::warn!(%reference, %digest, "ignoring embedded data larger than its blob");
+        return None;
+    }
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(data) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(%reference, %digest, "ignoring embedded data that is not base64: {e}");
+            return None;
+        }
+    };
+    if bytes.len() as u64 != size || digest.algorithm().digest(&bytes) != digest {
+        tracing::warn!(%reference, %digest, "ignoring embedded data that is not the blob it names");
+        return None;
+    }
+    Some(Bytes::from(bytes))
 }
 
 /// True for OCI and Docker tar layer media types, compressed or not.
@@ -298,5 +332,47 @@ mod tests {
             err.contains("test/ref") && err.contains("text/plain"),
             "{err}"
         );
+    }
+    /// A package manifest whose config descriptor embeds `data` (base64 as given).
+    fn with_config_data(config: &[u8], data: &str) -> ImageManifest {
+        let digest = cache_core::Algorithm::Sha256.digest(config);
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": PACKAGE_CONFIG_MEDIA_TYPE,
+                "digest": digest.to_string(),
+                "size": config.len(),
+                "data": data,
+            },
+            "layers": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn embedded_config_is_used_only_when_it_is_the_blob() {
+        let config = br#"{"schemaVersion":1,"name":"acme/x","version":"1.0.0"}"#;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+
+        let good = classify(&with_config_data(config, &b64(config))).unwrap();
+        assert_eq!(good.config.embedded.as_deref(), Some(&config[..]));
+
+        // Same length, other bytes: the digest check refuses it.
+        let mut other = config.to_vec();
+        other[2] ^= 1;
+        let forged = classify(&with_config_data(config, &b64(&other))).unwrap();
+        assert_eq!(forged.config.embedded, None);
+
+        // A prefix of the blob: the size check refuses it.
+        let short = classify(&with_config_data(config, &b64(&config[..10]))).unwrap();
+        assert_eq!(short.config.embedded, None);
+
+        // Not base64, or far longer than the declared size: ignored, not an error.
+        let garbage = classify(&with_config_data(config, "not base64!")).unwrap();
+        assert_eq!(garbage.config.embedded, None);
+        let long = b64(&vec![b'x'; config.len() * 2]);
+        let too_long = classify(&with_config_data(config, &long)).unwrap();
+        assert_eq!(too_long.config.embedded, None);
     }
 }

@@ -68,6 +68,7 @@ pub(crate) async fn resolve_directory(
             size: package.config_json.len() as u64,
             media_type: PACKAGE_CONFIG_MEDIA_TYPE.to_owned(),
             title: None,
+            embedded: None,
         },
         layers: Vec::new(),
     };

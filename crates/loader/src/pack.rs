@@ -1,6 +1,12 @@
 //! Building a package from a [`PackageDir`]: volumes as reproducible tar+zstd, atoms as
 //! they are, the config as JSON, and an OCI image manifest naming each by title.
 //!
+//! The manifest also embeds the config (the OCI 1.1 descriptor `data` field) when it is at
+//! most [`EMBED_LIMIT`] bytes, so a resolver reads a package's dependencies from the manifest
+//! alone: one request per package version instead of two, and one round trip per dependency
+//! level fewer. The config blob is pushed all the same, for clients that ignore `data` and
+//! for registries that check every descriptor names a blob they hold.
+//!
 //! Reproducible means the same directory gives the same digests on any machine: entries in
 //! byte order of their names, owner 0:0 without names, mtime 0, only permission bits kept,
 //! a fixed zstd level. Volumes are written to a temporary file while being hashed and then
@@ -9,6 +15,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use cache_core::{Algorithm, Digest, Hasher};
 use fetch_http::Repository;
@@ -26,6 +33,8 @@ pub const VOLUME_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+zstd
 /// Media type of the manifest [`pack`] writes.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const ZSTD_LEVEL: i32 = 3;
+/// The largest config [`pack`] embeds in the manifest.
+pub const EMBED_LIMIT: usize = 16 << 10;
 
 /// What [`pack`] produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,11 +80,20 @@ pub async fn pack(dir: &Path, target: &Repository, tag: Option<&str>) -> Result<
         }
         serde_json::Value::Object(d)
     };
+    let mut config_descriptor = descriptor(&config);
+    if config.data.len() <= EMBED_LIMIT
+        && let Some(d) = config_descriptor.as_object_mut()
+    {
+        d.insert(
+            "data".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&config.data)),
+        );
+    }
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "artifactType": PACKAGE_ARTIFACT_TYPE,
-        "config": descriptor(&config),
+        "config": config_descriptor,
         "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
     });
     let manifest = serde_json::to_vec(&manifest).map_err(|e| LoadError::PackageDir {

@@ -340,6 +340,15 @@ impl Remote {
             .map_err(|e| LoadError::fetch(format!("{}@{}", at.describe(), blob.digest), e))
     }
 
+    /// A blob read whole (a config): the copy its descriptor embeds, else [`Self::blob`].
+    /// An embedded copy is not written to the store: the manifest that holds it is.
+    async fn small_blob(&self, at: &Located, blob: &BlobRef) -> Result<Bytes> {
+        match &blob.embedded {
+            Some(data) => Ok(data.clone()),
+            None => Ok(self.blob(at, blob).await?.into_bytes()),
+        }
+    }
+
     /// A package's config blob, parsed and checked against the name and version it was
     /// found under (when known).
     pub(crate) async fn package_config(
@@ -348,8 +357,8 @@ impl Remote {
         artifact: &Artifact,
     ) -> Result<resolve_graph::Manifest> {
         debug_assert_eq!(artifact.kind, ArtifactKind::Package);
-        let blob = self.blob(at, &artifact.config).await?;
-        resolve_graph::Manifest::from_json(blob.bytes()).map_err(|source| LoadError::Config {
+        let config = self.small_blob(at, &artifact.config).await?;
+        resolve_graph::Manifest::from_json(&config).map_err(|source| LoadError::Config {
             reference: artifact.reference.clone(),
             source,
         })
@@ -363,9 +372,9 @@ impl Remote {
                 reason: "its image config is over the 4 MiB limit".to_owned(),
             });
         }
-        let blob = self.blob(at, &artifact.config).await?;
+        let config = self.small_blob(at, &artifact.config).await?;
         let config: crate::artifact::ImageConfig =
-            serde_json::from_slice(blob.bytes()).map_err(|e| LoadError::Inconsistent {
+            serde_json::from_slice(&config).map_err(|e| LoadError::Inconsistent {
                 reference: artifact.reference.clone(),
                 reason: format!("its image config is not valid JSON: {e}"),
             })?;
