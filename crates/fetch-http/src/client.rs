@@ -402,7 +402,8 @@ impl HttpClient {
         host: &str,
         scope: Option<&str>,
     ) -> Result<Option<String>, Failure> {
-        if let Some(Credential::Bearer(token)) = self.inner.credentials.get(host) {
+        let credential = self.credential(host).await?;
+        if let Some(Credential::Bearer(token)) = &credential {
             return Ok(Some(format!("Bearer {token}")));
         }
         match self.inner.tokens.challenge(host) {
@@ -419,18 +420,18 @@ impl HttpClient {
                     .await?;
                 Ok(Some(format!("Bearer {token}")))
             }
-            Some(Challenge::Basic) => Ok(self.basic(host)),
+            Some(Challenge::Basic) => Ok(basic(credential.as_ref())),
             None => Ok(None),
         }
     }
 
-    fn basic(&self, host: &str) -> Option<String> {
-        match self.inner.credentials.get(host) {
-            Some(Credential::Basic { username, password }) => {
-                Some(auth::basic_header(username, password))
-            }
-            _ => None,
-        }
+    /// The credential for `host` (asking its Docker credential helper the first time).
+    async fn credential(&self, host: &str) -> Result<Option<Credential>, Failure> {
+        self.inner
+            .credentials
+            .lookup(host)
+            .await
+            .map_err(Failure::Final)
     }
 
     async fn answer_challenge(
@@ -452,7 +453,8 @@ impl HttpClient {
         match challenge {
             Some(Challenge::Basic) => {
                 self.inner.tokens.remember_challenge(host, Challenge::Basic);
-                self.basic(host).ok_or_else(|| {
+                let credential = self.credential(host).await?;
+                basic(credential.as_ref()).ok_or_else(|| {
                     auth_error(
                         "the registry requires a username and password and none is configured",
                     )
@@ -538,7 +540,8 @@ impl HttpClient {
                 q.append_pair("scope", scope);
             }
         }
-        let mut req = match self.inner.credentials.get(host) {
+        let credential = self.credential(host).await?;
+        let mut req = match &credential {
             Some(Credential::IdentityToken(refresh)) => {
                 params
                     .query_pairs_mut()
@@ -672,6 +675,16 @@ impl Origin {
             scheme: url.scheme().to_owned(),
             host_port: host_port.to_ascii_lowercase(),
         })
+    }
+}
+
+/// `Authorization: Basic …` from a username-and-password credential.
+fn basic(credential: Option<&Credential>) -> Option<String> {
+    match credential {
+        Some(Credential::Basic { username, password }) => {
+            Some(auth::basic_header(username, password))
+        }
+        _ => None,
     }
 }
 

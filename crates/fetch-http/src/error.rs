@@ -112,6 +112,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A Docker credential helper failed (it is installed, but did not answer).
+    #[error("credential helper {program} for {host}: {message}")]
+    CredentialHelper {
+        /// The helper program, `docker-credential-<name>`.
+        program: String,
+        /// The registry host it was asked about.
+        host: String,
+        /// What went wrong (never a secret).
+        message: String,
+    },
+
     /// A blob arrived but does not match its descriptor (after all retries).
     #[error("{url}: {source}")]
     Corrupt {

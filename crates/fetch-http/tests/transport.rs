@@ -422,6 +422,63 @@ async fn tokens_are_fetched_once_and_never_follow_redirects() {
     assert_eq!(with_token, 6);
 }
 
+/// A Docker config with `credsStore` whose helper answers the token realm's password: the
+/// client asks it once, when its first request to the registry is made.
+#[tokio::test]
+async fn docker_credential_helper_answers_the_registry() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const TOKEN: &str = "tok-from-helper-creds";
+    let blobs: Vec<Bytes> = (0..4).map(|i| random_bytes(50_000, 300 + i)).collect();
+    let registry = server("127.0.0.1");
+    registry.token_endpoint(
+        "/token",
+        TokenEndpoint {
+            token: TOKEN.into(),
+            expires_in: Some(300),
+            require_basic: Some(("helper-user".into(), "helper-pw".into())),
+        },
+    );
+    for (i, data) in blobs.iter().enumerate() {
+        registry.route(
+            &format!("/v2/acme/app/blobs/{i}"),
+            Route::new(data.clone()).require_bearer(Bearer {
+                token: TOKEN.into(),
+                realm: registry.url("/token"),
+                service: "test-registry".into(),
+                scope: "repository:acme/app:pull".into(),
+            }),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let helper = dir.path().join("docker-credential-testing");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread -r host\necho \"$host\" >> \"$(dirname \"$0\")/asked.log\"\n\
+         echo '{\"Username\":\"helper-user\",\"Secret\":\"helper-pw\"}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"credsStore": "testing"}"#).unwrap();
+    let mut creds = Credentials::new();
+    creds.set_helper_path(dir.path().as_os_str());
+    creds.merge_docker_config(&config).unwrap();
+
+    let (_d, store) = store().await;
+    let items = (0..blobs.len())
+        .map(|i| {
+            (
+                registry.url(&format!("/v2/acme/app/blobs/{i}")),
+                blobs[i].clone(),
+            )
+        })
+        .collect();
+    fetch_all_in_parallel(&client_with(creds), &store, items).await;
+    let asked = std::fs::read_to_string(dir.path().join("asked.log")).unwrap();
+    assert_eq!(asked.lines().collect::<Vec<_>>(), [registry.host()]);
+    assert_eq!(registry.hits("/token"), 1);
+}
+
 #[tokio::test]
 async fn secrets_stay_out_of_errors() {
     const TOKEN: &str = "tok-never-print-me";

@@ -515,6 +515,8 @@ pub(super) const DOCKER_CONFIG: Target = Target {
         b"\"username\":",
         b"\"password\":",
         b"\"identitytoken\":",
+        b"\"credsStore\":",
+        b"\"credHelpers\":",
         b"\"dXNlcjpwYXNz\"",
         b"\"https://index.docker.io/v1/\"",
         b"\"=\"",
