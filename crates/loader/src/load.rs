@@ -773,7 +773,7 @@ pub(crate) async fn open_volume(
         media_type: blob.media_type.clone(),
         diff_id: None,
     };
-    vfs_overlay::open_layer(store, &spec, limits).await
+    vfs_overlay::open_volume(store, &spec, limits).await
 }
 
 fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {

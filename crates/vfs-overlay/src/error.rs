@@ -63,6 +63,17 @@ pub enum VfsError {
     /// `.wh...`): the layer is malformed and is refused rather than guessed at.
     #[error("{0}: invalid whiteout entry; the layer is malformed")]
     BadWhiteout(VfsPath),
+
+    /// A layer's hardlink into the layers below names nothing usable there.
+    #[error("{path}: hardlink to {target}, which {reason} in the layers below")]
+    BadLowerHardlink {
+        /// The hardlink.
+        path: VfsPath,
+        /// What it names.
+        target: VfsPath,
+        /// "does not exist" or "is a directory".
+        reason: &'static str,
+    },
     /// `EIO`: the backing data does not hold what the index says (a volume's index that
     /// does not match its archive).
     #[error("{path}: corrupt volume: {reason}")]
@@ -118,6 +129,15 @@ impl VfsError {
                 message,
             },
             E::BadWhiteout(p) => E::BadWhiteout(f(p)),
+            E::BadLowerHardlink {
+                path,
+                target,
+                reason,
+            } => E::BadLowerHardlink {
+                path: f(path),
+                target: f(target),
+                reason,
+            },
             E::Corrupt { path, reason } => E::Corrupt {
                 path: f(path),
                 reason,

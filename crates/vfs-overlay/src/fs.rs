@@ -240,6 +240,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Hardlinks this filesystem holds only as names, their targets being files of the
+    /// layers below it (path → target): an image layer's links into its parents, which an
+    /// [`crate::Overlay`] resolves. Empty by default.
+    fn lower_hardlinks(&self) -> Vec<(VfsPath, VfsPath)> {
+        Vec::new()
+    }
+
     /// Opens a resolved regular file. The default reads it into a cursor, which is already
     /// zero-copy for in-memory and mmap-backed data.
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {

@@ -338,6 +338,33 @@ pub async fn open_layer(
     volume(store, digest, tar).await
 }
 
+/// Opens a layer that must stand on its own (a package volume): [`open_layer`], with a
+/// hardlink to anything not earlier in the archive refused instead of left for the layers
+/// below (see [`TarVolume::new_layer`]).
+///
+/// # Errors
+/// Those of [`open_layer`]; [`LayerError::Tar`] with [`TarError::BadHardlink`] for a link
+/// out of the archive.
+pub async fn open_volume(
+    store: &Store,
+    layer: &LayerSpec,
+    limits: &LayerLimits,
+) -> Result<TarVolume, LayerError> {
+    let volume = open_layer(store, layer, limits).await?;
+    match volume.lower_links().iter().next() {
+        Some((path, target)) => Err(LayerError::Tar {
+            digest: layer.digest,
+            tar: recorded_uncompressed(store, &layer.digest).unwrap_or(layer.digest),
+            source: TarError::BadHardlink {
+                path: path.clone(),
+                target: target.clone(),
+                reason: "does not exist (earlier in the archive)",
+            },
+        }),
+        None => Ok(volume),
+    }
+}
+
 /// Opens `layers` concurrently (about one per core at a time) and stacks them in order (the
 /// first is the lowest).
 ///
@@ -624,7 +651,7 @@ async fn volume(store: &Store, digest: Digest, tar: Blob) -> Result<TarVolume, L
     }
     let data = tar.bytes().clone();
     let (volume, serialized) = tokio::task::spawn_blocking(move || {
-        let volume = TarVolume::new(data)?;
+        let volume = TarVolume::new_layer(data)?;
         let serialized = volume.index().to_bytes()?;
         Ok::<_, TarError>((volume, serialized))
     })

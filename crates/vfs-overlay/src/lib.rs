@@ -54,7 +54,7 @@ pub use dir::DirVolume;
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId, ReadSeek};
 pub use layer::{
-    Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer,
+    Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer, open_volume,
     recorded_uncompressed,
 };
 #[cfg(unix)]

@@ -16,6 +16,12 @@
 //!    included.
 //!
 //! A bare `.wh.`, `.wh..` and `.wh...` are errors. Whiteout entries never show.
+//!
+//! A layer's hardlink to a file of the layers below ([`FileSystem::lower_hardlinks`]) is
+//! another name of that file as the layers below provide it, taken before the layer's own
+//! changes apply: it reads the lower layer's bytes at the target's path and shares its
+//! [`NodeId`], so [`crate::materialize`] links the two names as `umoci unpack` does. A
+//! target that is missing below, or a directory, is [`VfsError::BadLowerHardlink`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,6 +42,9 @@ struct FlatNode {
     kind: FileType,
     /// Visible child names with their kinds, so a listing needs no lookup per child.
     children: BTreeMap<String, FileType>,
+    /// Where the entry lives in its layer, when that is another path: a hardlink into a
+    /// lower layer reads that layer's file at the target's path.
+    source: Option<VfsPath>,
 }
 
 /// Read-only layers merged with OCI whiteout rules. Writes fail with
@@ -96,6 +105,7 @@ impl Overlay {
                 layer: None,
                 kind: FileType::Dir,
                 children: BTreeMap::new(),
+                source: None,
             },
         );
         for (index, layer) in layers.iter().enumerate() {
@@ -122,10 +132,14 @@ impl Overlay {
         Ok((node, node.layer.and_then(|i| self.layers.get(i))))
     }
 
-    fn file_layer(&self, path: &VfsPath) -> Result<&Arc<dyn FileSystem>> {
+    /// The layer that provides the file `path`, and its path there.
+    fn file_layer<'a>(
+        &'a self,
+        path: &'a VfsPath,
+    ) -> Result<(&'a Arc<dyn FileSystem>, &'a VfsPath)> {
         match self.provider(path)? {
             (node, _) if node.kind == FileType::Dir => Err(VfsError::IsADirectory(path.clone())),
-            (_, Some(layer)) => Ok(layer),
+            (node, Some(layer)) => Ok((layer, node.source.as_ref().unwrap_or(path))),
             (_, None) => Err(VfsError::NotFound(path.clone())),
         }
     }
@@ -136,6 +150,26 @@ fn apply_layer(
     index: usize,
     layer: &dyn FileSystem,
 ) -> Result<()> {
+    // Links into the layers below name what those layers hold before this one applies.
+    let mut links = Vec::new();
+    for (path, target) in layer.lower_hardlinks() {
+        let bad = |reason| VfsError::BadLowerHardlink {
+            path: path.clone(),
+            target: target.clone(),
+            reason,
+        };
+        let node = table.get(&target).ok_or_else(|| bad("does not exist"))?;
+        if node.kind == FileType::Dir {
+            return Err(bad("is a directory"));
+        }
+        let node = FlatNode {
+            layer: node.layer,
+            kind: node.kind,
+            children: BTreeMap::new(),
+            source: Some(node.source.clone().unwrap_or_else(|| target.clone())),
+        };
+        links.push((path, node));
+    }
     if let Some(root) = table.get_mut(&VfsPath::root())
         && (root.layer.is_none() || !layer.node_is_implied_dir(&VfsPath::root()))
     {
@@ -193,6 +227,7 @@ fn apply_layer(
                         layer: Some(index),
                         kind,
                         children: BTreeMap::new(),
+                        source: None,
                     },
                 );
             }
@@ -201,13 +236,30 @@ fn apply_layer(
             }
         }
     }
+    for (path, node) in links {
+        // The layer made the link's parents directories of its own, applied above.
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(VfsError::InvalidPath {
+                path: path.as_str().to_owned(),
+                reason: "a hardlink cannot stand for `/`",
+            });
+        };
+        remove_subtree(table, &path);
+        match table.get_mut(&parent) {
+            Some(p) if p.kind == FileType::Dir => {
+                p.children.insert(name.to_owned(), node.kind);
+            }
+            _ => return Err(VfsError::NotADirectory(parent)),
+        }
+        table.insert(path, node);
+    }
     Ok(())
 }
 
 impl FileSystem for Overlay {
     fn node_metadata(&self, path: &VfsPath) -> Result<Metadata> {
         match self.provider(path)? {
-            (_, Some(layer)) => layer.node_metadata(path),
+            (node, Some(layer)) => layer.node_metadata(node.source.as_ref().unwrap_or(path)),
             (_, None) => Ok(Metadata::synthetic_dir()),
         }
     }
@@ -240,29 +292,36 @@ impl FileSystem for Overlay {
 
     fn node_read_link(&self, path: &VfsPath) -> Result<String> {
         match self.provider(path)? {
-            (node, Some(layer)) if node.kind == FileType::Symlink => layer.node_read_link(path),
+            (node, Some(layer)) if node.kind == FileType::Symlink => {
+                layer.node_read_link(node.source.as_ref().unwrap_or(path))
+            }
             _ => Err(VfsError::NotASymlink(path.clone())),
         }
     }
 
     fn node_read_all(&self, path: &VfsPath) -> Result<Bytes> {
-        self.file_layer(path)?.node_read_all(path)
+        let (layer, at) = self.file_layer(path)?;
+        layer.node_read_all(at)
     }
 
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
-        self.file_layer(path)?.node_open(path)
+        let (layer, at) = self.file_layer(path)?;
+        layer.node_open(at)
     }
 
     fn node_id(&self, path: &VfsPath) -> Option<NodeId> {
-        // Hardlinks never span layers (a tar links only to its own earlier entries), so the
-        // providing layer's id, kept apart per layer, is the overlay's.
-        let layer = self.table.get(path)?.layer?;
-        let id = self.layers.get(layer)?.node_id(path)?;
+        // The providing layer's id, kept apart per layer. A link into a lower layer reads
+        // that layer at the target's path, so it gets the target's id: one file, two names.
+        let node = self.table.get(path)?;
+        let layer = node.layer?;
+        let at = node.source.as_ref().unwrap_or(path);
+        let id = self.layers.get(layer)?.node_id(at)?;
         Some(id.scoped(&layer.to_string()))
     }
 
     fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
-        self.file_layer(path)?.node_backing_file(path)
+        let (layer, at) = self.file_layer(path)?;
+        layer.node_backing_file(at)
     }
 
     /// From the flattened table: kinds without any listing, sizes from the providing
@@ -275,9 +334,9 @@ impl FileSystem for Overlay {
             if node.kind != FileType::File {
                 continue;
             }
-            let layer = self.file_layer(path)?;
+            let (layer, at) = self.file_layer(path)?;
             if self.node_id(path).is_none_or(|id| seen.insert(id)) {
-                out.bytes = out.bytes.saturating_add(layer.node_metadata(path)?.size);
+                out.bytes = out.bytes.saturating_add(layer.node_metadata(at)?.size);
             }
         }
         Ok(out)

@@ -25,11 +25,15 @@
 //!   mtime 0, and say so ([`FileSystem::node_is_implied_dir`]): in an [`crate::Overlay`] a
 //!   lower layer's directory keeps its attributes under them, as unpacking a layer that
 //!   only creates missing parents does.
-//! - **Hardlinks** must name an entry that came earlier in the archive and is not a
-//!   directory, else [`TarError::BadHardlink`] refuses the archive. A hardlink to a file
-//!   shares the target's data range (same bytes, same attributes, counted in `nlink`); a
-//!   hardlink to a symlink or a device is a copy of that entry (as `link(2)` without
-//!   `AT_SYMLINK_FOLLOW` does). The target is looked up literally, never through symlinks.
+//! - **Hardlinks** to an entry that came earlier in the archive share the target's data
+//!   range (same bytes, same attributes, counted in `nlink`); a hardlink to a symlink or a
+//!   device is a copy of that entry (as `link(2)` without `AT_SYMLINK_FOLLOW` does). A
+//!   hardlink to a directory refuses the archive ([`TarError::BadHardlink`]). The target is
+//!   looked up literally, never through symlinks. A hardlink whose target is not earlier in
+//!   the archive names a file of the layers below, as unpacking an image layer over its
+//!   parents links whatever the rootfs holds at that name: the index keeps it apart
+//!   ([`TarIndex::lower_links`]) for an [`crate::Overlay`] to resolve, and a volume used on
+//!   its own refuses it ([`TarVolume::new`]) or leaves it out ([`TarVolume::new_layer`]).
 //! - **Data past the end of the buffer** (a truncated tar, including a cut inside the
 //!   padding that rounds data up to 512 bytes) is [`TarError::Truncated`]; a tar cut at an
 //!   entry boundary lacks its end-of-archive zero block and is [`TarError::MissingEnd`].
@@ -234,6 +238,9 @@ impl Node {
 pub struct TarIndex {
     tar_len: u64,
     nodes: HashMap<VfsPath, Node>,
+    /// Hardlinks to files this archive does not hold (path → target): files of the layers
+    /// below, resolved by an [`crate::Overlay`].
+    lower: BTreeMap<VfsPath, VfsPath>,
 }
 
 impl fmt::Debug for TarIndex {
@@ -251,6 +258,14 @@ struct WireIndex {
     version: u32,
     tar_len: u64,
     entries: Vec<WireEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    lower_links: Vec<WireLowerLink>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireLowerLink {
+    path: String,
+    target: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -335,7 +350,11 @@ impl TarIndex {
             VfsPath::root(),
             Node::new(TarEntry::implied_dir(VfsPath::root())),
         );
-        TarIndex { tar_len, nodes }
+        TarIndex {
+            tar_len,
+            nodes,
+            lower: BTreeMap::new(),
+        }
     }
 
     /// Scans the headers of an uncompressed tar (see the module docs for what is accepted).
@@ -436,7 +455,10 @@ impl TarIndex {
                     let target = VfsPath::new(&raw).map_err(|_| TarError::BadName {
                         name: raw.clone().into_owned(),
                     })?;
-                    e = index.resolve_hardlink(e, target)?;
+                    match index.resolve_hardlink(e, target)? {
+                        Some(resolved) => e = resolved,
+                        None => continue,
+                    }
                 }
                 TarEntryKind::Dir | TarEntryKind::Other => {}
             }
@@ -452,13 +474,18 @@ impl TarIndex {
         Ok(index)
     }
 
-    fn resolve_hardlink(&self, link: TarEntry, target: VfsPath) -> Result<TarEntry, TarError> {
+    /// The entry a hardlink stands for, or `None` when its target is not earlier in this
+    /// archive and it was recorded as a link into the layers below.
+    fn resolve_hardlink(
+        &mut self,
+        link: TarEntry,
+        target: VfsPath,
+    ) -> Result<Option<TarEntry>, TarError> {
         let Some(node) = self.nodes.get(&target) else {
-            return Err(TarError::BadHardlink {
-                path: link.path,
-                target,
-                reason: "does not exist (earlier in the archive)",
-            });
+            // A link to a name that is itself a link below is a link to what that names.
+            let target = self.lower.get(&target).cloned().unwrap_or(target);
+            self.insert_lower(link.path, target)?;
+            return Ok(None);
         };
         let t = &node.entry;
         match t.kind {
@@ -468,17 +495,38 @@ impl TarIndex {
                 reason: "is a directory",
             }),
             // Another name of the same inode: the target's data and attributes.
-            TarEntryKind::File | TarEntryKind::Hardlink => Ok(TarEntry {
+            TarEntryKind::File | TarEntryKind::Hardlink => Ok(Some(TarEntry {
                 path: link.path,
                 kind: TarEntryKind::Hardlink,
                 link: Some(target.as_str().to_owned()),
                 ..t.clone()
-            }),
-            TarEntryKind::Symlink | TarEntryKind::Other => Ok(TarEntry {
+            })),
+            TarEntryKind::Symlink | TarEntryKind::Other => Ok(Some(TarEntry {
                 path: link.path,
                 ..t.clone()
-            }),
+            })),
         }
+    }
+
+    /// Records `path` as a hardlink to `target` of the layers below, later-wins like any
+    /// entry, its parents made directories of this archive.
+    fn insert_lower(&mut self, path: VfsPath, target: VfsPath) -> Result<(), TarError> {
+        let Some(parent) = path.parent() else {
+            return Err(TarError::BadEntry {
+                path,
+                reason: "only a directory can stand for the volume root",
+            });
+        };
+        self.ensure_dir(&parent);
+        self.remove_subtree(&path);
+        self.lower.insert(path, target);
+        Ok(())
+    }
+
+    /// Hardlinks whose target this archive does not hold (path → target), for an
+    /// [`crate::Overlay`] to resolve in the layers below. They are not entries of the index.
+    pub fn lower_links(&self) -> &BTreeMap<VfsPath, VfsPath> {
+        &self.lower
     }
 
     /// Adds `entry`, later-wins, creating (or forcing) its parents as directories.
@@ -556,6 +604,11 @@ impl TarIndex {
 
     /// Removes `path` and its subtree, iteratively.
     fn remove_subtree(&mut self, path: &VfsPath) {
+        if !self.lower.is_empty() {
+            let below = format!("{}/", path.as_str());
+            self.lower
+                .retain(|p, _| p != path && !p.as_str().starts_with(&below));
+        }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
             && let Some(p) = self.nodes.get_mut(&parent)
         {
@@ -658,6 +711,14 @@ impl TarIndex {
                     implied: e.implied,
                 })
                 .collect(),
+            lower_links: self
+                .lower
+                .iter()
+                .map(|(path, target)| WireLowerLink {
+                    path: path.as_str().to_owned(),
+                    target: target.as_str().to_owned(),
+                })
+                .collect(),
         };
         serde_json::to_vec(&wire).map_err(|e| TarError::BadIndex(e.to_string()))
     }
@@ -757,6 +818,24 @@ impl TarIndex {
         if !seen_root {
             return Err(bad("`/` is missing".to_owned()));
         }
+        for w in wire.lower_links {
+            let path = VfsPath::new(&w.path).map_err(|e| bad(e.to_string()))?;
+            let target = VfsPath::new(&w.target).map_err(|e| bad(e.to_string()))?;
+            if path.as_str() != w.path || target.as_str() != w.target {
+                return Err(bad(format!("lower link {:?} is not normalized", w.path)));
+            }
+            let parent_is_dir = path
+                .parent()
+                .and_then(|parent| index.nodes.get(&parent))
+                .is_some_and(|p| p.entry.kind == TarEntryKind::Dir);
+            if !parent_is_dir || index.nodes.contains_key(&path) || index.lower.contains_key(&path)
+            {
+                return Err(bad(format!(
+                    "lower link {path} has no parent directory or shadows another entry"
+                )));
+            }
+            index.lower.insert(path, target);
+        }
         index.finish();
         Ok(index)
     }
@@ -797,16 +876,40 @@ impl fmt::Debug for TarVolume {
 }
 
 impl TarVolume {
-    /// Indexes `data` (an uncompressed tar) and serves it.
+    /// Indexes `data` (an uncompressed tar) and serves it as a volume of its own: a
+    /// hardlink to anything not earlier in the archive is an error.
+    ///
+    /// # Errors
+    /// See [`TarIndex::scan`]; [`TarError::BadHardlink`] for a link out of the archive.
+    pub fn new(data: Bytes) -> Result<Self, TarError> {
+        let volume = Self::new_layer(data)?;
+        match volume.index.lower.iter().next() {
+            Some((path, target)) => Err(TarError::BadHardlink {
+                path: path.clone(),
+                target: target.clone(),
+                reason: "does not exist (earlier in the archive)",
+            }),
+            None => Ok(volume),
+        }
+    }
+
+    /// Indexes `data` as an image layer: a hardlink whose target is not earlier in the
+    /// archive is a link into the layers below, left out of this volume and listed by
+    /// [`Self::lower_links`] for an [`crate::Overlay`] to resolve.
     ///
     /// # Errors
     /// See [`TarIndex::scan`].
-    pub fn new(data: Bytes) -> Result<Self, TarError> {
+    pub fn new_layer(data: Bytes) -> Result<Self, TarError> {
         let index = TarIndex::scan(&data)?;
         Ok(TarVolume {
             data,
             index: Arc::new(index),
         })
+    }
+
+    /// Hardlinks into the layers below (path → target); see [`Self::new_layer`].
+    pub fn lower_links(&self) -> &BTreeMap<VfsPath, VfsPath> {
+        &self.index.lower
     }
 
     /// A volume over a store blob (its mmap; nothing is copied).
@@ -818,7 +921,8 @@ impl TarVolume {
     }
 
     /// A volume from an index built earlier (say, read back with [`TarIndex::from_bytes`]),
-    /// without scanning again.
+    /// without scanning again. Like [`Self::new_layer`], it serves an index with
+    /// [`lower links`](Self::lower_links): check them where a layer must stand alone.
     ///
     /// # Errors
     /// [`TarError::BadIndex`] if the index was made for a tar of another length.
@@ -910,6 +1014,14 @@ impl FileSystem for TarVolume {
         // offset, so the offset names the inode.
         let e = &self.index.nodes.get(path)?.entry;
         e.has_data().then(|| NodeId::new(&[e.offset]))
+    }
+
+    fn lower_hardlinks(&self) -> Vec<(VfsPath, VfsPath)> {
+        self.index
+            .lower
+            .iter()
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .collect()
     }
 
     fn footprint(&self) -> Result<Footprint> {

@@ -446,6 +446,56 @@ fn bad_hardlinks_are_errors() {
 }
 
 #[test]
+fn hardlinks_out_of_a_layer_are_left_for_the_layers_below() {
+    let t = Tar::new()
+        .hardlink("a/h", "lower/f")
+        .hardlink("a/h2", "a/h")
+        .hardlink("gone", "lower/g")
+        .file("gone", b"replaced", 0o644)
+        .hardlink("dir-now", "lower/x")
+        .file("dir-now/inside", b"", 0o644)
+        .file("f", b"data", 0o644)
+        .hardlink("in-archive", "f");
+    let bytes = t.bytes();
+    // On its own, a volume refuses a link it cannot serve.
+    assert!(matches!(
+        TarVolume::new(bytes.clone()),
+        Err(TarError::BadHardlink { ref target, .. }) if target.as_str().starts_with("/lower/")
+    ));
+    // As a layer, the links out stay out of the tree and are listed; a link to such a link
+    // names the lower file; a later entry at the same path (or below it) wins.
+    let layer = TarVolume::new_layer(bytes.clone()).unwrap();
+    let lower: Vec<(&str, &str)> = layer
+        .lower_links()
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(lower, [("/a/h", "/lower/f"), ("/a/h2", "/lower/f")]);
+    assert!(!layer.exists(&p("/a/h")));
+    assert!(layer.metadata(&p("/a")).unwrap().is_dir());
+    assert_eq!(&layer.read_all(&p("/gone")).unwrap()[..], b"replaced");
+    assert!(layer.metadata(&p("/dir-now")).unwrap().is_dir());
+    assert_eq!(&layer.read_all(&p("/in-archive")).unwrap()[..], b"data");
+
+    // The links survive the index's round trip, and a hostile index is refused.
+    let index = vfs_overlay::TarIndex::from_bytes(&layer.index().to_bytes().unwrap()).unwrap();
+    assert_eq!(index.lower_links(), layer.lower_links());
+    let wire = String::from_utf8(layer.index().to_bytes().unwrap()).unwrap();
+    for (from, to) in [
+        (r#""path":"/a/h""#, r#""path":"/f""#),
+        (r#""path":"/a/h""#, r#""path":"/nowhere/h""#),
+        (r#""path":"/a/h""#, r#""path":"/a//h""#),
+    ] {
+        let hostile = wire.replacen(from, to, 1);
+        assert_ne!(hostile, wire);
+        assert!(
+            vfs_overlay::TarIndex::from_bytes(hostile.as_bytes()).is_err(),
+            "{hostile}"
+        );
+    }
+}
+
+#[test]
 fn deeply_nested_directories() {
     // 3,000 levels: a 6,000-character path through GNU long names, indexed without
     // recursion and without quadratic work.

@@ -23,8 +23,8 @@ use cache_core::{Algorithm, Begin, Digest, Store};
 use serde_json::json;
 use tar::{Builder, EntryType, Header};
 use vfs_overlay::{
-    FileSystem, FileType, LayerError, LayerLimits, LayerSpec, MaterializeOptions, TarError,
-    VfsError, VfsPath, materialize, open_image_layers,
+    FileSystem, FileType, LayerError, LayerLimits, LayerSpec, MaterializeOptions, VfsError,
+    VfsPath, materialize, open_image_layers,
 };
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -663,34 +663,51 @@ async fn a_bare_whiteout_is_refused_by_both() {
     );
 }
 
-/// Known disagreement: umoci links a hardlink to a file of a *lower* layer (it links
-/// whatever the rootfs holds at that name). The VFS indexes each layer on its own and
-/// refuses such a layer with a typed error naming both paths, rather than serving
-/// something else; supporting it needs the tar index to defer the target to the overlay.
+/// A hardlink to a file of a *lower* layer: umoci links whatever the rootfs holds at that
+/// name, and so does the overlay (the layer's index leaves the target to it). Also a link
+/// to such a link, a link in a directory the layer creates, and a link whose target the
+/// same layer deletes afterwards (the link keeps the file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hardlink_into_a_lower_layer_is_refused_loudly() {
-    let lower = Layer::new().file("f", b"lower", 0o644).finish();
-    let upper = Layer::new().hardlink("cross", "f").finish();
-    let image = build_image(vec![(lower, GZIP), (upper, GZIP)]).await;
-    let rootfs = umoci_unpack(&image.layout, &image.bundle);
-    let (oracle, hardlinks) = host_tree(&rootfs);
-    assert_eq!(oracle.get("/cross"), oracle.get("/f"));
-    assert_eq!(hardlinks, [["/cross", "/f"]]);
-    let err = open_image_layers(&image.store, &image.specs, &LayerLimits::default())
-        .await
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        matches!(
-            &err,
-            LayerError::Tar {
-                source: TarError::BadHardlink { .. },
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(msg.contains("/cross") && msg.contains("/f"), "{msg}");
+async fn hardlinks_into_lower_layers_match_umoci() {
+    let lower = Layer::new()
+        .dir("bin", 0o755)
+        .file("bin/tool", b"the lower tool", 0o755)
+        .file("app.conf", b"conf", 0o600)
+        .finish();
+    let middle = Layer::new().hardlink("bin/alias", "bin/tool").finish();
+    let upper = Layer::new()
+        .dir("opt", 0o750)
+        .hardlink("opt/again", "bin/alias")
+        .hardlink("conf-link", "app.conf")
+        .whiteout(".wh.app.conf")
+        .finish();
+    let image = build_image(vec![(lower, GZIP), (middle, ZSTD), (upper, GZIP)]).await;
+    let (oracle, hardlinks) = assert_same_as_umoci(&image).await;
+    assert_eq!(hardlinks, [["/bin/alias", "/bin/tool", "/opt/again"]]);
+    assert!(oracle.contains_key("/conf-link") && !oracle.contains_key("/app.conf"));
+}
+
+/// A link into the layers below that names nothing there, or a directory, is refused with
+/// both paths named (umoci fails on such a layer too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hardlink_to_nothing_below_is_refused() {
+    for (target, reason) in [("missing", "does not exist"), ("d", "is a directory")] {
+        let lower = Layer::new().dir("d", 0o755).finish();
+        let upper = Layer::new().hardlink("cross", target).finish();
+        let image = build_image(vec![(lower, GZIP), (upper, GZIP)]).await;
+        let err = open_image_layers(&image.store, &image.specs, &LayerLimits::default())
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, LayerError::Overlay(VfsError::BadLowerHardlink { .. })),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("/cross") && msg.contains(&format!("/{target}")) && msg.contains(reason),
+            "{msg}"
+        );
+    }
 }
 
 /// The harness itself: a VFS missing the top layer must be reported, path by path.
