@@ -444,8 +444,10 @@ fn timed_output(command: &mut Command) -> Result<(Duration, String)> {
     let took = started.elapsed();
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
+        // `time -v` appends its tab-indented report: show what the program itself said.
         let tail: String = stderr
             .lines()
+            .filter(|l| !l.starts_with('\t') && !l.starts_with("Command exited with"))
             .rev()
             .take(8)
             .collect::<Vec<_>>()
