@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use vfs_overlay::{
-    FileSystem, FileType, MountOutcome, MountPolicy, Overlay, TarEntryKind, TarIndex, TarVolume,
-    Union, VfsPath,
+    FileSystem, FileType, MountOutcome, MountPolicy, Overlay, TarEntryKind, TarError, TarIndex,
+    TarVolume, Union, VfsPath,
 };
 
 use super::{Feedback, Target};
@@ -300,6 +300,11 @@ fn tar_index(data: &[u8]) -> Feedback {
         .unwrap_or_else(|e| panic!("a serialized index does not deserialize: {e}"));
     assert_eq!(again.entries(), entries, "index round trip");
     assert_eq!(
+        again.lower_links(),
+        index.lower_links(),
+        "lower links round trip"
+    );
+    assert_eq!(
         again.to_bytes().ok(),
         Some(bytes),
         "serializing is deterministic"
@@ -309,9 +314,34 @@ fn tar_index(data: &[u8]) -> Feedback {
     let volume = TarVolume::with_index(data.clone(), Arc::new(again))
         .unwrap_or_else(|e| panic!("a volume refuses its own index: {e}"));
     check_volume_against_index(&volume, &index, &tar);
-    let fresh = TarVolume::new(data)
-        .unwrap_or_else(|e| panic!("TarVolume::new refuses a tar scan took: {e}"));
-    assert_eq!(fresh.index().entries(), entries);
+    for path in index.lower_links().keys() {
+        assert!(
+            !volume.exists(path),
+            "link out {path:?} shows in the volume"
+        );
+        let parent = path.parent().and_then(|p| index.get(&p).map(|e| e.kind));
+        assert_eq!(
+            parent,
+            Some(TarEntryKind::Dir),
+            "parent of link out {path:?}"
+        );
+    }
+    // A layer keeps links out of the archive for the layers below; a volume of its own
+    // refuses exactly those tars, naming the first such link.
+    let layer = TarVolume::new_layer(data.clone())
+        .unwrap_or_else(|e| panic!("TarVolume::new_layer refuses a tar scan took: {e}"));
+    assert_eq!(layer.index().entries(), entries);
+    assert_eq!(layer.lower_links(), index.lower_links());
+    match (TarVolume::new(data), index.lower_links().iter().next()) {
+        (Ok(fresh), None) => assert_eq!(fresh.index().entries(), entries),
+        (Err(TarError::BadHardlink { path, target, .. }), Some((p, t))) => {
+            assert_eq!((&path, &target), (p, t), "the first link out is named");
+        }
+        (other, first) => panic!(
+            "TarVolume::new gave {:?} for a tar whose first link out is {first:?}",
+            other.map(|_| ())
+        ),
+    }
     let kinds: u64 = entries
         .iter()
         .map(|e| 1u64 << (e.kind as u64 * 2 + u64::from(e.implied)))
