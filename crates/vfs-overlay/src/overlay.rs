@@ -152,7 +152,16 @@ fn apply_layer(
 ) -> Result<()> {
     // Links into the layers below name what those layers hold before this one applies.
     let mut links = Vec::new();
+    // A link named like a whiteout is a whiteout, whatever its tar type: it joins its
+    // directory's listing below instead.
+    let mut whiteout_links: HashMap<VfsPath, Vec<String>> = HashMap::new();
     for (path, target) in layer.lower_hardlinks() {
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name())
+            && name.starts_with(WHITEOUT_PREFIX)
+        {
+            whiteout_links.entry(dir).or_default().push(name.to_owned());
+            continue;
+        }
         let bad = |reason| VfsError::BadLowerHardlink {
             path: path.clone(),
             target: target.clone(),
@@ -180,7 +189,13 @@ fn apply_layer(
         let mut opaque = false;
         let mut hidden = Vec::new();
         let mut own = Vec::new();
-        for entry in layer.node_read_dir(&dir)? {
+        let listed = layer.node_read_dir(&dir)?;
+        let linked = whiteout_links.remove(&dir).unwrap_or_default();
+        let linked = linked.into_iter().map(|name| DirEntry {
+            name,
+            kind: FileType::File,
+        });
+        for entry in listed.into_iter().chain(linked) {
             if entry.name == OPAQUE_MARKER {
                 opaque = true;
             } else if let Some(name) = entry.name.strip_prefix(WHITEOUT_PREFIX) {

@@ -495,6 +495,29 @@ fn hardlinks_out_of_a_layer_are_left_for_the_layers_below() {
     }
 }
 
+/// Found by the `overlay` fuzzer: a hardlink out of the archive whose name is a whiteout
+/// is a whiteout (OCI goes by the name, whatever the entry type), not a file.
+#[test]
+fn a_link_out_named_like_a_whiteout_is_a_whiteout() {
+    let lower = Tar::new()
+        .file("x", b"lower", 0o644)
+        .dir("d", 0o755)
+        .file("d/old", b"old", 0o644)
+        .bytes();
+    let upper = Tar::new()
+        .hardlink(".wh.x", "nowhere")
+        .hardlink("d/.wh..wh..opq", "nowhere")
+        .file("d/new", b"new", 0o644)
+        .bytes();
+    let layers: Vec<Arc<dyn FileSystem>> = [lower, upper]
+        .into_iter()
+        .map(|t| Arc::new(TarVolume::new_layer(t).unwrap()) as Arc<dyn FileSystem>)
+        .collect();
+    let overlay = Overlay::new(layers).unwrap();
+    assert_eq!(names(&overlay, "/"), ["d"]);
+    assert_eq!(names(&overlay, "/d"), ["new"]);
+}
+
 #[test]
 fn deeply_nested_directories() {
     // 3,000 levels: a 6,000-character path through GNU long names, indexed without

@@ -527,7 +527,8 @@ pub(super) const OVERLAY: Target = Target {
     name: "overlay",
     about: "vfs_overlay::Overlay of up to 8 tar layers built from a line description: no \
             whiteout is visible, each visible path comes from the highest layer that has it, \
-            whiteouts, opaque markers and replaced parents hide what they must",
+            whiteouts, opaque markers and replaced parents hide what they must, and a \
+            hardlink into the layers below reads what the layers below it hold at its target",
     run: overlay,
     seeds: overlay_seeds,
     dictionary: DESCRIPTION_TOKENS,
@@ -543,19 +544,24 @@ fn build_overlay(data: &[u8]) -> Result<(Vec<Arc<TarVolume>>, Overlay), Feedback
     let mut volumes: Vec<Arc<TarVolume>> = Vec::new();
     for (_, lines) in sections(data, false) {
         let tar = build_tar(lines);
-        match TarVolume::new(Bytes::from(tar)) {
+        match TarVolume::new_layer(Bytes::from(tar)) {
             Ok(volume) => volumes.push(Arc::new(volume)),
             Err(e) => return Err(Feedback::err("layer", &e)),
         }
     }
-    let layers: Vec<Arc<dyn FileSystem>> = volumes
-        .iter()
-        .map(|v| Arc::clone(v) as Arc<dyn FileSystem>)
-        .collect();
-    match Overlay::new(layers) {
+    match stack(&volumes) {
         Ok(overlay) => Ok((volumes, overlay)),
         Err(e) => Err(Feedback::err("overlay", &e)),
     }
+}
+
+fn stack(volumes: &[Arc<TarVolume>]) -> vfs_overlay::Result<Overlay> {
+    Overlay::new(
+        volumes
+            .iter()
+            .map(|v| Arc::clone(v) as Arc<dyn FileSystem>)
+            .collect(),
+    )
 }
 
 fn overlay(data: &[u8]) -> Feedback {
@@ -564,7 +570,10 @@ fn overlay(data: &[u8]) -> Feedback {
         Err(feedback) => return feedback,
     };
     let visible = walk(&overlay);
-    let has = |layer: &TarVolume, path: &VfsPath| layer.index().get(path).is_some();
+    let has = |layer: &TarVolume, path: &VfsPath| {
+        layer.index().get(path).is_some() || layer.lower_links().contains_key(path)
+    };
+    let mut links_out = 0u64;
     for path in &visible {
         assert!(
             !path.components().any(is_whiteout_name),
@@ -583,16 +592,41 @@ fn overlay(data: &[u8]) -> Feedback {
             .unwrap_or_else(|| panic!("visible {path:?} is in no layer"));
         let layer = volumes.get(source).map(Arc::as_ref);
         let layer = layer.unwrap_or_else(|| panic!("layer {source}"));
-        let own = layer
-            .symlink_metadata(path)
-            .unwrap_or_else(|e| panic!("{path:?} in layer {source}: {e}"));
-        assert_eq!(meta.kind, own.kind, "{path:?} must be as in layer {source}");
-        if meta.kind == FileType::File {
-            assert_eq!(
-                overlay.read_all(path).ok(),
-                layer.read_all(path).ok(),
-                "{path:?} must read as in layer {source}"
-            );
+        if let Some(target) = layer.lower_links().get(path) {
+            // A link into the layers below: what the layers under `source` hold at the
+            // target, the same file (same id) as there.
+            links_out += 1;
+            let below = stack(&volumes[..source])
+                .unwrap_or_else(|e| panic!("the layers under {source} stack alone: {e}"));
+            let there = below
+                .symlink_metadata(target)
+                .unwrap_or_else(|e| panic!("{path:?} links to {target:?}, absent below: {e}"));
+            assert_eq!(meta.kind, there.kind, "{path:?} must be {target:?} below");
+            assert_ne!(meta.kind, FileType::Dir, "{path:?} links to a directory");
+            if meta.kind == FileType::File {
+                assert_eq!(
+                    overlay.read_all(path).ok(),
+                    below.read_all(target).ok(),
+                    "{path:?} must read as {target:?} below layer {source}"
+                );
+                assert_eq!(
+                    overlay.node_id(path),
+                    below.node_id(target),
+                    "{path:?} and {target:?} below are one file"
+                );
+            }
+        } else {
+            let own = layer
+                .symlink_metadata(path)
+                .unwrap_or_else(|e| panic!("{path:?} in layer {source}: {e}"));
+            assert_eq!(meta.kind, own.kind, "{path:?} must be as in layer {source}");
+            if meta.kind == FileType::File {
+                assert_eq!(
+                    overlay.read_all(path).ok(),
+                    layer.read_all(path).ok(),
+                    "{path:?} must read as in layer {source}"
+                );
+            }
         }
         // Nothing at or above `path` was deleted or replaced above the source layer.
         for (i, v) in volumes.iter().enumerate().skip(source) {
@@ -610,7 +644,8 @@ fn overlay(data: &[u8]) -> Feedback {
                     let replaced = v
                         .index()
                         .get(&dir)
-                        .is_some_and(|e| e.kind != TarEntryKind::Dir);
+                        .is_some_and(|e| e.kind != TarEntryKind::Dir)
+                        || v.lower_links().contains_key(&dir);
                     assert!(
                         !replaced,
                         "{path:?} from layer {source} shows under {dir:?}, a non-directory in layer {i}"
@@ -631,8 +666,8 @@ fn overlay(data: &[u8]) -> Feedback {
     }
     // Everything in the top layer is visible (unless it is a whiteout or under one).
     if let Some(top) = volumes.last() {
-        for entry in top.index().entries() {
-            let path = &entry.path;
+        let paths = top.index().entries().into_iter().map(|e| &e.path);
+        for path in paths.chain(top.lower_links().keys()) {
             let under_non_dir = {
                 let mut up = path.parent();
                 let mut found = false;
@@ -654,7 +689,9 @@ fn overlay(data: &[u8]) -> Feedback {
             );
         }
     }
-    Feedback::ok("overlay", visible.len()).and(volumes.len() as u64)
+    Feedback::ok("overlay", visible.len())
+        .and(volumes.len() as u64)
+        .and(links_out.min(3) << 8)
 }
 
 fn overlay_seeds() -> Vec<Vec<u8>> {
@@ -664,6 +701,8 @@ fn overlay_seeds() -> Vec<Vec<u8>> {
         "f x 1\nh y x\n---\nf x 2\n---\nl z ../../x",
         "f a/.wh.\n---\nf .wh..wh..opq",
         "d700 dir\n---\nd755 dir\np dir/fifo",
+        "d bin\nf755 bin/tool t\nf conf c\n---\nh bin/alias bin/tool\n---\nh opt/again bin/alias\nh keep conf\nf .wh.conf",
+        "d a\nf a/f x\n---\nh a b\n---\nh c a/f",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
