@@ -596,7 +596,7 @@ fn overlay(data: &[u8]) -> Feedback {
             // A link into the layers below: what the layers under `source` hold at the
             // target, the same file (same id) as there.
             links_out += 1;
-            let below = stack(&volumes[..source])
+            let below = stack(volumes.get(..source).unwrap_or_default())
                 .unwrap_or_else(|e| panic!("the layers under {source} stack alone: {e}"));
             let there = below
                 .symlink_metadata(target)
