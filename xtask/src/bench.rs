@@ -492,7 +492,12 @@ impl Bench {
 
     fn pkgload(&self, cache: &Path) -> Command {
         let mut command = Command::new(&self.pkgload);
-        command.arg("--cache-dir").arg(cache).arg("--quiet");
+        command
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("--quiet")
+            // A credential helper of the user's Docker config has no place in a timing.
+            .env("DOCKER_CONFIG", self.work.join("no-docker-config"));
         command
     }
 

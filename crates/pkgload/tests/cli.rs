@@ -17,6 +17,7 @@ fn pkgload(cache: &Path, args: &[&str]) -> Output {
         .arg(cache)
         .args(args)
         .env_remove("PKGLOAD_CACHE_DIR")
+        .env("DOCKER_CONFIG", cache.join("no-docker-config"))
         .output()
         .unwrap()
 }

@@ -36,6 +36,8 @@ fn pkgload(cache: &Path, args: &[&str]) -> Output {
         .arg(cache)
         .args(args)
         .env_remove("RUST_LOG")
+        // The developer's Docker config (and its credential helpers) stays out of tests.
+        .env("DOCKER_CONFIG", cache.join("no-docker-config"))
         .output()
         .expect("run pkgload")
 }

@@ -28,7 +28,11 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub fn pkgload(cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pkgload"));
-    c.arg("--cache-dir").arg(cache).env_remove("RUST_LOG");
+    c.arg("--cache-dir")
+        .arg(cache)
+        .env_remove("RUST_LOG")
+        // The developer's Docker config (and its credential helpers) stays out of tests.
+        .env("DOCKER_CONFIG", cache.join("no-docker-config"));
     c
 }
 
