@@ -425,3 +425,62 @@ fn jobs_one_is_serial_and_a_cold_load_asks_once() {
         assert_eq!(listing, "leaf");
     }
 }
+
+/// The Docker config's credential helper is asked through the CLI: one that fails stops the
+/// load with an error naming it and what it said; one that is not installed only warns, and
+/// the load goes on anonymously.
+#[test]
+fn docker_credential_helpers_through_the_cli() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let world = World::new();
+    world.push(
+        "acme/leaf",
+        "1.0.0",
+        "[[fs]]\nvolume = \"v\"\nmount = \"/leaf\"\n[volumes]\nv = \"v/leaf\"\n",
+        &[("v/leaf/leaf.txt", "leaf")],
+    );
+    let leaf = world.reference("acme/leaf", "1.0.0");
+    let docker = world.work.path().join("docker");
+    let bin = world.work.path().join("bin");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-locked");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho 'the keychain is locked' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let run = |store: &str, cache: &str| {
+        std::fs::write(
+            docker.join("config.json"),
+            format!(r#"{{"credsStore": "{store}"}}"#),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_pkgload"))
+            .arg("--cache-dir")
+            .arg(world.work.path().join(cache))
+            .args(["cat", &leaf, "/leaf/leaf.txt"])
+            .env_remove("RUST_LOG")
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let err = failed(&run("locked", "locked-cache"));
+    assert!(
+        err.contains("docker-credential-locked") && err.contains("the keychain is locked"),
+        "{err}"
+    );
+    let out = run("not-installed", "anonymous-cache");
+    assert_eq!(ok(&out), "leaf");
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains("docker-credential-not-installed"),
+        "{warned}"
+    );
+}
