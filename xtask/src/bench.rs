@@ -30,6 +30,11 @@ const NAMES: [&str; 9] = [
     "resolve",
     "ingest",
 ];
+/// Whether `--only NAME` names a criterion bench rather than an end-to-end group.
+fn is_criterion(name: &str) -> bool {
+    matches!(name, "resolve" | "ingest")
+}
+
 /// How long ext4 without a journal avoids reusing a freed inode once its inode table block
 /// is clean (`RECENTCY_MIN` in the kernel's `ialloc.c`; 300 s while the block is dirty,
 /// hence the `sync` first). See [`Bench::discard`].
@@ -138,7 +143,7 @@ impl Options {
 
     fn wants(&self, name: &str) -> bool {
         (self.only.is_empty() || self.only.iter().any(|n| n == name))
-            && (self.cargo_bench || !matches!(name, "resolve" | "ingest"))
+            && (self.cargo_bench || !is_criterion(name))
     }
 }
 
@@ -193,18 +198,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
     // Starting the registry emptied its old storage and pushing made it delete its upload
     // directories: let those freed inodes age out before anything is timed.
-    if [
-        "fetch",
-        "curl",
-        "unpack",
-        "warm-ls",
-        "warm-load",
-        "rss",
-        "jobs",
-    ]
-    .iter()
-    .any(|n| options.wants(n))
-    {
+    if NAMES.iter().any(|n| !is_criterion(n) && options.wants(n)) {
         settle_filesystem();
     }
     let mut failures = Vec::new();

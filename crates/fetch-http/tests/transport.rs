@@ -80,6 +80,20 @@ async fn fetch_all_in_parallel(client: &HttpClient, store: &Store, items: Vec<(S
     }
 }
 
+/// `(url, data)` for blob `i` of `acme/app` on `registry`, as routed by the token tests.
+fn app_blobs(registry: &FaultServer, blobs: &[Bytes]) -> Vec<(String, Bytes)> {
+    blobs
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            (
+                registry.url(&format!("/v2/acme/app/blobs/{i}")),
+                data.clone(),
+            )
+        })
+        .collect()
+}
+
 fn basic(user: &str, password: &str) -> Credential {
     Credential::Basic {
         username: user.into(),
@@ -388,14 +402,7 @@ async fn tokens_are_fetched_once_and_never_follow_redirects() {
     creds.insert(&registry.host(), basic("alice", "pw"));
     let client = client_with(creds);
     let (_d, store) = store().await;
-    let items = (0..blobs.len())
-        .map(|i| {
-            (
-                registry.url(&format!("/v2/acme/app/blobs/{i}")),
-                blobs[i].clone(),
-            )
-        })
-        .collect();
+    let items = app_blobs(&registry, &blobs);
     fetch_all_in_parallel(&client, &store, items).await;
     assert_eq!(registry.hits("/token"), 1, "six parallel pulls, one token");
     let token_request = &registry.requests_to("/token")[0];
@@ -465,14 +472,7 @@ async fn docker_credential_helper_answers_the_registry() {
     creds.merge_docker_config(&config).unwrap();
 
     let (_d, store) = store().await;
-    let items = (0..blobs.len())
-        .map(|i| {
-            (
-                registry.url(&format!("/v2/acme/app/blobs/{i}")),
-                blobs[i].clone(),
-            )
-        })
-        .collect();
+    let items = app_blobs(&registry, &blobs);
     fetch_all_in_parallel(&client_with(creds), &store, items).await;
     let asked = std::fs::read_to_string(dir.path().join("asked.log")).unwrap();
     assert_eq!(asked.lines().collect::<Vec<_>>(), [registry.host()]);

@@ -103,6 +103,21 @@ impl World {
         format!("{}/{PREFIX}/{name}:{version}", self.proxy.host())
     }
 
+    /// `acme/<name>` 1.0.0: one volume at `/<name>` holding `<name>.txt` (its name as
+    /// content), needing `acme/<dep>` ^1 if given.
+    fn push_one_volume(&self, name: &str, dep: Option<&str>) {
+        let mut toml = String::new();
+        if let Some(dep) = dep {
+            toml += &format!(
+                "[dependencies]\n{dep} = {{ package = \"acme/{dep}\", version = \"^1\" }}\n"
+            );
+        }
+        toml +=
+            &format!("[[fs]]\nvolume = \"v\"\nmount = \"/{name}\"\n[volumes]\nv = \"v/{name}\"\n");
+        let file = format!("v/{name}/{name}.txt");
+        self.push(&format!("acme/{name}"), "1.0.0", &toml, &[(&file, name)]);
+    }
+
     fn push(&self, name: &str, version: &str, toml: &str, files: &[(&str, &str)]) {
         let dir = package(self.work.path(), name, version, toml, files);
         let publisher_cache = self.work.path().join("publisher-cache");
@@ -375,26 +390,9 @@ fn package_universe_end_to_end() {
 #[test]
 fn jobs_one_is_serial_and_a_cold_load_asks_once() {
     let world = World::new();
-    world.push(
-        "acme/leaf",
-        "1.0.0",
-        "[[fs]]\nvolume = \"v\"\nmount = \"/leaf\"\n[volumes]\nv = \"v/leaf\"\n",
-        &[("v/leaf/leaf.txt", "leaf")],
-    );
-    world.push(
-        "acme/mid",
-        "1.0.0",
-        "[dependencies]\nleaf = { package = \"acme/leaf\", version = \"^1\" }\n\
-         [[fs]]\nvolume = \"v\"\nmount = \"/mid\"\n[volumes]\nv = \"v/mid\"\n",
-        &[("v/mid/mid.txt", "mid")],
-    );
-    world.push(
-        "acme/top",
-        "1.0.0",
-        "[dependencies]\nmid = { package = \"acme/mid\", version = \"^1\" }\n\
-         [[fs]]\nvolume = \"v\"\nmount = \"/top\"\n[volumes]\nv = \"v/top\"\n",
-        &[("v/top/top.txt", "top")],
-    );
+    world.push_one_volume("leaf", None);
+    world.push_one_volume("mid", Some("leaf"));
+    world.push_one_volume("top", Some("mid"));
     let top = world.reference("acme/top", "1.0.0");
     let unique = |requests: &[String]| {
         let mut seen = std::collections::HashSet::new();
@@ -433,12 +431,7 @@ fn jobs_one_is_serial_and_a_cold_load_asks_once() {
 fn docker_credential_helpers_through_the_cli() {
     use std::os::unix::fs::PermissionsExt as _;
     let world = World::new();
-    world.push(
-        "acme/leaf",
-        "1.0.0",
-        "[[fs]]\nvolume = \"v\"\nmount = \"/leaf\"\n[volumes]\nv = \"v/leaf\"\n",
-        &[("v/leaf/leaf.txt", "leaf")],
-    );
+    world.push_one_volume("leaf", None);
     let leaf = world.reference("acme/leaf", "1.0.0");
     let docker = world.work.path().join("docker");
     let bin = world.work.path().join("bin");
