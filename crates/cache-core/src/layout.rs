@@ -35,6 +35,12 @@ impl Layout {
         &self.root
     }
 
+    /// Tells backup and archiving tools (borg, restic, `tar --exclude-caches`) that
+    /// nothing under the root needs saving: everything in it can be fetched again.
+    pub(crate) fn cachedir_tag(&self) -> PathBuf {
+        self.root.join("CACHEDIR.TAG")
+    }
+
     pub(crate) fn lock_file(&self) -> PathBuf {
         self.root.join(".lock")
     }

@@ -221,6 +221,7 @@ impl Store {
             for dir in [l.blobs_dir(), l.ingest_dir(), l.refs_dir(), l.derived_dir()] {
                 std::fs::create_dir_all(&dir).at("create directory", &dir)?;
             }
+            tag_cache_dir(&l);
             StoreLock::shared(l.lock_file(), timeout)
         })
         .await
@@ -668,4 +669,29 @@ pub(crate) fn hash_path(path: &Path, algorithm: Algorithm) -> Result<(Digest, u6
         hasher.update(&map);
     }
     Ok((hasher.finalize(), len))
+}
+
+/// The signature the Cache Directory Tagging Specification requires on the first line.
+const CACHEDIR_TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Write `CACHEDIR.TAG` at the root unless it is there (one `stat` per open). Written to a
+/// temporary file and renamed, so a reader never sees a torn tag. Failing to write it only
+/// costs backups some space, so it is a warning, not an error (a read-only cache still opens).
+fn tag_cache_dir(layout: &Layout) {
+    let tag = layout.cachedir_tag();
+    if tag.exists() {
+        return;
+    }
+    let temp = layout.temp();
+    let contents = format!(
+        "{CACHEDIR_TAG_SIGNATURE}\n\
+         # This file is a cache directory tag created by pkgload.\n\
+         # Everything here can be downloaded again. For information about cache directory\n\
+         # tags see https://bford.info/cachedir/\n"
+    );
+    let written = std::fs::write(&temp, contents).and_then(|()| std::fs::rename(&temp, &tag));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        tracing::warn!(path = %tag.display(), error = %e, "could not write the cache directory tag");
+    }
 }

@@ -711,3 +711,53 @@ mod properties {
         }
     }
 }
+
+#[tokio::test]
+async fn the_root_is_tagged_as_a_cache_for_backup_tools() {
+    let (dir, store) = store().await;
+    let data = body(70_000, 31);
+    put(&store, &data).await;
+    let tag = store.root().join("CACHEDIR.TAG");
+    let text = std::fs::read_to_string(&tag).unwrap();
+    assert_eq!(
+        text.lines().next(),
+        Some("Signature: 8a477f597d28d172789f06886806bc55"),
+        "{text}"
+    );
+    // The tag is what `tar --exclude-caches` looks for: the archive keeps the tag and
+    // leaves out everything else under the root, blobs included.
+    let listing = std::process::Command::new("tar")
+        .args(["--exclude-caches", "-cf", "-", "cache"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(listing.status.success(), "{listing:?}");
+    let names = std::process::Command::new("tar")
+        .arg("-t")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&listing.stdout)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let names = String::from_utf8(names.stdout).unwrap();
+    assert!(names.lines().any(|n| n == "cache/CACHEDIR.TAG"), "{names}");
+    assert!(!names.contains("blobs"), "{names}");
+
+    // A tag the user edited is theirs: reopening does not rewrite it.
+    drop(store);
+    std::fs::write(
+        &tag,
+        "Signature: 8a477f597d28d172789f06886806bc55\n# mine\n",
+    )
+    .unwrap();
+    let _store = Store::open(dir.path().join("cache")).await.unwrap();
+    assert!(std::fs::read_to_string(&tag).unwrap().ends_with("# mine\n"));
+    assert!(
+        ingest_files(&_store).is_empty(),
+        "no temporary file left behind"
+    );
+}

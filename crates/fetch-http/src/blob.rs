@@ -2,16 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
-use cache_core::{Begin, Blob, Digest, Ingest, Store};
-use futures::{StreamExt, TryStreamExt};
-use reqwest::header;
-use reqwest::{StatusCode, Url};
+use cache_core::{Begin, Blob, Digest, Store};
+use reqwest::Url;
 
-use crate::client::{Failure, HttpClient, Request};
-use crate::encoding;
+use crate::client::HttpClient;
+use crate::download::{Begun, BlobDownload};
 use crate::error::{Error, Result, redact};
 
 /// Where a blob's bytes come from.
@@ -136,7 +133,7 @@ impl BlobRequest {
         }
     }
 
-    fn report(&self, event: Progress) {
+    pub(crate) fn report(&self, event: Progress) {
         if let Some(p) = &self.progress {
             p(event);
         }
@@ -171,9 +168,10 @@ impl HttpClient {
     async fn download(&self, req: BlobRequest, store: &Store) -> Result<Blob> {
         let blob = match &req.source {
             BlobSource::File(path) => copy_file(path.clone(), &req, store).await?,
-            BlobSource::Url { url, scope } => {
-                self.download_url(url, scope.clone(), &req, store).await?
-            }
+            BlobSource::Url { url, scope } => match BlobDownload::begin(store, &req).await? {
+                Begun::Present(blob) => blob,
+                Begun::Download(download) => download.run(self, url, scope.as_deref()).await?,
+            },
         };
         tracing::Span::current().record("bytes", blob.len());
         req.report(Progress::Finished {
@@ -182,240 +180,6 @@ impl HttpClient {
         });
         Ok(blob)
     }
-
-    async fn download_url(
-        &self,
-        url: &Url,
-        scope: Option<String>,
-        req: &BlobRequest,
-        store: &Store,
-    ) -> Result<Blob> {
-        let policy = self.config().retry.clone();
-        let start = Instant::now();
-        let mut attempt: u32 = 0;
-        let mut validator: Option<String> = None;
-        let mut held: Option<Ingest> = None;
-        loop {
-            attempt += 1;
-            let ingest = match held.take() {
-                Some(i) => i,
-                None => match store.begin(req.digest, req.size).await? {
-                    Begin::Present(blob) => return Ok(blob),
-                    Begin::Write(i) => i,
-                },
-            };
-            let (cause, retry_after) = match self
-                .transfer(url, scope.clone(), req, ingest, &mut validator)
-                .await
-            {
-                Transfer::Done(ingest) => match ingest.commit().await {
-                    Ok(blob) => return Ok(blob),
-                    // A corrupt transfer: the partial is gone; start over from byte 0.
-                    Err(e) if e.is_corrupt_transfer() => {
-                        if attempt >= policy.max_attempts {
-                            return Err(Error::Corrupt {
-                                url: redact(url),
-                                source: e,
-                            });
-                        }
-                        validator = None;
-                        (e.to_string(), None)
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                Transfer::Failed(ingest, Failure::Retry { cause, retry_after }) => {
-                    held = ingest;
-                    (cause, retry_after)
-                }
-                Transfer::Failed(_, Failure::Final(e)) => return Err(e),
-            };
-            if attempt >= policy.max_attempts || start.elapsed() >= policy.max_elapsed {
-                return Err(Error::RetriesExhausted {
-                    what: req.digest.to_string(),
-                    url: redact(url),
-                    attempts: attempt,
-                    elapsed: start.elapsed(),
-                    last: cause,
-                });
-            }
-            tracing::info!(attempt, %cause, "blob transfer failed; retrying");
-            req.report(Progress::Retrying {
-                digest: req.digest,
-                attempt,
-                cause,
-            });
-            tokio::time::sleep(policy.delay(attempt, retry_after)).await;
-        }
-    }
-
-    /// One attempt: request from the ingest's offset and stream the body into it.
-    async fn transfer(
-        &self,
-        url: &Url,
-        scope: Option<String>,
-        req: &BlobRequest,
-        mut ingest: Ingest,
-        validator: &mut Option<String>,
-    ) -> Transfer {
-        let offset = ingest.written();
-        if req.size == Some(offset) {
-            // Everything is here already (resumed after the last byte); commit verifies.
-            return Transfer::Done(ingest);
-        }
-        let mut request = Request::get(url.clone()).scope(scope);
-        if offset > 0 {
-            request = request
-                .header(header::RANGE, &format!("bytes={offset}-"))
-                // A range of an encoded body cannot be decoded alone.
-                .header(header::ACCEPT_ENCODING, "identity");
-            if let Some(v) = validator.as_deref() {
-                request = request.header(header::IF_RANGE, v);
-            }
-        } else {
-            request = request.header(header::ACCEPT_ENCODING, encoding::ACCEPT);
-        }
-        let resp = match self.send(request).await {
-            Ok(r) => r,
-            Err(f) => return Transfer::Failed(Some(ingest), f),
-        };
-        let status = resp.inner.status();
-        if validator.is_none() {
-            *validator = strong_validator(resp.inner.headers());
-        }
-        if offset > 0 {
-            let resumed = status == StatusCode::PARTIAL_CONTENT
-                && content_range_start(resp.inner.headers()) == Some(offset);
-            if !resumed {
-                // The server ignored Range (or If-Range failed): it sends the whole body.
-                tracing::debug!(offset, %status, "server did not resume; restarting the blob");
-                ingest = match ingest.restart().await {
-                    Ok(i) => i,
-                    Err(e) => return Transfer::Failed(None, Failure::Final(e.into())),
-                };
-                if status == StatusCode::PARTIAL_CONTENT {
-                    // A range we did not ask for; ask again from zero.
-                    return Transfer::Failed(
-                        Some(ingest),
-                        Failure::Retry {
-                            cause: "the server answered with an unexpected Content-Range".into(),
-                            retry_after: None,
-                        },
-                    );
-                }
-            }
-        }
-        let codings = match resp
-            .inner
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .map(|v| encoding::parse(v.to_str().unwrap_or("?")))
-            .transpose()
-        {
-            Ok(c) => c.unwrap_or_default(),
-            Err(encoding) => {
-                return Transfer::Failed(
-                    Some(ingest),
-                    Failure::Final(Error::UnsupportedEncoding {
-                        url: redact(url),
-                        encoding,
-                    }),
-                );
-            }
-        };
-        req.report(Progress::Started {
-            digest: req.digest,
-            offset: ingest.written(),
-            total: req.size,
-        });
-        let raw: encoding::ByteStream = resp
-            .inner
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.without_url()))
-            .boxed();
-        let mut body = encoding::decode(raw, &codings);
-        while let Some(chunk) = body.next().await {
-            let chunk: Bytes = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    let cause = format!(
-                        "{}: connection lost after {} of {} bytes: {e}",
-                        redact(url),
-                        ingest.written(),
-                        req.size.map_or("?".into(), |s| s.to_string())
-                    );
-                    return Transfer::Failed(
-                        Some(ingest),
-                        Failure::Retry {
-                            cause,
-                            retry_after: None,
-                        },
-                    );
-                }
-            };
-            if let Err(e) = ingest.write(chunk).await {
-                return if e.is_corrupt_transfer() {
-                    // Longer than the descriptor: the ingest discards itself when dropped.
-                    Transfer::Failed(
-                        None,
-                        Failure::Retry {
-                            cause: format!("{}: {e}", redact(url)),
-                            retry_after: None,
-                        },
-                    )
-                } else {
-                    Transfer::Failed(None, Failure::Final(e.into()))
-                };
-            }
-            req.report(Progress::Advanced {
-                digest: req.digest,
-                done: ingest.written(),
-                total: req.size,
-            });
-        }
-        if let Some(size) = req.size
-            && ingest.written() < size
-        {
-            let cause = format!(
-                "{}: body ended after {} of {size} bytes",
-                redact(url),
-                ingest.written()
-            );
-            return Transfer::Failed(
-                Some(ingest),
-                Failure::Retry {
-                    cause,
-                    retry_after: None,
-                },
-            );
-        }
-        Transfer::Done(ingest)
-    }
-}
-
-enum Transfer {
-    Done(Ingest),
-    /// The ingest to continue with (None: start a fresh one), and why the attempt failed.
-    Failed(Option<Ingest>, Failure),
-}
-
-/// An ETag usable in `If-Range` (strong only), else Last-Modified.
-fn strong_validator(headers: &header::HeaderMap) -> Option<String> {
-    if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok())
-        && !etag.starts_with("W/")
-    {
-        return Some(etag.to_owned());
-    }
-    headers
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// `Content-Range: bytes 100-199/200` → 100.
-fn content_range_start(headers: &header::HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let range = value.trim().strip_prefix("bytes ")?;
-    range.split('-').next()?.trim().parse().ok()
 }
 
 /// Copy a local file into the store without blocking the runtime: a blocking reader feeds
@@ -487,23 +251,5 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(BlobSource::parse("http://[::1").is_err());
-    }
-
-    #[test]
-    fn ranges_and_validators() {
-        let mut h = header::HeaderMap::new();
-        h.insert(header::CONTENT_RANGE, "bytes 100-199/200".parse().unwrap());
-        assert_eq!(content_range_start(&h), Some(100));
-        h.insert(header::ETAG, "W/\"weak\"".parse().unwrap());
-        h.insert(
-            header::LAST_MODIFIED,
-            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
-        );
-        assert_eq!(
-            strong_validator(&h).as_deref(),
-            Some("Sun, 06 Nov 1994 08:49:37 GMT")
-        );
-        h.insert(header::ETAG, "\"strong\"".parse().unwrap());
-        assert_eq!(strong_validator(&h).as_deref(), Some("\"strong\""));
     }
 }

@@ -360,6 +360,7 @@ impl HttpClient {
                             what: what.to_owned(),
                             url: redact(&req.url),
                             attempts: attempt,
+                            without_progress: None,
                             elapsed: start.elapsed(),
                             last: cause,
                         });

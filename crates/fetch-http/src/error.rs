@@ -37,7 +37,8 @@ pub enum Error {
 
     /// Transient failures went on longer than the retry policy allows.
     #[error(
-        "fetching {what} from {url} failed after {attempts} attempts in {:.1?}; last error: {last}",
+        "fetching {what} from {url} failed after {attempts} attempts{} in {:.1?}; last error: {last}",
+        without_progress.map(|n| format!(" (the last {n} without progress)")).unwrap_or_default(),
         elapsed
     )]
     RetriesExhausted {
@@ -47,6 +48,8 @@ pub enum Error {
         url: String,
         /// Attempts made.
         attempts: u32,
+        /// For a resumable download: how many of the last attempts in a row moved nothing.
+        without_progress: Option<u32>,
         /// Time spent.
         elapsed: Duration,
         /// The last cause.

@@ -37,6 +37,7 @@
 mod auth;
 mod blob;
 mod client;
+mod download;
 mod encoding;
 mod error;
 mod layout;
@@ -52,6 +53,7 @@ pub use auth::{Challenge, parse_challenge};
 pub use auth::{Credential, Credentials};
 pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
 pub use client::{ClientConfig, HttpClient};
+pub use download::{AttemptFailed, Begun, BlobDownload};
 pub use error::{Error, Result};
 pub use layout::OciLayout;
 pub use registry::{

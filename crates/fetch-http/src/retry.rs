@@ -6,8 +6,13 @@ use std::time::{Duration, SystemTime};
 /// Bounds on retrying transient failures.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts in total, the first included.
+    /// Attempts in total, the first included, for bodies that cannot resume (manifests, tag
+    /// lists, tokens).
     pub max_attempts: u32,
+    /// For blob downloads, which resume: attempts *in a row* that moved the download no
+    /// further. An attempt that grew the partial does not count and resets the backoff, so
+    /// a flaky network that lets every attempt through part of the way still finishes.
+    pub max_stalled_attempts: u32,
     /// The first backoff; it doubles per attempt (with full jitter).
     pub base_delay: Duration,
     /// No single wait is longer than this (`Retry-After` included).
@@ -20,6 +25,10 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 6,
+            // At a 25–30% chance of an attempt moving nothing (a 503, a corrupt body), ten in
+            // a row happen about once in a million downloads; a server that never makes
+            // progress is still given up on within about a minute of backoff.
+            max_stalled_attempts: 10,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(20),
             max_elapsed: Duration::from_secs(300),

@@ -1,21 +1,85 @@
 //! A package under development: a directory with `pkgload.toml` whose volumes are host
 //! directories (served read-only and confined by [`DirVolume`]) and whose atoms are local
 //! files, with its dependencies resolved from the configured registry.
+//!
+//! This module only reads the directory; the loader resolves the root it describes like
+//! any other (see `Loader::resolve_directory`).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cache_core::{Algorithm, Blob};
-use resolve_graph::Lockfile;
+use cache_core::{Algorithm, Blob, Store};
 use vfs_overlay::{DirVolume, FileSystem};
 
 use crate::artifact::{Artifact, ArtifactKind, BlobRef, PACKAGE_CONFIG_MEDIA_TYPE};
 use crate::error::{LoadError, Result};
-use crate::load::{Loader, Resolved};
 use crate::package_dir::PackageDir;
-use crate::remote::{Located, Place};
-use crate::source::Found;
+use crate::reference::PACKAGE_FILE;
+use crate::remote::{Found, Located, Place};
+
+/// A package directory read as the root of a resolution.
+#[derive(Debug)]
+pub(crate) struct DevRoot {
+    pub(crate) package: PackageDir,
+    /// The root as the solver sees it: its config, found in the directory.
+    pub(crate) found: Found,
+    /// Where its dependencies are looked up.
+    pub(crate) place: Place,
+}
+
+impl DevRoot {
+    /// Read `dir`; `default_place` is the configured registry, which a package with
+    /// dependencies needs.
+    pub(crate) async fn open(dir: &Path, default_place: Option<&Place>) -> Result<Self> {
+        let package = {
+            let owned = dir.to_owned();
+            tokio::task::spawn_blocking(move || PackageDir::open(&owned))
+                .await
+                .map_err(|e| LoadError::PackageDir {
+                    path: dir.display().to_string(),
+                    reason: format!("reading the package failed: {e}"),
+                })??
+        };
+        let place = match (default_place, package.manifest.dependencies.is_empty()) {
+            (Some(place), _) => place.clone(),
+            (None, true) => Place::Layouts {
+                root: dir.to_owned(),
+            },
+            (None, false) => {
+                return Err(LoadError::PackageDir {
+                    path: dir.join(PACKAGE_FILE).display().to_string(),
+                    reason: "it has dependencies: say where they come from with --registry \
+                             HOST[/PREFIX] (or LoaderBuilder::registry)"
+                        .to_owned(),
+                });
+            }
+        };
+        let config = Algorithm::Sha256.digest(&package.config_json);
+        let artifact = Artifact {
+            reference: dir.display().to_string(),
+            digest: config,
+            kind: ArtifactKind::Package,
+            config: BlobRef {
+                digest: config,
+                size: package.config_json.len() as u64,
+                media_type: PACKAGE_CONFIG_MEDIA_TYPE.to_owned(),
+                title: None,
+                embedded: None,
+            },
+            layers: Vec::new(),
+        };
+        let found = Found {
+            at: Located::Layout(dir.to_owned()),
+            artifact: Arc::new(artifact),
+        };
+        Ok(DevRoot {
+            package,
+            found,
+            place,
+        })
+    }
+}
 
 /// The local volumes and atoms of a package under development.
 #[derive(Debug, Default)]
@@ -24,75 +88,19 @@ pub(crate) struct LocalParts {
     pub(crate) atoms: HashMap<String, Blob>,
 }
 
-pub(crate) async fn resolve_directory(
-    loader: &Loader,
-    dir: &Path,
-    lock: Option<&Lockfile>,
-) -> Result<Resolved> {
-    let package = {
-        let owned = dir.to_owned();
-        tokio::task::spawn_blocking(move || PackageDir::open(&owned))
-            .await
-            .map_err(|e| LoadError::PackageDir {
-                path: dir.display().to_string(),
-                reason: format!("reading the package failed: {e}"),
-            })??
-    };
-    let place = match (
-        loader.default_place(),
-        package.manifest.dependencies.is_empty(),
-    ) {
-        (Some(place), _) => place.clone(),
-        (None, true) => Place::Layouts {
-            root: dir.to_owned(),
-        },
-        (None, false) => {
-            return Err(LoadError::PackageDir {
-                path: dir
-                    .join(crate::reference::PACKAGE_FILE)
-                    .display()
-                    .to_string(),
-                reason: "it has dependencies: say where they come from with --registry \
-                         HOST[/PREFIX] (or LoaderBuilder::registry)"
-                    .to_owned(),
-            });
+impl LocalParts {
+    /// Open the package's volumes as directories and import its atoms into `store` (an
+    /// atom is handed out as a [`Blob`] like any other).
+    pub(crate) async fn open(store: &Store, package: &PackageDir) -> Result<Self> {
+        let mut parts = LocalParts::default();
+        for (name, dir) in &package.volumes {
+            let volume = DirVolume::open(dir).map_err(|e| LoadError::io("open volume", dir, e))?;
+            parts.volumes.insert(name.clone(), Arc::new(volume));
         }
-    };
-    let config = Algorithm::Sha256.digest(&package.config_json);
-    let artifact = Artifact {
-        reference: dir.display().to_string(),
-        digest: config,
-        kind: ArtifactKind::Package,
-        config: BlobRef {
-            digest: config,
-            size: package.config_json.len() as u64,
-            media_type: PACKAGE_CONFIG_MEDIA_TYPE.to_owned(),
-            title: None,
-            embedded: None,
-        },
-        layers: Vec::new(),
-    };
-    let root = Found {
-        at: Located::Layout(dir.to_owned()),
-        artifact: Arc::new(artifact),
-    };
-    let manifest = package.manifest.clone();
-    let mut resolved = loader.resolve_package(manifest, root, place, lock).await?;
-    resolved.dev = Some(Arc::new(package));
-    Ok(resolved)
-}
-
-/// Open the package's volumes as directories and import its atoms into the store (an atom
-/// is handed out as a [`Blob`] like any other).
-pub(crate) async fn local_parts(loader: &Loader, package: &PackageDir) -> Result<LocalParts> {
-    let mut parts = LocalParts::default();
-    for (name, dir) in &package.volumes {
-        let volume = DirVolume::open(dir).map_err(|e| LoadError::io("open volume", dir, e))?;
-        parts.volumes.insert(name.clone(), Arc::new(volume));
+        for (name, file) in &package.atoms {
+            let blob = store.import_file(file, Algorithm::Sha256).await?;
+            parts.atoms.insert(name.clone(), blob);
+        }
+        Ok(parts)
     }
-    for (name, file) in &package.atoms {
-        let blob = loader.store().import_file(file, Algorithm::Sha256).await?;
-        parts.atoms.insert(name.clone(), blob);
-    }
-    Ok(parts)
 }

@@ -50,6 +50,7 @@ mod prefetch;
 mod reference;
 mod remote;
 mod source;
+mod volume;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,

@@ -13,12 +13,13 @@ use vfs_overlay::{FileSystem, MountPolicy, SubFs, Union, VfsPath};
 
 use crate::artifact::{ArtifactKind, BlobRef};
 use crate::config::{LoadEvent, LoaderBuilder, Validation};
+use crate::dev::{DevRoot, LocalParts};
 use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
 use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
-use crate::remote::{Located, Place, Remote, place_of};
-use crate::source::{Found, PackageSource};
+use crate::remote::{Found, Located, Place, Remote, place_of};
+use crate::source::PackageSource;
 
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct Resolved {
     pub(crate) found: HashMap<PackageId, Found>,
     /// Downloads resolution started; the fetch joins them (dropping the last clone of this
     /// `Resolved` aborts what is still running).
-    pub(crate) _prefetch: Option<Arc<crate::prefetch::Prefetch>>,
+    pub(crate) _prefetch: Option<Arc<Prefetch>>,
     /// A package under development: its own volumes and atoms are local files.
     pub(crate) dev: Option<Arc<PackageDir>>,
 }
@@ -258,10 +259,6 @@ impl Loader {
         }
     }
 
-    pub(crate) fn default_place(&self) -> Option<&Place> {
-        self.default_place.as_ref()
-    }
-
     /// The HTTP client (to push, or to reuse its connections and credentials).
     pub fn http_client(&self) -> &fetch_http::HttpClient {
         &self.remote.client
@@ -347,7 +344,7 @@ impl Loader {
                 (place.locate(name.as_str()), Some(version.to_string()))
             }
             PackageRef::Directory(dir) => {
-                return crate::dev::resolve_directory(self, dir, lock).await;
+                return self.resolve_directory(dir, lock).await;
             }
         };
         let artifact = Arc::new(self.remote.artifact(&at, tag.as_deref(), trust).await?);
@@ -400,8 +397,26 @@ impl Loader {
         }
     }
 
+    /// Resolve a package under development: its config from `pkgload.toml`, its
+    /// dependencies from the configured registry (or beside it, when it has none).
+    async fn resolve_directory(
+        &self,
+        dir: &std::path::Path,
+        lock: Option<&Lockfile>,
+    ) -> Result<Resolved> {
+        let DevRoot {
+            package,
+            found,
+            place,
+        } = DevRoot::open(dir, self.default_place.as_ref()).await?;
+        let manifest = package.manifest.clone();
+        let mut resolved = self.resolve_package(manifest, found, place, lock).await?;
+        resolved.dev = Some(Arc::new(package));
+        Ok(resolved)
+    }
+
     /// Resolve the dependencies of a root package whose manifest is already known.
-    pub(crate) async fn resolve_package(
+    async fn resolve_package(
         &self,
         manifest: resolve_graph::Manifest,
         root_found: Found,
@@ -572,8 +587,8 @@ impl Loader {
         );
         let started = std::time::Instant::now();
         let local = match &resolved.dev {
-            Some(dev) => crate::dev::local_parts(self, dev).await?,
-            None => crate::dev::LocalParts::default(),
+            Some(dev) => LocalParts::open(self.store(), dev).await?,
+            None => LocalParts::default(),
         };
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image => self.image_fs(&resolved).await?,
@@ -605,7 +620,7 @@ impl Loader {
     async fn package_fs(
         &self,
         resolved: &Resolved,
-        local: &crate::dev::LocalParts,
+        local: &LocalParts,
         mut volumes: HashMap<Digest, Volume>,
     ) -> Result<Arc<dyn FileSystem>> {
         let Some(merged) = &resolved.merged else {
@@ -644,7 +659,7 @@ impl Loader {
     }
 
     async fn open_volume(&self, blob: &BlobRef) -> Result<Volume> {
-        let volume = open_volume(&self.remote.store, blob, &self.layer_limits)
+        let volume = crate::volume::open_volume(&self.remote.store, blob, &self.layer_limits)
             .await
             .map_err(|source| LoadError::Layer {
                 digest: blob.digest,
@@ -708,7 +723,7 @@ impl Loader {
         &self,
         resolved: &Resolved,
         blobs: &HashMap<Digest, Blob>,
-        local: &crate::dev::LocalParts,
+        local: &LocalParts,
     ) -> Result<Vec<LoadedCommand>> {
         let blob_of = |b: &BlobRef| -> Result<Blob> {
             blobs
@@ -759,21 +774,6 @@ impl Loader {
             (None, _) => Ok(Vec::new()),
         }
     }
-}
-
-/// A package volume, decompressed and indexed on first use (a package config carries no
-/// diff_ids, so the volume's own digest is all there is to check).
-pub(crate) async fn open_volume(
-    store: &cache_core::Store,
-    blob: &BlobRef,
-    limits: &vfs_overlay::LayerLimits,
-) -> std::result::Result<vfs_overlay::TarVolume, vfs_overlay::LayerError> {
-    let spec = vfs_overlay::LayerSpec {
-        digest: blob.digest,
-        media_type: blob.media_type.clone(),
-        diff_id: None,
-    };
-    vfs_overlay::open_volume(store, &spec, limits).await
 }
 
 fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {

@@ -103,7 +103,7 @@ impl Prefetch {
                 let Ok(_permit) = unpacking.acquire().await else {
                     return;
                 };
-                if let Err(e) = crate::load::open_volume(&remote.store, &blob, &limits).await {
+                if let Err(e) = crate::volume::open_volume(&remote.store, &blob, &limits).await {
                     tracing::debug!(digest = %blob.digest, error = %e, "prefetch unpack failed");
                 }
             });

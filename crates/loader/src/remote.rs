@@ -89,6 +89,13 @@ impl Located {
     }
 }
 
+/// What the loader knows about one resolved package: where it is and what it carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) at: Located,
+    pub(crate) artifact: Arc<Artifact>,
+}
+
 /// The shared machinery of one [`Loader`](crate::Loader).
 pub(crate) struct Remote {
     pub(crate) store: Store,

@@ -13,17 +13,10 @@ use futures::future::{BoxFuture, FutureExt};
 use resolve_graph::{PackageId, PackageName, Source, SourceError, Summary};
 use semver::Version;
 
-use crate::artifact::{Artifact, ArtifactKind};
+use crate::artifact::ArtifactKind;
 use crate::error::LoadError;
 use crate::prefetch::Prefetch;
-use crate::remote::{Located, Place, Remote};
-
-/// What the loader knows about one resolved package: where it is and what it carries.
-#[derive(Debug, Clone)]
-pub(crate) struct Found {
-    pub(crate) at: Located,
-    pub(crate) artifact: Arc<Artifact>,
-}
+use crate::remote::{Found, Place, Remote};
 
 pub(crate) struct PackageSource {
     remote: Arc<Remote>,

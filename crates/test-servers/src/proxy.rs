@@ -10,6 +10,12 @@
 //! blob `GET` (`/v2/…/blobs/<digest>`) in turn: the body cut by a connection reset, the
 //! body truncated behind a full `Content-Length`, one byte flipped, or a `503` with
 //! `Retry-After: 1` instead of the answer. A client that survives it retried and resumed.
+//!
+//! Started with [`CountingProxy::with_fault_mix`], it damages blob responses at random
+//! instead, in the proportions of a [`FaultMix`] and at random places in the body. The
+//! dice are a hash of the seed, the path and how many responses that path had before, so a
+//! seed damages the same responses the same way whatever order parallel requests arrive in:
+//! a failing seed can be replayed.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,32 +38,128 @@ pub enum Fault {
     Unavailable,
 }
 
-/// Which faults to inject: the `n`-th response to one blob path (counting from 0) suffers
-/// a fault while `n < schedule.len()`; blobs start at different points of the schedule (by
-/// arrival order) so that every fault meets every kind of request.
+/// Random faults for blob responses: each response suffers at most one, with these
+/// chances in percent (their sum at most 100); the rest pass untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultMix {
+    /// Replaying a seed replays its faults.
+    pub seed: u64,
+    /// Part of the body, then a connection reset.
+    pub reset: u8,
+    /// Part of the body behind the full `Content-Length`, then a clean close.
+    pub truncate: u8,
+    /// The whole body with one byte flipped.
+    pub flip: u8,
+    /// `503` with `Retry-After: 0`, nothing forwarded.
+    pub unavailable: u8,
+}
+
+impl FaultMix {
+    /// About half of all blob responses damaged: 15% reset mid-body, 15% truncated, 10% one
+    /// flipped byte, 15% `503`.
+    pub fn hostile(seed: u64) -> Self {
+        FaultMix {
+            seed,
+            reset: 15,
+            truncate: 15,
+            flip: 10,
+            unavailable: 15,
+        }
+    }
+
+    /// The fault for the `n`-th response to `path`, and a second die for where in the body.
+    fn roll(&self, path: &str, n: usize) -> (Option<Fault>, u64) {
+        let key = fnv1a(path.as_bytes()) ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let first = splitmix64(self.seed ^ key);
+        let second = splitmix64(first);
+        let roll = first % 100;
+        let mut edge = 0;
+        for (chance, fault) in [
+            (self.reset, Fault::Reset),
+            (self.truncate, Fault::Truncate),
+            (self.flip, Fault::Flip),
+            (self.unavailable, Fault::Unavailable),
+        ] {
+            edge += u64::from(chance);
+            if roll < edge {
+                return (Some(fault), second);
+            }
+        }
+        (None, second)
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One response's damage: which fault, and a die for where in the body it strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Damage {
+    fault: Fault,
+    /// `None`: the middle of the body (the schedule's faults).
+    at: Option<u64>,
+    /// The `Retry-After` of a `503`, in seconds.
+    retry_after: u8,
+}
+
+/// Which faults to inject. With a schedule, the `n`-th response to one blob path (counting
+/// from 0) suffers a fault while `n < schedule.len()`; blobs start at different points of
+/// the schedule (by arrival order) so that every fault meets every kind of request. With a
+/// mix, every response rolls its dice.
 #[derive(Debug, Clone, Default)]
 struct Faults {
     schedule: Vec<Fault>,
+    mix: Option<FaultMix>,
     /// Path → (arrival order, responses so far).
     seen: HashMap<String, (usize, usize)>,
     injected: Vec<(String, Fault)>,
 }
 
 impl Faults {
-    fn next(&mut self, method: &str, path: &str) -> Option<Fault> {
-        if self.schedule.is_empty() || method != "GET" || !path.contains("/blobs/") {
+    fn active(&self) -> bool {
+        !self.schedule.is_empty() || self.mix.is_some()
+    }
+
+    fn next(&mut self, method: &str, path: &str) -> Option<Damage> {
+        if !self.active() || method != "GET" || !path.contains("/blobs/") {
             return None;
         }
         let order = self.seen.len();
         let entry = self.seen.entry(path.to_owned()).or_insert((order, 0));
         let (order, n) = *entry;
         entry.1 += 1;
-        if n >= self.schedule.len() {
-            return None;
-        }
-        let fault = *self.schedule.get((n + order) % self.schedule.len())?;
-        self.injected.push((path.to_owned(), fault));
-        Some(fault)
+        let damage = match &self.mix {
+            Some(mix) => {
+                let (fault, at) = mix.roll(path, n);
+                Damage {
+                    fault: fault?,
+                    at: Some(at),
+                    retry_after: 0,
+                }
+            }
+            None => {
+                if n >= self.schedule.len() {
+                    return None;
+                }
+                Damage {
+                    fault: *self.schedule.get((n + order) % self.schedule.len())?,
+                    at: None,
+                    retry_after: 1,
+                }
+            }
+        };
+        self.injected.push((path.to_owned(), damage.fault));
+        Some(damage)
     }
 }
 
@@ -88,23 +190,41 @@ impl CountingProxy {
 
     /// Forward to `upstream`, damaging blob responses per `schedule` (see [`Fault`]).
     pub fn with_faults(upstream: SocketAddr, schedule: &[Fault]) -> std::io::Result<CountingProxy> {
+        CountingProxy::spawn(
+            upstream,
+            Faults {
+                schedule: schedule.to_vec(),
+                ..Faults::default()
+            },
+        )
+    }
+
+    /// Forward to `upstream`, damaging blob responses at random per `mix`.
+    pub fn with_fault_mix(upstream: SocketAddr, mix: FaultMix) -> std::io::Result<CountingProxy> {
+        CountingProxy::spawn(
+            upstream,
+            Faults {
+                mix: Some(mix),
+                ..Faults::default()
+            },
+        )
+    }
+
+    fn spawn(upstream: SocketAddr, faults: Faults) -> std::io::Result<CountingProxy> {
         let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let in_flight = Arc::new(Mutex::new(InFlight::default()));
         let connections = Arc::new(Mutex::new(0));
-        let faults = Arc::new(Mutex::new(Faults {
-            schedule: schedule.to_vec(),
-            ..Faults::default()
-        }));
+        let faulty = faults.active();
+        let faults = Arc::new(Mutex::new(faults));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let (reqs, conns, damage) = (requests.clone(), connections.clone(), faults.clone());
         let flying = in_flight.clone();
-        let faulty = !schedule.is_empty();
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let Ok(listener) = TcpListener::from_std(std_listener) else {
@@ -338,14 +458,22 @@ async fn forward_faulty(
             .push(line.clone());
         let mut parts = line.split(' ');
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let fault = faults
+        let damage = faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next(method, path);
-        if fault == Some(Fault::Unavailable) {
-            let reply =
-                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
-            if client.write_all(reply).await.is_err() {
+        let fault = damage.map(|d| d.fault);
+        if let Some(Damage {
+            fault: Fault::Unavailable,
+            retry_after,
+            ..
+        }) = damage
+        {
+            let reply = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry_after}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            if client.write_all(reply.as_bytes()).await.is_err() {
                 return;
             }
             continue;
@@ -358,9 +486,19 @@ async fn forward_faulty(
             return;
         };
         let body_len = response.len() - body_start;
+        // Where the damage strikes: a byte inside the body (never its first, so a cut
+        // always delivers something), the middle unless the dice say otherwise.
+        let at = |d: Option<Damage>| -> usize {
+            let inner = body_len.saturating_sub(1).max(1) as u64;
+            let offset = match d.and_then(|d| d.at) {
+                Some(die) => 1 + die % inner,
+                None => body_len as u64 / 2,
+            };
+            body_start + usize::try_from(offset).unwrap_or(0)
+        };
         match fault {
             Some(Fault::Reset) | Some(Fault::Truncate) if body_len > 1 => {
-                let cut = body_start + body_len / 2;
+                let cut = at(damage);
                 let _ = client
                     .write_all(response.get(..cut).unwrap_or_default())
                     .await;
@@ -372,7 +510,11 @@ async fn forward_faulty(
             }
             Some(Fault::Flip) if body_len > 0 => {
                 let mut damaged = response;
-                if let Some(b) = damaged.get_mut(body_start + body_len / 2) {
+                let at = match damage.and_then(|d| d.at) {
+                    Some(die) => body_start + usize::try_from(die % body_len as u64).unwrap_or(0),
+                    None => body_start + body_len / 2,
+                };
+                if let Some(b) = damaged.get_mut(at) {
                     *b ^= 0x40;
                 }
                 if client.write_all(&damaged).await.is_err() {
