@@ -150,13 +150,13 @@ impl BlobDownload {
         } else {
             self.stalled += 1;
         }
-        if self.stalled >= policy.max_stalled_attempts
-            || self.started.elapsed() >= policy.max_elapsed
-        {
+        if self.stalled >= policy.max_stalled_attempts {
             return None;
         }
         // Progress resets the backoff: the next wait is the first one again.
-        Some(policy.delay(self.stalled.max(1), failed.retry_after))
+        let wait = policy.delay(self.stalled.max(1), failed.retry_after);
+        // A wait that would end past the time limit is not worth starting.
+        (self.started.elapsed() + wait < policy.max_elapsed).then_some(wait)
     }
 
     /// One attempt from `url`: request from the partial's length, stream the body into it,

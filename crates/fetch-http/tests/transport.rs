@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_core::{Algorithm, Store};
+use cache_core::{Algorithm, Store, VerifyMode};
 use fetch_http::{
     BlobRequest, BlobSource, ClientConfig, Credential, Credentials, Error, HttpClient, Progress,
     RetryPolicy,
@@ -286,6 +286,124 @@ async fn truncated_and_overlong_bodies() {
     );
     assert!(err.to_string().contains("size mismatch"), "{err}");
     assert!(!store.contains(&Algorithm::Sha256.digest(&declared)));
+}
+
+#[tokio::test]
+async fn attempts_that_make_progress_are_not_counted() {
+    // Every response is cut short after 100 kB, 20 times in a row: far more failures than
+    // the client's budget of 4, yet each one moved the download forward.
+    let data = random_bytes(2_000_000, 21);
+    let server = server("127.0.0.1");
+    server.route(
+        "/p",
+        Route::new(data.clone())
+            .etag("\"p\"")
+            .truncate_after(100_000, 10)
+            .reset_after(100_000, 9),
+    );
+    let (_d, store) = store().await;
+    let blob = client()
+        .fetch_blob(request(server.url("/p"), &data), &store)
+        .await
+        .unwrap();
+    assert_eq!(&blob[..], &data[..]);
+    let starts: Vec<u64> = server
+        .requests_to("/p")
+        .iter()
+        .map(|r| range_start(r).unwrap_or(0))
+        .collect();
+    assert_eq!(starts.len(), 20, "{starts:?}");
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "each attempt resumes further on: {starts:?}"
+    );
+
+    // A digest mismatch restarts from byte 0 and counts as an attempt without progress;
+    // the growth after it is progress again, so cuts on top of it do not exhaust the budget.
+    let server2 = self::server("127.0.0.1");
+    server2.route(
+        "/m",
+        Route::new(data.clone())
+            .etag("\"m\"")
+            .flip_byte(1_500_000, 1)
+            .truncate_after(400_000, 8),
+    );
+    let (_d2, store2) = self::store().await;
+    let blob = client()
+        .fetch_blob(request(server2.url("/m"), &data), &store2)
+        .await
+        .unwrap();
+    assert_eq!(&blob[..], &data[..]);
+    let report = store2.verify(VerifyMode::Warn).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn a_server_that_never_progresses_fails_naming_blob_url_and_cause() {
+    let data = random_bytes(300_000, 22);
+    let server = server("127.0.0.1");
+    server.route(
+        "/stuck",
+        Route::new(data.clone())
+            .etag("\"s\"")
+            .truncate_after(0, usize::MAX),
+    );
+    let (_d, store) = store().await;
+    let url = format!("{}?X-Amz-Signature=secret", server.url("/stuck"));
+    let req = request(url, &data);
+
+    // By the attempt budget: 4 attempts in a row without progress.
+    let err = client().fetch_blob(req.clone(), &store).await.unwrap_err();
+    let text = err.to_string();
+    match &err {
+        Error::RetriesExhausted {
+            attempts,
+            without_progress,
+            ..
+        } => {
+            assert_eq!((*attempts, *without_progress), (4, Some(4)), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(text.contains(&req.digest.to_string()), "{text}");
+    assert!(
+        text.contains("/stuck") && !text.contains("secret"),
+        "{text}"
+    );
+    assert!(text.contains("without progress"), "{text}");
+    assert!(
+        text.contains("last error") && text.contains("connection lost after 0 of 300000 bytes"),
+        "the last cause is named: {text}"
+    );
+    assert_eq!(server.hits("/stuck"), 4);
+
+    // By the time limit, with an attempt budget too large to matter.
+    let patient = HttpClient::new(
+        ClientConfig {
+            retry: RetryPolicy {
+                max_attempts: 1000,
+                max_stalled_attempts: 1000,
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                max_elapsed: Duration::from_secs(1),
+            },
+            ..ClientConfig::default()
+        },
+        Credentials::new(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = patient.fetch_blob(req.clone(), &store).await.unwrap_err();
+    assert!(
+        matches!(err, Error::RetriesExhausted { attempts, .. } if attempts > 4 && attempts < 1000),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the time limit holds: {:?}",
+        started.elapsed()
+    );
+    assert!(!store.contains(&req.digest));
 }
 
 #[tokio::test]

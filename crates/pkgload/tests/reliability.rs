@@ -5,7 +5,9 @@
 //! - six processes fetching one 16-layer image into one cache, through a counting proxy:
 //!   every blob crosses the wire once;
 //! - a fault-injecting proxy (resets mid-body, truncation, flipped bytes, 503 with
-//!   `Retry-After`): loads finish with exactly the right content.
+//!   `Retry-After`): loads finish with exactly the right content;
+//! - the same proxy rolling dice (about half of all blob responses damaged) for 20 seeds: a
+//!   16-layer pull and a package-tree load are exact every time.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{E, gzip_layout, layer, pkgload, run};
-use test_servers::proxy::{CountingProxy, Fault};
+use test_servers::proxy::{CountingProxy, Fault, FaultMix};
 use test_servers::registry::Registry;
 
 /// Incompressible bytes from a seeded xorshift, so gzip cannot shrink a layer to nothing.
@@ -209,4 +211,101 @@ fn faults_on_the_wire_never_reach_the_cache() {
         let out = run(pkgload(&cache).args(["--offline", "cat", &image, path]));
         assert!(out.stdout == *data, "{path} differs after faults");
     }
+}
+
+/// Push `acme/app` 1.0.0, which needs `acme/dep1` … `acme/dep5`; each package has one
+/// volume holding 256 KiB of noise and an atom. Returns (path in the tree, content).
+fn push_package_tree(registry: &Registry, work: &Path) -> Vec<(String, Vec<u8>)> {
+    let publisher = work.join("publisher-cache");
+    let mut files = Vec::new();
+    let mut deps = String::new();
+    // Dependencies first: the root names them all.
+    for i in (1..=5u64).chain([0]) {
+        let name = if i == 0 {
+            "app".to_owned()
+        } else {
+            format!("dep{i}")
+        };
+        let dir = work.join(format!("pkg-{name}"));
+        std::fs::create_dir_all(dir.join("v/data")).unwrap();
+        let data = noise(100 + i, 256 << 10);
+        std::fs::write(dir.join("v/data/blob.bin"), &data).unwrap();
+        std::fs::write(dir.join("run.wasm"), format!("\0asm {name}")).unwrap();
+        files.push((format!("/{name}/blob.bin"), data));
+        let mut toml = format!(
+            "name = \"acme/{name}\"\nversion = \"1.0.0\"\n\
+             [[fs]]\nvolume = \"data\"\nmount = \"/{name}\"\n\
+             [volumes]\ndata = \"v/data\"\n[atoms]\nrun = \"run.wasm\"\n"
+        );
+        if i == 0 {
+            // Dependencies' volumes are mounted only where the root maps them.
+            for d in 1..=5 {
+                toml += &format!(
+                    "[[fs]]\nvolume = \"data\"\nmount = \"/dep{d}\"\ndependency = \"dep{d}\"\n"
+                );
+            }
+            toml += &format!("[dependencies]\n{deps}");
+        } else {
+            deps += &format!("{name} = {{ package = \"acme/{name}\", version = \"^1\" }}\n");
+        }
+        std::fs::write(dir.join("pkgload.toml"), toml).unwrap();
+        // Dependencies first, so the root's are all present when it is pushed.
+        if i > 0 {
+            run(pkgload(&publisher).args([
+                "push",
+                dir.to_str().unwrap(),
+                &format!("{}/team/acme/{name}:1.0.0", registry.host()),
+            ]));
+        }
+    }
+    run(pkgload(&publisher).args([
+        "push",
+        work.join("pkg-app").to_str().unwrap(),
+        &format!("{}/team/acme/app:1.0.0", registry.host()),
+    ]));
+    files
+}
+
+#[test]
+fn a_hostile_network_at_twenty_seeds() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let layers = push_image(&registry, work.path(), 16, 1 << 20);
+    let tree = push_package_tree(&registry, work.path());
+    let mut injected = 0;
+    for seed in 0..20 {
+        let proxy =
+            CountingProxy::with_fault_mix(registry.addr(), FaultMix::hostile(seed)).unwrap();
+        let cache = work.path().join(format!("cache-{seed}"));
+        let image = format!("{}/test/big:1", proxy.host());
+        let app = format!("{}/team/acme/app:1.0.0", proxy.host());
+        let fetched = pkgload(&cache).args(["fetch", &image]).output().unwrap();
+        let loaded = pkgload(&cache).args(["load", &app]).output().unwrap();
+        for (what, out) in [("fetch", &fetched), ("load", &loaded)] {
+            assert!(
+                out.status.success(),
+                "seed {seed}: {what} failed under faults {:?}:\n{}",
+                proxy.injected(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        injected += proxy.injected().len();
+        verify_clean(&cache);
+        // Exact: every file read back offline equals what was pushed.
+        let unpacked = work.path().join(format!("unpacked-{seed}"));
+        run(pkgload(&cache).args(["--offline", "unpack", &image, unpacked.to_str().unwrap()]));
+        for (path, data) in &layers {
+            let got = std::fs::read(unpacked.join(path.trim_start_matches('/'))).unwrap();
+            assert!(got == *data, "seed {seed}: {path} differs");
+        }
+        for (path, data) in &tree {
+            let out = run(pkgload(&cache).args(["--offline", "cat", &app, path]));
+            assert!(out.stdout == *data, "seed {seed}: {path} differs");
+        }
+        std::fs::remove_dir_all(&unpacked).unwrap();
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+    // 20 × (16 layers + config + 6 packages' volumes, atoms and configs): at half damaged,
+    // hundreds of faults; a broken proxy that injects nothing must not pass.
+    assert!(injected > 200, "only {injected} faults injected");
 }
