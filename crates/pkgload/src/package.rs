@@ -179,10 +179,7 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
         }
         PackageCommand::Cat { reference, path } => {
             let loaded = load(global, &reference, None).await?;
-            let data = loaded.fs.read_all(&VfsPath::new(&path)?)?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&data)?;
-            out.flush()?;
+            cat(loaded.fs.as_ref(), &VfsPath::new(&path)?)?;
         }
         PackageCommand::Unpack {
             reference,
@@ -353,6 +350,25 @@ fn describe(out: &mut impl Write, loaded: &LoadedPackage) -> Result<()> {
         f.symlinks,
         crate::size::show(f.bytes)
     )?;
+    Ok(())
+}
+
+/// Writes a file to stdout through a bounded buffer: a file of any size costs 1 MiB of
+/// memory, never a mapping of the whole file.
+fn cat(fs: &dyn FileSystem, path: &VfsPath) -> Result<()> {
+    let path = fs.canonicalize(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = std::io::stdout().lock();
+    let mut at = 0u64;
+    loop {
+        let n = fs.read_at(&path, at, &mut buf)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        out.write_all(chunk)?;
+        at += n as u64;
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! A hostile corpus through the real binary: every case exits 0 or with a clear error
 //! (exit 1), never a panic or a signal; nothing is written outside the target directory;
-//! the peak RSS of every `pkgload` run stays under 512 MiB.
+//! the peak RSS of every `pkgload` run stays under 512 MiB, and under 64 MiB to unpack or
+//! `cat` a single 2 GiB file.
 
 #![allow(
     clippy::unwrap_used,
@@ -345,4 +346,115 @@ fn hostile_manifests_and_configs() {
     assert!(stderr.contains("limit"), "{stderr}");
     assert_eq!(sha256(b"").len(), 71);
     sandbox.assert_outside_untouched();
+}
+
+/// Peak RSS allowed to unpack or `cat` a 2 GiB file: memory must not grow with file size.
+const LARGE_FILE_RSS_LIMIT_KIB: i64 = 64 * 1024;
+
+#[test]
+fn a_two_gib_file_unpacks_and_cats_in_bounded_memory() {
+    const SIZE: u64 = 2 << 30;
+    const MIB: usize = 1 << 20;
+    let zeros = vec![0u8; MIB];
+    // The layer as gzip members: the header, then 2,048 members of 1 MiB of zeros (the same
+    // bytes each time), then the end of the archive: ~2 MiB, written in no time.
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(SIZE);
+    h.set_mtime(0);
+    h.set_path("big.bin").unwrap();
+    h.set_cksum();
+    let zero_member = {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&zeros).unwrap();
+        enc.finish().unwrap()
+    };
+    let mut layer = common::gzip(h.as_bytes());
+    let mut diff_id = cache_core::Hasher::new(cache_core::Algorithm::Sha256);
+    diff_id.update(h.as_bytes());
+    for _ in 0..SIZE / MIB as u64 {
+        layer.extend_from_slice(&zero_member);
+        diff_id.update(&zeros);
+    }
+    layer.extend_from_slice(&common::gzip(&[0u8; 1024]));
+    diff_id.update(&[0u8; 1024]);
+    assert!(layer.len() < 4 << 20, "{}", layer.len());
+
+    let sandbox = Sandbox::new();
+    let layout = sandbox.path("layout");
+    image_layout(
+        &layout,
+        &[(layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
+        &[diff_id.finalize().to_string()],
+    );
+    let reference = format!("oci:{}:v1", layout.display());
+
+    // The layer limit still refuses it.
+    let out = sandbox.pkgload(&["--max-layer-size", "1G", "unpack", &reference, "refused"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("decompresses to more than"), "{stderr}");
+
+    // Unpack: cold, so this run also decompresses and indexes the layer.
+    let target = sandbox.path("target");
+    let out = sandbox.pkgload(&[
+        "--max-layer-size",
+        "3G",
+        "unpack",
+        &reference,
+        target.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss = peak_child_rss_kib();
+    eprintln!("peak RSS so far: {} MiB", rss / 1024);
+    assert!(
+        rss < LARGE_FILE_RSS_LIMIT_KIB,
+        "unpack peaked at {} MiB",
+        rss / 1024
+    );
+    assert_all_zeros(
+        &mut std::fs::File::open(target.join("big.bin")).unwrap(),
+        SIZE,
+    );
+
+    // Cat, into a file (not this process's memory).
+    let cat_out = sandbox.path("cat.out");
+    let status = pkgload(&sandbox.path("cache"))
+        .args(["--max-layer-size", "3G", "cat", &reference, "/big.bin"])
+        .stdout(std::fs::File::create(&cat_out).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rss = peak_child_rss_kib();
+    eprintln!("peak RSS so far: {} MiB", rss / 1024);
+    assert!(
+        rss < LARGE_FILE_RSS_LIMIT_KIB,
+        "cat peaked at {} MiB",
+        rss / 1024
+    );
+    assert_all_zeros(&mut std::fs::File::open(&cat_out).unwrap(), SIZE);
+    sandbox.assert_outside_untouched();
+}
+
+/// The file holds exactly `len` zero bytes (compared a chunk at a time with `memcmp`).
+fn assert_all_zeros(file: &mut std::fs::File, len: u64) {
+    use std::io::Read;
+    assert_eq!(file.metadata().unwrap().len(), len);
+    let zeros = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut seen = 0u64;
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n] == zeros[..n], "a non-zero byte near offset {seen}");
+        seen += n as u64;
+    }
+    assert_eq!(seen, len);
 }

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::{Result, VfsError};
+use crate::host::HostRange;
 use crate::path::VfsPath;
 use crate::resolve::{Follow, resolve, resolve_below, resolve_cow};
 
@@ -247,10 +248,59 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
-    /// Opens a resolved regular file. The default reads it into a cursor, which is already
-    /// zero-copy for in-memory and mmap-backed data.
+    /// Opens a resolved regular file. The default reads a [`HostRange`] with `pread` where
+    /// there is one (so a large file never piles up in memory), else wraps
+    /// [`FileSystem::node_read_all`] in a cursor (zero-copy for in-memory data).
     fn node_open(&self, path: &VfsPath) -> Result<FileReader> {
-        Ok(Box::new(Cursor::new(self.node_read_all(path)?)))
+        match self.node_host_range(path)? {
+            Some(range) => Ok(Box::new(range.reader())),
+            None => Ok(Box::new(Cursor::new(self.node_read_all(path)?))),
+        }
+    }
+
+    /// Reads bytes of the resolved regular file `path` from `offset` into `buf`: how many (0
+    /// at the end). Never holds more of the file in memory than `buf`, however large the
+    /// file: the default reads the [`HostRange`] with `pread` where there is one, and copies
+    /// from [`FileSystem::node_read_all`] (data already in memory) otherwise.
+    ///
+    /// # Errors
+    /// What opening the file reports; [`VfsError::Io`] for a failed host read.
+    fn node_read_at(&self, path: &VfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if let Some(range) = self.node_host_range(path)? {
+            return range.read_at(offset, buf).map_err(|e| VfsError::Io {
+                path: path.clone(),
+                op: "read",
+                message: e.to_string(),
+            });
+        }
+        let data = self.node_read_all(path)?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let rest = data.get(start..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        Ok(n)
+    }
+
+    /// The host file range holding exactly the content of the resolved regular file `path`
+    /// (a tar member inside the store's uncompressed tar, a file of a host directory), so it
+    /// can be read with `pread` or copied by the kernel (`copy_file_range`) without mapping
+    /// it. The default is [`FileSystem::node_backing_file`], whole.
+    ///
+    /// # Errors
+    /// Whatever opening or `fstat` reports.
+    fn node_host_range(&self, path: &VfsPath) -> Result<Option<HostRange>> {
+        let Some(file) = self.node_backing_file(path)? else {
+            return Ok(None);
+        };
+        HostRange::whole(file).map(Some).map_err(|e| VfsError::Io {
+            path: path.clone(),
+            op: "stat",
+            message: e.to_string(),
+        })
     }
 
     /// Content identity of the resolved regular file `path`, shared by its hardlinks; `None`
@@ -355,6 +405,12 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Whole content of a file (following symlinks), zero-copy where possible.
     fn read_all(&self, path: &VfsPath) -> Result<Bytes> {
         self.node_read_all(&*resolve_cow(self, path, Follow::All)?)
+    }
+    /// Bytes of a file (following symlinks) from `offset` into `buf`; how many, 0 at the
+    /// end. Memory stays bounded by `buf` (see [`FileSystem::node_read_at`]), so this is
+    /// the way to stream a file of any size.
+    fn read_at(&self, path: &VfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.node_read_at(&*resolve_cow(self, path, Follow::All)?, offset, buf)
     }
     /// The path with every symlink resolved; the final component need not exist.
     fn canonicalize(&self, path: &VfsPath) -> Result<VfsPath> {

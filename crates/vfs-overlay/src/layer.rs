@@ -623,8 +623,29 @@ fn decode(
     }
 }
 
-/// Serves `tar` with its cached index if that holds up, else indexes it (and caches that).
+/// Serves `tar` with its cached index if that holds up, else indexes it (and caches that);
+/// a mapped tar is also read by range from its store file (see
+/// [`TarVolume::with_host_file`]).
 async fn volume(store: &Store, digest: Digest, tar: Blob) -> Result<TarVolume, LayerError> {
+    let host = tar
+        .is_mapped()
+        .then(|| std::fs::File::open(store.blob_path(tar.digest())).ok())
+        .flatten();
+    let volume = indexed_volume(store, digest, tar).await?;
+    Ok(match host {
+        Some(file) => match volume.clone().with_host_file(file) {
+            Ok(backed) => backed,
+            // Not the file that was mapped (replaced meanwhile): the map still serves.
+            Err(e) => {
+                tracing::debug!(%digest, error = %e, "tar served from its map only");
+                volume
+            }
+        },
+        None => volume,
+    })
+}
+
+async fn indexed_volume(store: &Store, digest: Digest, tar: Blob) -> Result<TarVolume, LayerError> {
     let tar_digest = *tar.digest();
     let index_kind = kind(INDEX_KIND, digest)?;
     if let Some(bytes) = store

@@ -36,6 +36,7 @@
 mod dir;
 mod error;
 mod fs;
+mod host;
 mod layer;
 #[cfg(unix)]
 mod materialize;
@@ -53,6 +54,7 @@ pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
 pub use dir::DirVolume;
 pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId, ReadSeek};
+pub use host::{HostRange, HostRangeReader};
 pub use layer::{
     Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer, open_volume,
     recorded_uncompressed,

@@ -55,6 +55,7 @@ use rustix::io::Errno;
 
 use crate::error::VfsError;
 use crate::fs::{FileSystem, FileType, Metadata, NodeId};
+use crate::host::HostRange;
 use crate::path::VfsPath;
 
 /// Directory handles one walk keeps open at most; deeper trees reopen ancestors on demand
@@ -614,11 +615,16 @@ fn write_file<F: FileSystem + ?Sized>(
                 // File to file: the kernel copies (`copy_file_range`), nothing is buffered
                 // here however large the file.
                 Some(src) => io::copy(&mut &*src, &mut file).map_err(write_err("copy"))?,
-                None => {
-                    let data = fs.node_read_all(path)?;
-                    file.write_all(&data).map_err(write_err("write"))?;
-                    data.len() as u64
-                }
+                None => match fs.node_host_range(path)? {
+                    // A byte range of a host file (a tar member): the kernel copies it too,
+                    // and the volume's memory map is never touched.
+                    Some(range) => copy_range(&range, &file).map_err(write_err("copy"))?,
+                    None => {
+                        let data = fs.node_read_all(path)?;
+                        file.write_all(&data).map_err(write_err("write"))?;
+                        data.len() as u64
+                    }
+                },
             };
         }
     }
@@ -632,6 +638,46 @@ fn write_file<F: FileSystem + ?Sized>(
     file.set_times(FileTimes::new().set_modified(leaf.meta.mtime))
         .map_err(write_err("set mtime"))?;
     Ok(tally)
+}
+
+/// Copies `range` to the end of `to` with `copy_file_range`; where the kernel cannot (an
+/// old kernel, another filesystem type), through a bounded buffer with `pread`.
+fn copy_range(range: &HostRange, to: &File) -> io::Result<u64> {
+    let mut done = 0u64;
+    while done < range.len {
+        let mut from = range.offset + done;
+        let want = usize::try_from(range.len - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(&*range.file, Some(&mut from), to, None, want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the host file ends before the file's content does",
+                ));
+            }
+            Ok(n) => done += n as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM) => {
+                return copy_range_buffered(range, done, to).map(|rest| done + rest);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
+}
+
+fn copy_range_buffered(range: &HostRange, from: u64, mut to: &File) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    loop {
+        let n = range.read_at(at, &mut buf)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            return Ok(at - from);
+        };
+        to.write_all(chunk)?;
+        at += n as u64;
+    }
 }
 
 fn make_symlink(

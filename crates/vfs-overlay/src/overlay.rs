@@ -339,6 +339,16 @@ impl FileSystem for Overlay {
         layer.node_backing_file(at)
     }
 
+    fn node_host_range(&self, path: &VfsPath) -> Result<Option<crate::HostRange>> {
+        let (layer, at) = self.file_layer(path)?;
+        layer.node_host_range(at)
+    }
+
+    fn node_read_at(&self, path: &VfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let (layer, at) = self.file_layer(path)?;
+        layer.node_read_at(at, offset, buf)
+    }
+
     /// From the flattened table: kinds without any listing, sizes from the providing
     /// layers' metadata.
     fn footprint(&self) -> Result<Footprint> {

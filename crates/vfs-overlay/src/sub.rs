@@ -80,6 +80,12 @@ impl FileSystem for SubFs {
     fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
         self.outer(self.inner.node_backing_file(&self.inner_path(path)))
     }
+    fn node_host_range(&self, path: &VfsPath) -> Result<Option<crate::HostRange>> {
+        self.outer(self.inner.node_host_range(&self.inner_path(path)))
+    }
+    fn node_read_at(&self, path: &VfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.outer(self.inner.node_read_at(&self.inner_path(path), offset, buf))
+    }
     fn node_write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {
         self.outer(self.inner.node_write_file(&self.inner_path(path), data))
     }

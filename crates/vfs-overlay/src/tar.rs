@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VfsError};
 use crate::fs::{DirEntry, FileSystem, FileType, Footprint, Metadata, NodeId};
+use crate::host::HostRange;
 use crate::path::VfsPath;
 
 /// Magic string and version of the serialized index.
@@ -864,6 +865,8 @@ fn check_range(e: &TarEntry, len: u64) -> Result<(), TarError> {
 pub struct TarVolume {
     data: Bytes,
     index: Arc<TarIndex>,
+    /// The host file `data` maps, when there is one: large reads go to it by range.
+    host: Option<Arc<std::fs::File>>,
 }
 
 impl fmt::Debug for TarVolume {
@@ -904,6 +907,7 @@ impl TarVolume {
         Ok(TarVolume {
             data,
             index: Arc::new(index),
+            host: None,
         })
     }
 
@@ -934,7 +938,34 @@ impl TarVolume {
                 data.len()
             )));
         }
-        Ok(TarVolume { data, index })
+        Ok(TarVolume {
+            data,
+            index,
+            host: None,
+        })
+    }
+
+    /// Serve reads by byte range from `file`, which holds exactly the bytes of the tar (the
+    /// store file the tar's memory map was made from): [`FileSystem::read_at`], `open` and
+    /// [`crate::materialize`] then `pread` or `copy_file_range` from it instead of touching
+    /// the map, so a large file does not become resident memory of this process.
+    ///
+    /// # Errors
+    /// [`TarError::BadIndex`] if the file's length is not the tar's (then it is some other
+    /// file); an I/O error of `fstat` the same way.
+    pub fn with_host_file(mut self, file: std::fs::File) -> Result<Self, TarError> {
+        let len = file
+            .metadata()
+            .map_err(|e| TarError::BadIndex(format!("cannot stat the tar's host file: {e}")))?
+            .len();
+        if len != self.data.len() as u64 {
+            return Err(TarError::BadIndex(format!(
+                "the host file holds {len} bytes, the tar {}",
+                self.data.len()
+            )));
+        }
+        self.host = Some(Arc::new(file));
+        Ok(self)
     }
 
     /// The index, to serialize or share.
@@ -1041,7 +1072,27 @@ impl FileSystem for TarVolume {
         }
     }
 
+    fn node_host_range(&self, path: &VfsPath) -> Result<Option<HostRange>> {
+        let Some(file) = &self.host else {
+            return Ok(None);
+        };
+        let (start, end) = self.file_range(path)?;
+        Ok(Some(HostRange {
+            file: file.clone(),
+            offset: start as u64,
+            len: (end - start) as u64,
+        }))
+    }
+
     fn node_read_all(&self, path: &VfsPath) -> Result<Bytes> {
+        let (start, end) = self.file_range(path)?;
+        Ok(self.data.slice(start..end))
+    }
+}
+
+impl TarVolume {
+    /// The data range of the regular file `path` in the tar, checked against its length.
+    fn file_range(&self, path: &VfsPath) -> Result<(usize, usize)> {
         let e = &self.node(path)?.entry;
         match e.kind {
             TarEntryKind::File | TarEntryKind::Hardlink => {}
@@ -1066,6 +1117,6 @@ impl FileSystem for TarVolume {
         if end > self.data.len() {
             return Err(corrupt());
         }
-        Ok(self.data.slice(start..end))
+        Ok((start, end))
     }
 }

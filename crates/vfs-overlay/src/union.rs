@@ -416,6 +416,24 @@ impl FileSystem for Union {
         }
     }
 
+    fn node_host_range(&self, path: &VfsPath) -> Result<Option<crate::HostRange>> {
+        let loc = self.locate(path);
+        match loc.mount {
+            _ if loc.in_trie => Err(VfsError::IsADirectory(path.clone())),
+            Some((mp, fs, rest)) => delegate(&mp, fs.node_host_range(&rest)),
+            None => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+
+    fn node_read_at(&self, path: &VfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let loc = self.locate(path);
+        match loc.mount {
+            _ if loc.in_trie => Err(VfsError::IsADirectory(path.clone())),
+            Some((mp, fs, rest)) => delegate(&mp, fs.node_read_at(&rest, offset, buf)),
+            None => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+
     fn node_write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {
         let (mp, fs, rest) = self.writable(path, VfsError::IsADirectory)?;
         delegate(&mp, fs.node_write_file(&rest, data))

@@ -231,6 +231,22 @@ impl FileSystem for WritableOverlay {
         }
     }
 
+    fn node_host_range(&self, path: &VfsPath) -> Result<Option<crate::HostRange>> {
+        match self.source(&self.read_state(), path) {
+            Some(Source::Upper) => self.upper.node_host_range(path),
+            Some(Source::Lower) => self.lower.node_host_range(path),
+            None => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+
+    fn node_read_at(&self, path: &VfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match self.source(&self.read_state(), path) {
+            Some(Source::Upper) => self.upper.node_read_at(path, offset, buf),
+            Some(Source::Lower) => self.lower.node_read_at(path, offset, buf),
+            None => Err(VfsError::NotFound(path.clone())),
+        }
+    }
+
     fn node_write_file(&self, path: &VfsPath, data: Bytes) -> Result<()> {
         let state = self.write_state();
         match self.source(&state, path) {

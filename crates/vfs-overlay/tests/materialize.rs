@@ -317,6 +317,43 @@ fn tar_volume_round_trips_and_footprint_matches_a_walk() {
     assert_eq!((report.dirs, report.bytes), (fp.dirs, fp.bytes));
 }
 
+#[test]
+fn a_tar_backed_by_its_host_file_is_copied_and_read_by_range() {
+    let vol = sample_tar();
+    let mut host = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut host, vol.data()).unwrap();
+    // A file of another length is not the tar's: refused.
+    let short = tempfile::tempfile().unwrap();
+    assert!(vol.clone().with_host_file(short).is_err());
+    let backed = vol
+        .clone()
+        .with_host_file(fs::File::open(host.path()).unwrap())
+        .unwrap();
+
+    // Ranges name the member inside the host file; reads by range agree with the map.
+    let range = backed.node_host_range(&p("/etc/conf")).unwrap().unwrap();
+    assert_eq!(range.len, 10);
+    let mut buf = [0u8; 4];
+    assert_eq!(backed.read_at(&p("/etc/conf"), 4, &mut buf).unwrap(), 4);
+    assert_eq!(&buf, b"valu");
+    assert_eq!(backed.read_at(&p("/etc/conf"), 8, &mut buf).unwrap(), 2);
+    assert_eq!(backed.read_at(&p("/etc/conf"), 10, &mut buf).unwrap(), 0);
+    // Through a symlink and an open handle too.
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut backed.open(&p("/etc/app")).unwrap(), &mut all).unwrap();
+    assert_eq!(all, b"binary");
+    assert!(matches!(
+        backed.read_at(&p("/usr"), 0, &mut buf),
+        Err(VfsError::IsADirectory(_))
+    ));
+
+    // Materialized from the host file (copy_file_range): the same tree as from the map.
+    let area = Area::new();
+    materialize(&backed, &area.target(), MaterializeOptions::default()).unwrap();
+    assert_same(&vol, &area.target());
+    area.assert_outside_untouched();
+}
+
 fn sample_overlay() -> Overlay {
     let lower = Tar::new()
         .dir("app/", 0o755)
