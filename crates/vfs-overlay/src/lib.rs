@@ -56,8 +56,8 @@ pub use error::{Result, VfsError};
 pub use fs::{DirEntry, FileReader, FileSystem, FileType, Footprint, Metadata, NodeId, ReadSeek};
 pub use host::{HostRange, HostRangeReader};
 pub use layer::{
-    Compression, LayerError, LayerLimits, LayerSpec, open_image_layers, open_layer, open_volume,
-    recorded_uncompressed,
+    Compression, LayerError, LayerLimits, LayerSpec, SMALL_TAR, open_image_layers, open_layer,
+    open_volume, recorded_uncompressed,
 };
 #[cfg(unix)]
 pub use materialize::{

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use cache_core::{Algorithm, Begin, DerivedKind, Digest, Store};
 use tar::{Builder, EntryType, Header};
 use vfs_overlay::{
-    Compression, FileSystem, FileType, LayerError, LayerLimits, LayerSpec, TarIndex, TarVolume,
-    VfsPath, open_image_layers, open_layer,
+    Compression, FileSystem, FileType, LayerError, LayerLimits, LayerSpec, SMALL_TAR, TarIndex,
+    TarVolume, VfsPath, open_image_layers, open_layer,
 };
 
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -58,6 +58,14 @@ fn sample_tar(seed: u8) -> Vec<u8> {
     let mut wh = Header::new_gnu();
     wh.set_size(0);
     b.append_data(&mut wh, "etc/.wh.gone", &[][..]).unwrap();
+    // Large enough to be stored (a smaller tar is kept in memory only; see `small_tar`).
+    let filler: Vec<u8> = (0..SMALL_TAR as u32)
+        .map(|j| (j / 4096) as u8 ^ seed)
+        .collect();
+    let mut h = Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(filler.len() as u64);
+    b.append_data(&mut h, "etc/filler", &filler[..]).unwrap();
     b.into_inner().unwrap()
 }
 
@@ -907,4 +915,86 @@ async fn a_diff_id_claim_is_not_recorded_for_a_blob_it_was_not_checked_against()
         std::str::from_utf8(&recorded).unwrap(),
         sha256(&real).to_string()
     );
+}
+
+/// A tar small enough to stay in memory: the first 20 files of `sample_tar` without the
+/// filler.
+fn small_tar(seed: u8) -> Vec<u8> {
+    let mut b = Builder::new(Vec::new());
+    for i in 0..20u32 {
+        let body: Vec<u8> = (0..(i * 997)).map(|j| (j as u8) ^ seed).collect();
+        let mut h = Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, format!("etc/file{i}"), &body[..])
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_layer_is_opened_in_memory_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let tar = small_tar(21);
+    assert!((tar.len() as u64) < SMALL_TAR);
+    let plain = TarVolume::new_layer(tar.clone().into()).unwrap();
+    for (body, media_type) in [(gzip(&tar), GZIP), (zstd(&tar), ZSTD)] {
+        let digest = put(&store, &body).await;
+        let before = stored_blobs(dir.path());
+        for diff_id in [None, Some(sha256(&tar))] {
+            let mut spec = LayerSpec::new(digest, media_type);
+            spec.diff_id = diff_id;
+            let v = open_layer(&store, &spec, &LayerLimits::default())
+                .await
+                .unwrap();
+            assert_eq!(snapshot(&v), snapshot(&plain), "{media_type}");
+        }
+        // No uncompressed blob, no derived entry.
+        assert_eq!(stored_blobs(dir.path()), before, "{media_type}");
+        assert_eq!(count_files(&dir.path().join("v1/derived")), 0);
+
+        // Still checked against the config's diff_id, and still bounded by the limits.
+        let claimed = sha256(b"another tar");
+        let err = open_layer(
+            &store,
+            &LayerSpec::new(digest, media_type).with_diff_id(claimed),
+            &LayerLimits::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, LayerError::DiffIdMismatch { expected, actual, .. }
+                if expected == claimed && actual == sha256(&tar)),
+            "{err}"
+        );
+        let tight = LayerLimits {
+            max_uncompressed: 4096,
+            ..LayerLimits::default()
+        };
+        let err = open_layer(&store, &LayerSpec::new(digest, media_type), &tight)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LayerError::TooLarge { limit: 4096, .. }),
+            "{err}"
+        );
+    }
+}
+
+/// Regular files below `dir` (0 when it does not exist).
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).into_iter().flatten() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
 }
