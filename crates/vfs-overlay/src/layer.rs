@@ -373,7 +373,7 @@ async fn open_small(
     }
     let limit = limits.limit_for(source.len());
     let expected = layer.diff_id;
-    let opened = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let compressed = source.len();
         let mut reader = decoder(source.bytes(), compression, digest)?;
         let mut tar = Vec::new();
@@ -418,8 +418,7 @@ async fn open_small(
             })
     })
     .await
-    .map_err(task_err(digest))?;
-    opened
+    .map_err(task_err(digest))?
 }
 
 /// Opens a layer that must stand on its own (a package volume): [`open_layer`], with a
