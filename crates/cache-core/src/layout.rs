@@ -6,8 +6,8 @@
 //! <root>/v1/ingest/<alg>-<hex>.partial           resumable download of a known digest,
 //!                                                also its lock (one ingest at a time)
 //! <root>/v1/ingest/tmp-<unique>                  anonymous ingests and atomic-write temps
-//! <root>/v1/refs/<registry>/<repo+>:<tag>         tag -> digest pointer with fetch time
-//! <root>/v1/refs/<registry>/<repo+>@tags          the repository's tag list with fetch time
+//! <root>/v1/refs/<registry>/<repo+>               the repository's tag list and tag -> digest
+//!                                                 pointers, with fetch times (see refs.rs)
 //! <root>/v1/derived/<alg>/<hex>.<kind>           data computed from a blob
 //! ```
 //!
@@ -87,33 +87,26 @@ impl Layout {
             .join(format!("{}.{}", digest.hex(), kind.as_str()))
     }
 
-    /// `refs/<registry>/<repo+>:<tag>`, where `<repo+>` is the repository with `+` for
-    /// `/`. Flat, so that remembering a new repository creates one file and no directory:
-    /// file creation is what a cold load of many small packages spends its time on.
-    /// Neither `+`, `:` nor `@` can occur in a repository or tag, so names cannot collide.
-    pub(crate) fn tag_ref(&self, key: &RefKey) -> PathBuf {
-        self.refs_dir().join(&key.registry).join(format!(
-            "{}:{}",
-            flat_repository(&key.repository),
-            key.tag
-        ))
-    }
-
-    /// `refs/<registry>/<repo+>@tags`: a repository's tag list.
-    pub(crate) fn tag_list(&self, registry: &str, repository: &str) -> crate::Result<PathBuf> {
+    /// `refs/<registry>/<repo+>`, where `<repo+>` is the repository with `+` for `/`: one
+    /// file per repository holding its tag list and its tags' digests. Flat, so that
+    /// remembering a new repository creates one file and no directory: file creation is
+    /// what a cold load of many small packages spends its time on. `+` cannot occur in a
+    /// repository, so names cannot collide.
+    pub(crate) fn repo_refs(&self, registry: &str, repository: &str) -> crate::Result<PathBuf> {
         validate_registry(registry)?;
         validate_repository(repository)?;
         Ok(self
             .refs_dir()
             .join(registry)
-            .join(format!("{}@tags", flat_repository(repository))))
+            .join(flat_repository(repository)))
     }
 
-    /// The key of a ref file `refs/<registry>/<name>`, or `None` when `name` is not a ref
-    /// (a tag list, or anything else).
-    pub(crate) fn ref_key_of(registry: &str, name: &str) -> Option<RefKey> {
-        let (repository, tag) = name.split_once(':')?;
-        RefKey::new(registry, &repository.replace('+', "/"), tag).ok()
+    /// The repository of a refs file `refs/<registry>/<name>`, or `None` when `name` is not
+    /// one (a file of an older layout, with `:` or `@` in its name, or anything else).
+    pub(crate) fn repository_of(registry: &str, name: &str) -> Option<String> {
+        let repository = name.replace('+', "/");
+        (validate_registry(registry).is_ok() && validate_repository(&repository).is_ok())
+            .then_some(repository)
     }
 
     pub(crate) fn check_tag(tag: &str) -> bool {
@@ -351,7 +344,7 @@ mod tests {
         fn accepted_refs_stay_inside(reg in "[a-z0-9.:\\[\\]/-]{1,12}", repo in "[a-z0-9._/-]{1,16}", tag in "[A-Za-z0-9._/-]{1,8}") {
             if let Ok(key) = RefKey::new(&reg, &repo, &tag) {
                 let layout = Layout::new(PathBuf::from("/root"));
-                let path = layout.tag_ref(&key);
+                let path = layout.repo_refs(key.registry(), key.repository()).unwrap();
                 let rel = path.strip_prefix("/root/v1/refs").unwrap();
                 for c in rel.components() {
                     prop_assert!(matches!(c, std::path::Component::Normal(_)), "{path:?}");

@@ -59,6 +59,7 @@ mod link;
 mod lock;
 mod maintenance;
 mod memory;
+mod refs;
 mod store;
 
 pub use blob::Blob;

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 use crate::layout::Layout;
-use crate::store::{BlobInfo, read_ref};
+use crate::refs::RepoRefs;
+use crate::store::BlobInfo;
 use crate::{Digest, RefEntry, RefKey, Store};
 
 /// What [`Store::verify`] does with a bad blob.
@@ -389,7 +390,7 @@ fn remove_derived(layout: &Layout, digest: &Digest) {
     }
 }
 
-/// Every ref: the files `refs/<registry>/<repo+>:<tag>` (see `Layout::tag_ref`).
+/// Every ref: the tags of every repository's refs file (see `Layout::repo_refs`).
 fn list_refs(layout: &Layout) -> Result<Vec<(RefKey, RefEntry)>> {
     let mut out = Vec::new();
     for registry_dir in read_dir(&layout.refs_dir())? {
@@ -399,13 +400,21 @@ fn list_refs(layout: &Layout) -> Result<Vec<(RefKey, RefEntry)>> {
         }
         for entry in read_dir(&registry_dir.path())? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(key) = Layout::ref_key_of(&registry, &name) else {
+            let Some(repository) = Layout::repository_of(&registry, &name) else {
                 continue;
             };
-            match read_ref(&entry.path()) {
-                Ok(Some(found)) => out.push((key, found)),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "ignoring an unreadable ref"),
+            let refs = match RepoRefs::read(&entry.path()) {
+                Ok(refs) => refs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an unreadable refs file");
+                    continue;
+                }
+            };
+            for (tag, (digest, millis)) in refs.refs {
+                if let Ok(key) = RefKey::new(&registry, &repository, &tag) {
+                    let fetched_at = crate::refs::time_of(millis);
+                    out.push((key, RefEntry { digest, fetched_at }));
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::ingest::{self, Ingest, Target};
 use crate::layout::Layout;
 use crate::lock::{DigestLock, StoreLock};
 use crate::memory::MemoryTier;
+use crate::refs::{self, RepoRefs};
 use crate::{Algorithm, Blob, Digest, Hasher};
 
 /// Tuning knobs for a [`Store`].
@@ -145,11 +146,12 @@ impl TagList {
     }
 }
 
-fn now_millis() -> u128 {
-    SystemTime::now()
+fn now_millis() -> u64 {
+    let millis = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_millis()
+        .as_millis();
+    u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
 type InFlight = WeakShared<BoxFuture<'static, Result<Blob>>>;
@@ -163,6 +165,8 @@ pub(crate) struct Inner {
     /// Ingests hold it shared; gc and clean take it exclusively (in-process counterpart of
     /// the `.lock` file, which only excludes other processes).
     pub(crate) gate: Arc<RwLock<()>>,
+    /// Held while a refs file is read, changed and replaced.
+    refs_turn: Mutex<()>,
 }
 
 /// A content-addressed blob store on disk, shared by threads (clone it) and processes (open
@@ -234,6 +238,7 @@ impl Store {
                 inflight: Mutex::new(HashMap::new()),
                 store_lock,
                 gate: Arc::new(RwLock::new(())),
+                refs_turn: Mutex::new(()),
             }),
         })
     }
@@ -482,23 +487,35 @@ impl Store {
 
     /// Remember that `key` pointed to `digest` now.
     pub async fn set_ref(&self, key: &crate::RefKey, digest: &Digest) -> Result<()> {
-        let path = self.inner.layout.tag_ref(key);
-        let body = format!("{digest}\n{}\n", now_millis());
-        self.write_atomic(path, body.into_bytes()).await
+        let (tag, digest) = (key.tag().to_owned(), *digest);
+        self.update_refs(key.registry(), key.repository(), move |refs| {
+            refs.refs.insert(tag, (digest, now_millis()));
+        })
+        .await
     }
 
     /// What `key` pointed to when last fetched.
     pub fn get_ref(&self, key: &crate::RefKey) -> Result<Option<RefEntry>> {
-        read_ref(&self.inner.layout.tag_ref(key))
+        let path = self
+            .inner
+            .layout
+            .repo_refs(key.registry(), key.repository())?;
+        Ok(RepoRefs::read(&path)?
+            .refs
+            .remove(key.tag())
+            .map(|(digest, millis)| RefEntry {
+                digest,
+                fetched_at: refs::time_of(millis),
+            }))
     }
 
     /// Forget a ref.
-    pub fn remove_ref(&self, key: &crate::RefKey) -> Result<()> {
-        let path = self.inner.layout.tag_ref(key);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
-            _ => Ok(()),
-        }
+    pub async fn remove_ref(&self, key: &crate::RefKey) -> Result<()> {
+        let tag = key.tag().to_owned();
+        self.update_refs(key.registry(), key.repository(), move |refs| {
+            refs.refs.remove(&tag);
+        })
+        .await
     }
 
     /// Remember a repository's tag list (for offline loads and fresh-enough reuse).
@@ -508,42 +525,48 @@ impl Store {
         repository: &str,
         tags: &[String],
     ) -> Result<()> {
-        let path = self.inner.layout.tag_list(registry, repository)?;
-        let mut body = format!("{}\n", now_millis());
-        for tag in tags.iter().filter(|t| crate::layout::Layout::check_tag(t)) {
-            body.push_str(tag);
-            body.push('\n');
-        }
-        self.write_atomic(path, body.into_bytes()).await
+        let tags: Vec<String> = tags
+            .iter()
+            .filter(|t| crate::layout::Layout::check_tag(t))
+            .cloned()
+            .collect();
+        self.update_refs(registry, repository, move |refs| {
+            refs.tags = Some((now_millis(), tags));
+        })
+        .await
     }
 
     /// A repository's tag list as last fetched, if any.
     pub fn get_tag_list(&self, registry: &str, repository: &str) -> Result<Option<TagList>> {
-        let path = self.inner.layout.tag_list(registry, repository)?;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
-        let mut lines = text.lines();
-        let millis: u64 =
-            lines
-                .next()
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| Error::CorruptFile {
-                    path: path.clone(),
-                    reason: "missing fetch time".to_owned(),
-                })?;
-        // A tag that is not a valid tag can only come from damage: drop it rather than
-        // hand it to a caller that will build a path or URL from it.
-        let tags = lines
-            .filter(|t| crate::layout::Layout::check_tag(t))
-            .map(str::to_owned)
-            .collect();
-        Ok(Some(TagList {
+        let path = self.inner.layout.repo_refs(registry, repository)?;
+        Ok(RepoRefs::read(&path)?.tags.map(|(millis, tags)| TagList {
             tags,
-            fetched_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+            fetched_at: refs::time_of(millis),
         }))
+    }
+
+    /// Read, change and replace a repository's refs file; writers in this process take
+    /// turns (see [`crate::refs`] for other processes).
+    async fn update_refs(
+        &self,
+        registry: &str,
+        repository: &str,
+        change: impl FnOnce(&mut RepoRefs) + Send + 'static,
+    ) -> Result<()> {
+        let path = self.inner.layout.repo_refs(registry, repository)?;
+        let temp = self.inner.layout.temp();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = inner
+                .refs_turn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut refs = RepoRefs::read(&path)?;
+            change(&mut refs);
+            refs.write(&temp, &path)
+        })
+        .await
+        .map_err(|e| Error::task("write refs", e))?
     }
 
     // ----- derived entries -----
@@ -572,8 +595,8 @@ impl Store {
 
     /// Write `data` to `path` by temp file + fsync + rename.
     ///
-    /// The directory is not fsynced: everything written this way (refs, tag lists, derived
-    /// entries) is a cache of something that can be fetched or computed again, so losing
+    /// The directory is not fsynced: everything written this way (derived entries) is a
+    /// cache of something that can be computed again, so losing
     /// the rename to a power cut costs one request. The file itself is fsynced before the
     /// rename, so what is visible is never torn. Blobs, which the design promises are
     /// durable once visible, go through ingest, which does fsync the directory.
@@ -615,32 +638,6 @@ pub(crate) fn write_atomic_blocking(temp: &Path, path: &Path, data: &[u8]) -> Re
         let _ = std::fs::remove_file(temp);
     }
     result
-}
-
-pub(crate) fn read_ref(path: &Path) -> Result<Option<RefEntry>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    let corrupt = |reason: &str| Error::CorruptFile {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let mut lines = text.lines();
-    let digest = lines
-        .next()
-        .ok_or_else(|| corrupt("empty ref file"))?
-        .parse::<Digest>()
-        .map_err(|e| corrupt(&e.to_string()))?;
-    let millis: u64 = lines
-        .next()
-        .and_then(|l| l.parse().ok())
-        .ok_or_else(|| corrupt("missing fetch time"))?;
-    Ok(Some(RefEntry {
-        digest,
-        fetched_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
-    }))
 }
 
 /// Record a use for LRU trimming. Explicit, because `noatime`/`relatime` mounts do not keep

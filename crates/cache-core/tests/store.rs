@@ -436,6 +436,55 @@ async fn import_and_link() {
     assert!(ingest_files(&store).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_keeps_its_tags_in_one_file_and_no_update_is_lost() {
+    let (dir, store) = store().await;
+    let registry = "127.0.0.1:5000";
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = RefKey::new(registry, "acme/app", &format!("1.0.{i}")).unwrap();
+                let digest = Algorithm::Sha256.digest(format!("m{i}").as_bytes());
+                store.set_ref(&key, &digest).await.unwrap();
+                if i % 10 == 0 {
+                    let tags: Vec<String> = (0..=i).map(|t| format!("1.0.{t}")).collect();
+                    store
+                        .set_tag_list(registry, "acme/app", &tags)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for i in 0..40 {
+        let key = RefKey::new(registry, "acme/app", &format!("1.0.{i}")).unwrap();
+        let entry = store.get_ref(&key).unwrap().expect("every update kept");
+        assert_eq!(
+            entry.digest,
+            Algorithm::Sha256.digest(format!("m{i}").as_bytes())
+        );
+    }
+    assert!(store.get_tag_list(registry, "acme/app").unwrap().is_some());
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("cache/v1/refs").join(registry))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("acme+app")]);
+
+    // A torn file (a power cut before the data reached the disk) is forgotten, not an error.
+    let path = dir.path().join("cache/v1/refs").join(registry).join("acme+app");
+    let text = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() - 3]).unwrap();
+    let key = RefKey::new(registry, "acme/app", "1.0.0").unwrap();
+    assert!(store.get_ref(&key).unwrap().is_none());
+    assert!(store.get_tag_list(registry, "acme/app").unwrap().is_none());
+    assert!(store.refs().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn refs_and_derived_entries() {
     let (_d, store) = store().await;
@@ -455,7 +504,7 @@ async fn refs_and_derived_entries() {
     let all = store.refs().await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all.contains(&(nested.clone(), store.get_ref(&nested).unwrap().unwrap())));
-    store.remove_ref(&key).unwrap();
+    store.remove_ref(&key).await.unwrap();
     assert!(store.get_ref(&key).unwrap().is_none());
 
     // Tag lists live beside the refs without being mistaken for one.
