@@ -335,6 +335,8 @@ fn ensure_tools(options: &Options) -> Result<()> {
 enum Unit {
     Seconds,
     Mib,
+    Millis,
+    Files,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -391,6 +393,8 @@ impl Row {
         match self.unit {
             Unit::Seconds => "s",
             Unit::Mib => "MiB",
+            Unit::Millis => "ms",
+            Unit::Files => "files",
         }
     }
 }
@@ -823,14 +827,25 @@ impl Bench {
             fixtures::TREE_VERSION
         );
         let (mut wide, mut narrow) = (Vec::new(), Vec::new());
+        // pkgload's own CPU (user + system) and files in the cache, per package.
+        let (mut cpu_wide, mut cpu_narrow, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        let packages = fixtures::TREE_PACKAGES as f64;
         for run in 0..self.runs {
-            for (jobs, samples) in [("32", &mut wide), ("1", &mut narrow)] {
+            for (jobs, samples, cpu) in [
+                ("32", &mut wide, &mut cpu_wide),
+                ("1", &mut narrow, &mut cpu_narrow),
+            ] {
                 let cache = self.fresh("cache")?;
-                let took = timed(
-                    self.pkgload(&cache)
-                        .args(["--jobs", jobs, "load"])
-                        .arg(&reference),
-                )?;
+                let mut command = Command::new("/usr/bin/time");
+                command
+                    .arg("-v")
+                    .arg(&self.pkgload)
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .args(["--quiet", "--jobs", jobs, "load"])
+                    .arg(&reference);
+                let (took, stderr) = timed_output(&mut command)?;
+                let per_package = cpu_seconds(&stderr)? * 1e3 / packages;
                 self.note(
                     &format!(
                         "pkgload --jobs {jobs} load tree-200 (cold, {} ms)",
@@ -839,7 +854,12 @@ impl Bench {
                     run,
                     took,
                 );
+                eprintln!("  {per_package:.2} ms of pkgload CPU per package");
                 samples.push(took.as_secs_f64());
+                cpu.push(per_package);
+                if jobs == "32" {
+                    files.push(count_files(&cache) as f64 / packages);
+                }
                 self.discard(&cache)?;
             }
         }
@@ -856,6 +876,31 @@ impl Bench {
             peer: narrow,
             goal: Goal::SpeedupAtLeast(8.0),
         });
+        self.rows.push(Row {
+            key: cpu_key(key),
+            what: format!(
+                "pkgload CPU (user + system) per cold package, same loads ({} ms)",
+                delay.as_millis()
+            ),
+            ours_name: "pkgload --jobs 32 load".to_owned(),
+            peer_name: "pkgload --jobs 1 load".to_owned(),
+            unit: Unit::Millis,
+            ours: cpu_wide,
+            peer: cpu_narrow,
+            goal: Goal::AtMost(2.0),
+        });
+        if key == "jobs" {
+            self.rows.push(Row {
+                key: "files",
+                what: "files in the cache per package after a cold load of the tree".to_owned(),
+                ours_name: "pkgload load".to_owned(),
+                peer_name: "—".to_owned(),
+                unit: Unit::Files,
+                ours: files,
+                peer: Vec::new(),
+                goal: Goal::None,
+            });
+        }
         Ok(())
     }
 
@@ -973,6 +1018,46 @@ fn criterion_times(stdout: &str, id: &str) -> Option<Vec<f64>> {
 }
 
 /// `Maximum resident set size (kbytes): N` of `/usr/bin/time -v`, in MiB.
+/// The key of the CPU row next to the `--jobs` row `key`.
+fn cpu_key(key: &str) -> &'static str {
+    match key {
+        "jobs" => "cpu",
+        "jobs-25ms" => "cpu-25ms",
+        _ => "cpu-50ms",
+    }
+}
+
+/// User plus system seconds from the report of `time -v`.
+fn cpu_seconds(stderr: &str) -> Result<f64> {
+    let field = |name: &str| {
+        stderr.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(name)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    };
+    match (field("User time (seconds):"), field("System time (seconds):")) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => Err(Error::new("no user/system time in the output of time -v")),
+    }
+}
+
+/// Regular files below `dir`.
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 fn max_rss_mib(stderr: &str) -> Result<f64> {
     stderr
         .lines()
@@ -1078,6 +1163,8 @@ fn figure(value: Option<f64>, unit: Unit) -> String {
         (Some(v), Unit::Seconds) if v < 1.0 => format!("{:.0} ms", v * 1e3),
         (Some(v), Unit::Seconds) => format!("{v:.2} s"),
         (Some(v), Unit::Mib) => format!("{v:.1} MiB"),
+        (Some(v), Unit::Millis) => format!("{v:.2} ms"),
+        (Some(v), Unit::Files) => format!("{v:.1}"),
     }
 }
 
