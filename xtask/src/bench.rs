@@ -1036,7 +1036,10 @@ fn cpu_seconds(stderr: &str) -> Result<f64> {
                 .and_then(|v| v.trim().parse::<f64>().ok())
         })
     };
-    match (field("User time (seconds):"), field("System time (seconds):")) {
+    match (
+        field("User time (seconds):"),
+        field("System time (seconds):"),
+    ) {
         (Some(user), Some(system)) => Ok(user + system),
         _ => Err(Error::new("no user/system time in the output of time -v")),
     }

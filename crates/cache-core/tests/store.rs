@@ -476,7 +476,11 @@ async fn a_repository_keeps_its_tags_in_one_file_and_no_update_is_lost() {
     assert_eq!(files, vec![std::ffi::OsString::from("acme+app")]);
 
     // A torn file (a power cut before the data reached the disk) is forgotten, not an error.
-    let path = dir.path().join("cache/v1/refs").join(registry).join("acme+app");
+    let path = dir
+        .path()
+        .join("cache/v1/refs")
+        .join(registry)
+        .join("acme+app");
     let text = std::fs::read(&path).unwrap();
     std::fs::write(&path, &text[..text.len() - 3]).unwrap();
     let key = RefKey::new(registry, "acme/app", "1.0.0").unwrap();

@@ -20,6 +20,7 @@ use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
 use crate::source::PackageSource;
+use crate::volume::OpenedVolumes;
 
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub struct Resolved {
     /// Downloads resolution started; the fetch joins them (dropping the last clone of this
     /// `Resolved` aborts what is still running).
     pub(crate) _prefetch: Option<Arc<Prefetch>>,
+    /// Volumes opened so far (by the prefetch, then the load), each opened once.
+    pub(crate) volumes: OpenedVolumes,
     /// A package under development: its own volumes and atoms are local files.
     pub(crate) dev: Option<Arc<PackageDir>>,
 }
@@ -392,6 +395,7 @@ impl Loader {
                     found: HashMap::new(),
                     dev: None,
                     _prefetch: None,
+                    volumes: OpenedVolumes::default(),
                 })
             }
         }
@@ -436,11 +440,13 @@ impl Loader {
             })
             .unwrap_or_default();
         let mut source = PackageSource::new(self.remote.clone(), place, pinned);
+        let volumes = OpenedVolumes::default();
         let prefetch = self.prefetch.then(|| {
             let prefetch = Arc::new(Prefetch::new(
                 self.remote.clone(),
                 self.layer_limits,
                 self.jobs,
+                volumes.clone(),
             ));
             prefetch.package(&root_found.at, &root_found.artifact, &manifest);
             prefetch
@@ -501,6 +507,7 @@ impl Loader {
             found,
             dev: None,
             _prefetch: prefetch,
+            volumes,
         })
     }
 
@@ -537,7 +544,7 @@ impl Loader {
             .map(|Planned { at, blob, volume }| async move {
                 let fetched = self.remote.blob(&at, &blob).await?;
                 let opened = match open && volume {
-                    true => Some(self.open_volume(&blob).await?),
+                    true => Some(self.open_volume(resolved, &blob).await?),
                     false => None,
                 };
                 Ok::<_, LoadError>((blob.digest, fetched, opened))
@@ -640,7 +647,7 @@ impl Loader {
                     match volumes.get(&blob.digest) {
                         Some(v) => v.clone(),
                         None => {
-                            let v = self.open_volume(blob).await?;
+                            let v = self.open_volume(resolved, blob).await?;
                             volumes.insert(blob.digest, v.clone());
                             v
                         }
@@ -658,14 +665,16 @@ impl Loader {
         Ok(Arc::new(union))
     }
 
-    async fn open_volume(&self, blob: &BlobRef) -> Result<Volume> {
-        let volume = crate::volume::open_volume(&self.remote.store, blob, &self.layer_limits)
+    async fn open_volume(&self, resolved: &Resolved, blob: &BlobRef) -> Result<Volume> {
+        let volume = resolved
+            .volumes
+            .open(&self.remote.store, blob, &self.layer_limits)
             .await
             .map_err(|source| LoadError::Layer {
                 digest: blob.digest,
                 source,
             })?;
-        Ok(Arc::new(volume))
+        Ok(volume)
     }
 
     async fn image_fs(&self, resolved: &Resolved) -> Result<Arc<dyn FileSystem>> {

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::artifact::Artifact;
 use crate::remote::{Located, Remote};
+use crate::volume::OpenedVolumes;
 
 /// The downloads in flight, shared between the resolution that starts them and the
 /// [`Resolved`](crate::Resolved) whose fetch finishes them.
@@ -35,6 +36,7 @@ pub(crate) struct Prefetch {
     downloading: Arc<Semaphore>,
     unpacking: Arc<Semaphore>,
     tasks: Mutex<JoinSet<()>>,
+    opened: OpenedVolumes,
 }
 
 impl std::fmt::Debug for Prefetch {
@@ -47,13 +49,20 @@ impl std::fmt::Debug for Prefetch {
 }
 
 impl Prefetch {
-    pub(crate) fn new(remote: Arc<Remote>, limits: vfs_overlay::LayerLimits, jobs: usize) -> Self {
+    /// Volumes it opens go into `opened`, where the load finds them.
+    pub(crate) fn new(
+        remote: Arc<Remote>,
+        limits: vfs_overlay::LayerLimits,
+        jobs: usize,
+        opened: OpenedVolumes,
+    ) -> Self {
         Prefetch {
             remote,
             limits,
             downloading: Arc::new(Semaphore::new((jobs - jobs / 4).max(1))),
             unpacking: Arc::new(Semaphore::new(jobs.max(1))),
             tasks: Mutex::new(JoinSet::new()),
+            opened,
         }
     }
 
@@ -88,6 +97,7 @@ impl Prefetch {
             let limits = self.limits;
             let downloading = self.downloading.clone();
             let unpacking = self.unpacking.clone();
+            let opened = self.opened.clone();
             tasks.spawn(async move {
                 let Ok(slot) = downloading.acquire().await else {
                     return;
@@ -103,7 +113,7 @@ impl Prefetch {
                 let Ok(_permit) = unpacking.acquire().await else {
                     return;
                 };
-                if let Err(e) = crate::volume::open_volume(&remote.store, &blob, &limits).await {
+                if let Err(e) = opened.open(&remote.store, &blob, &limits).await {
                     tracing::debug!(digest = %blob.digest, error = %e, "prefetch unpack failed");
                 }
             });

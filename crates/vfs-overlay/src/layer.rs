@@ -407,6 +407,8 @@ async fn open_small(
                 });
             }
         }
+        // The tree holds this for as long as it is loaded: no spare capacity.
+        tar.shrink_to_fit();
         let tar = Bytes::from(tar);
         let tar_digest = expected.unwrap_or_else(|| Algorithm::Sha256.digest(&tar));
         TarVolume::new_layer(tar)
