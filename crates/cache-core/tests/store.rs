@@ -490,6 +490,29 @@ async fn a_repository_keeps_its_tags_in_one_file_and_no_update_is_lost() {
 }
 
 #[tokio::test]
+async fn a_torn_small_blob_reads_as_absent_and_is_fetched_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_d, store) = store().await;
+    let small = b"{\"schemaVersion\":2}".repeat(10);
+    let digest = put(&store, &small).await;
+    let path = store.blob_path(&digest);
+    // What a power cut can leave of a blob committed without fsync: a prefix, or nothing.
+    for torn in [&small[..small.len() / 2], &[][..]] {
+        store.memory().clear();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&path, torn).unwrap();
+        assert!(
+            store.get(&digest).unwrap().is_none(),
+            "a torn blob was served"
+        );
+        assert!(!path.exists(), "the torn file is removed");
+        // The next writer stores it again.
+        assert_eq!(put(&store, &small).await, digest);
+        assert_eq!(&store.get(&digest).unwrap().unwrap()[..], &small[..]);
+    }
+}
+
+#[tokio::test]
 async fn refs_and_derived_entries() {
     let (_d, store) = store().await;
     let key = RefKey::new("127.0.0.1:5000", "team/acme/app", "1.0.0").unwrap();

@@ -34,8 +34,11 @@ pub(crate) async fn open_volume(
 /// resolution, so nothing outlives the tree that uses it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OpenedVolumes {
-    opened: Arc<Mutex<HashMap<Digest, Arc<OnceCell<Arc<TarVolume>>>>>>,
+    opened: Arc<Mutex<HashMap<Digest, Arc<Opening>>>>,
 }
+
+/// One volume: empty while it is being opened (or after its open failed).
+type Opening = OnceCell<Arc<TarVolume>>;
 
 impl OpenedVolumes {
     /// [`open_volume`], once per digest; a failed open is not remembered (the next caller
