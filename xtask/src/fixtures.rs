@@ -32,9 +32,10 @@ const MIB: u64 = 1 << 20;
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// The fixtures, by name.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "image-512m",
     "image-1g",
+    "image-2g-zeros",
     "image-oci-rules",
     "universe",
     "tree-200",
@@ -220,6 +221,12 @@ pub fn generate(
         };
         fixture(&fixtures, "image-1g", &format!("{spec:?}"), |out| {
             write_bulk_image(out, &spec)
+        })?;
+    }
+    if wanted("image-2g-zeros") {
+        // Not scaled: the point is one file far larger than the memory bound.
+        fixture(&fixtures, "image-2g-zeros", "2048 MiB of zeros", |out| {
+            write_zeros_image(out, 2048)
         })?;
     }
     if wanted("image-oci-rules") {
@@ -437,6 +444,35 @@ fn finish_layer(layout: &Path, builder: LayerWriter, tmp: &Path) -> Result<(Desc
         },
         diff_id,
     ))
+}
+
+/// One layer holding one file, `big.bin`, of `mib` MiB of zeros: gzip members (the
+/// header, one member of 1 MiB of zeros repeated, the end of the archive) that decompress
+/// as one stream, so ~2 MiB on disk is written in a moment.
+fn write_zeros_image(layout: &Path, mib: u64) -> Result<()> {
+    let gzip = |data: &[u8]| -> io::Result<Vec<u8>> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(data)?;
+        enc.finish()
+    };
+    let mut header = header(tar::EntryType::Regular, 0o644, mib * MIB);
+    header
+        .set_path("big.bin")
+        .map_err(|e| Error::new(format!("tar header: {e}")))?;
+    header.set_cksum();
+    let zeros = vec![0u8; MIB as usize];
+    let zero_member = gzip(&zeros).map_err(io_err(layout))?;
+    let mut layer = gzip(header.as_bytes()).map_err(io_err(layout))?;
+    let mut diff_id = Sha256::new();
+    diff_id.update(header.as_bytes());
+    for _ in 0..mib {
+        layer.extend_from_slice(&zero_member);
+        diff_id.update(&zeros);
+    }
+    layer.extend_from_slice(&gzip(&[0u8; 1024]).map_err(io_err(layout))?);
+    diff_id.update([0u8; 1024]);
+    let descriptor = write_blob(layout, LAYER_MEDIA_TYPE, &layer)?;
+    finish_image(layout, &[(descriptor, hex_digest(diff_id))])
 }
 
 fn write_blob(layout: &Path, media_type: &'static str, bytes: &[u8]) -> Result<Descriptor> {
