@@ -280,10 +280,14 @@ async fn ask_helper(
         host
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server.as_bytes())
-            .await
-            .map_err(|e| failed(format!("cannot write to it: {e}")))?;
+        // A helper that fails without reading its input (a locked keychain) closes the pipe
+        // first: its exit status and what it said are the error to report, not the EPIPE.
+        match stdin.write_all(server.as_bytes()).await {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(failed(format!("cannot write to it: {e}")));
+            }
+            _ => {}
+        }
     }
     let output = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
