@@ -242,6 +242,10 @@ pub struct TarIndex {
     /// Hardlinks to files this archive does not hold (path → target): files of the layers
     /// below, resolved by an [`crate::Overlay`].
     lower: BTreeMap<VfsPath, VfsPath>,
+    /// Whether two names with one data range are one file (a tar: only a hardlink shares a
+    /// range). Formats that store identical contents once ([`TarIndex::from_entries`])
+    /// still mean separate files.
+    shared_range_is_link: bool,
 }
 
 impl fmt::Debug for TarIndex {
@@ -261,6 +265,9 @@ struct WireIndex {
     entries: Vec<WireEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     lower_links: Vec<WireLowerLink>,
+    /// Set for an index made by [`TarIndex::from_entries`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    separate_files: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -355,7 +362,49 @@ impl TarIndex {
             tar_len,
             nodes,
             lower: BTreeMap::new(),
+            shared_range_is_link: true,
         }
+    }
+
+    /// An index of a volume another format describes (a webc volume, say): each file's data
+    /// is the range `offset..offset + size` of a buffer `len` bytes long. Missing parents
+    /// are implied; two files may share a range and stay separate files (no hardlinks).
+    ///
+    /// # Errors
+    /// [`TarError::Truncated`] for a range past `len`, [`TarError::BadEntry`] for a second
+    /// entry at one path, a hardlink, or a root that is not a directory.
+    pub fn from_entries(
+        len: u64,
+        entries: impl IntoIterator<Item = TarEntry>,
+    ) -> Result<TarIndex, TarError> {
+        let mut index = TarIndex::empty(len);
+        index.shared_range_is_link = false;
+        for mut entry in entries {
+            if entry.kind == TarEntryKind::Hardlink {
+                return Err(TarError::BadEntry {
+                    path: entry.path,
+                    reason: "a separate file cannot be a hardlink",
+                });
+            }
+            if entry.has_data() {
+                check_range(&entry, len)?;
+            } else {
+                (entry.offset, entry.size) = (0, 0);
+            }
+            let explicit = index
+                .nodes
+                .get(&entry.path)
+                .is_some_and(|n| !n.entry.implied && !entry.path.is_root());
+            if explicit {
+                return Err(TarError::BadEntry {
+                    path: entry.path,
+                    reason: "appears twice",
+                });
+            }
+            index.insert(entry)?;
+        }
+        index.finish();
+        Ok(index)
     }
 
     /// Scans the headers of an uncompressed tar (see the module docs for what is accepted).
@@ -629,7 +678,7 @@ impl TarIndex {
     fn finish(&mut self) {
         let mut links: HashMap<u64, u64> = HashMap::new();
         for node in self.nodes.values() {
-            if node.entry.has_data() {
+            if self.shared_range_is_link && node.entry.has_data() {
                 *links.entry(node.entry.offset).or_insert(0) += 1;
             }
         }
@@ -696,6 +745,7 @@ impl TarIndex {
             format: INDEX_FORMAT.to_owned(),
             version: INDEX_VERSION,
             tar_len: self.tar_len,
+            separate_files: !self.shared_range_is_link,
             entries: self
                 .entries()
                 .into_iter()
@@ -741,6 +791,7 @@ impl TarIndex {
             )));
         }
         let mut index = TarIndex::empty(wire.tar_len);
+        index.shared_range_is_link = !wire.separate_files;
         let mut seen_root = false;
         for w in wire.entries {
             let path = VfsPath::new(&w.path).map_err(|e| bad(e.to_string()))?;
@@ -757,6 +808,11 @@ impl TarIndex {
                 TarEntryKind::Symlink | TarEntryKind::Hardlink => w.link.is_some(),
                 TarEntryKind::File | TarEntryKind::Dir | TarEntryKind::Other => w.link.is_none(),
             };
+            if !index.shared_range_is_link && w.kind == TarEntryKind::Hardlink {
+                return Err(bad(format!(
+                    "{path}: a hardlink in an index of separate files"
+                )));
+            }
             if w.implied && w.kind != TarEntryKind::Dir {
                 return Err(bad(format!("{path}: only a directory can be implied")));
             }
@@ -1044,7 +1100,7 @@ impl FileSystem for TarVolume {
         // A file and its hardlinks share one data range, and no two headers share a data
         // offset, so the offset names the inode.
         let e = &self.index.nodes.get(path)?.entry;
-        e.has_data().then(|| NodeId::new(&[e.offset]))
+        (self.index.shared_range_is_link && e.has_data()).then(|| NodeId::new(&[e.offset]))
     }
 
     fn lower_hardlinks(&self) -> Vec<(VfsPath, VfsPath)> {

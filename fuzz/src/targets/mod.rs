@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher as _};
 mod json;
 mod layers;
 mod text;
+mod webc;
 
 /// One fuzz target.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,7 @@ pub const TARGETS: &[Target] = &[
     layers::OVERLAY,
     layers::UNION,
     layers::MATERIALIZE,
+    webc::WEBC,
 ];
 
 /// The target called `name`.

@@ -1,0 +1,234 @@
+//! One webc container, opened over bytes pkgload owns (usually the memory map of a cached
+//! blob): checked framing, the `webc` crate's parse behind a panic guard, atoms verified
+//! against their manifest signatures before they are handed out.
+
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use vfs_overlay::TarVolume;
+use webc::metadata::{AtomSignature, Manifest};
+use webc::{Container, Version};
+
+use crate::error::WebcError;
+use crate::frame;
+
+/// A parsed webc container; cheap to clone.
+#[derive(Clone)]
+pub struct WebcContainer {
+    origin: Arc<str>,
+    bytes: Bytes,
+    version: u8,
+    container: Container,
+    /// Atoms whose signature has been checked.
+    verified: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for WebcContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebcContainer")
+            .field("origin", &self.origin)
+            .field("version", &self.version)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Runs `f`, which calls into the `webc` crate, turning a panic into `Err(message)`.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the parser panicked")
+            .to_owned()
+    })
+}
+
+impl WebcContainer {
+    /// Parses `bytes` as a webc file of any version this crate reads (v1, v2, v3).
+    /// `origin` names the file or URL in every error.
+    ///
+    /// Nothing is copied: atoms and volume files are slices of `bytes`.
+    ///
+    /// # Errors
+    /// [`WebcError::NotWebc`] for other files, [`WebcError::Framing`] when the container's
+    /// lengths point outside it, [`WebcError::Malformed`] when the `webc` crate refuses it.
+    pub fn parse(bytes: Bytes, origin: impl Into<String>) -> Result<WebcContainer, WebcError> {
+        let origin: String = origin.into();
+        let version = frame::version(&bytes).ok_or_else(|| WebcError::NotWebc {
+            origin: origin.clone(),
+            reason: match bytes.get(..5) {
+                Some(b"\0webc") => format!(
+                    "version {:?} (this build reads 001, 002 and 003)",
+                    String::from_utf8_lossy(bytes.get(5..8).unwrap_or_default())
+                ),
+                _ => "it does not start with the webc magic bytes".to_owned(),
+            },
+        })?;
+        frame::check(&bytes, version).map_err(|e| WebcError::Framing {
+            origin: origin.clone(),
+            version,
+            what: e.what,
+            offset: e.offset,
+            len: bytes.len() as u64,
+        })?;
+        let malformed = |message: String| WebcError::Malformed {
+            origin: origin.clone(),
+            version,
+            message,
+        };
+        let webc_version = match version {
+            1 => Version::V1,
+            2 => Version::V2,
+            _ => Version::V3,
+        };
+        let container = guarded(|| Container::from_bytes_and_version(bytes.clone(), webc_version))
+            .map_err(malformed)?
+            .map_err(|e| malformed(error_chain(&e)))?;
+        Ok(WebcContainer {
+            origin: origin.into(),
+            bytes,
+            version,
+            container,
+            verified: Arc::default(),
+        })
+    }
+
+    /// The file or URL this came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// 1, 2 or 3.
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The whole container.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The manifest: package annotations, `use` map, atoms, commands, entrypoint.
+    pub fn manifest(&self) -> &Manifest {
+        self.container.manifest()
+    }
+
+    /// The atom names, sorted.
+    pub fn atom_names(&self) -> Vec<String> {
+        guarded(|| self.container.atoms().into_keys().collect()).unwrap_or_default()
+    }
+
+    /// The volume names, sorted.
+    pub fn volume_names(&self) -> Vec<String> {
+        guarded(|| self.container.volumes().into_keys().collect()).unwrap_or_default()
+    }
+
+    /// The atom `name`, a zero-copy slice of the container, checked against the sha256 its
+    /// manifest entry declares (once per container).
+    ///
+    /// # Errors
+    /// [`WebcError::Missing`] if there is no such atom (or the manifest does not list it),
+    /// [`WebcError::AtomSignature`] if its bytes do not match.
+    pub fn atom(&self, name: &str) -> Result<Bytes, WebcError> {
+        let missing = || WebcError::Missing {
+            origin: self.origin.to_string(),
+            kind: "atom",
+            name: name.to_owned(),
+            available: self.atom_names().join(", "),
+        };
+        let buffer = guarded(|| self.container.get_atom(name))
+            .ok()
+            .flatten()
+            .ok_or_else(missing)?;
+        let bytes = self.slice_of(&buffer).ok_or_else(|| WebcError::Malformed {
+            origin: self.origin.to_string(),
+            version: self.version,
+            message: format!("atom {name:?} does not lie inside the file"),
+        })?;
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if !verified.contains(name) {
+            let declared = self
+                .manifest()
+                .atoms
+                .get(name)
+                .map(|a| a.signature.clone())
+                .ok_or_else(missing)?;
+            let actual: [u8; 32] = Sha256::digest(&bytes).into();
+            let matches = match self.manifest().atom_signature(name) {
+                Ok(AtomSignature::Sha256(expected)) => expected == actual,
+                Err(_) => false,
+            };
+            if !matches {
+                return Err(WebcError::AtomSignature {
+                    origin: self.origin.to_string(),
+                    atom: name.to_owned(),
+                    declared,
+                    actual: hex(&actual),
+                });
+            }
+            verified.insert(name.to_owned());
+        }
+        Ok(bytes)
+    }
+
+    /// The volume `name` as a read-only filesystem whose files are slices of the
+    /// container; see [`crate::volume`].
+    ///
+    /// # Errors
+    /// [`WebcError::Missing`], or what [`crate::volume::index`] finds wrong.
+    pub fn volume(&self, name: &str) -> Result<TarVolume, WebcError> {
+        let volume = guarded(|| self.container.get_volume(name))
+            .ok()
+            .flatten()
+            .ok_or_else(|| WebcError::Missing {
+                origin: self.origin.to_string(),
+                kind: "volume",
+                name: name.to_owned(),
+                available: self.volume_names().join(", "),
+            })?;
+        crate::volume::index(self, name, &volume)
+    }
+
+    /// `part` as a slice of [`Self::bytes`], if that is where it lies (the `webc` crate
+    /// hands out views of the buffer it was given).
+    pub(crate) fn slice_of(&self, part: &[u8]) -> Option<Bytes> {
+        let base = self.bytes.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(part.len())?;
+        if part.is_empty() {
+            return Some(Bytes::new());
+        }
+        (end <= self.bytes.len()).then(|| self.bytes.slice(start..end))
+    }
+
+    /// Where `part` starts in [`Self::bytes`]; see [`Self::slice_of`].
+    pub(crate) fn offset_of(&self, part: &[u8]) -> Option<u64> {
+        // An empty view may point anywhere (a static empty buffer); it needs no range.
+        if part.is_empty() {
+            return Some(0);
+        }
+        let base = self.bytes.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).checked_sub(base)?;
+        (start.checked_add(part.len())? <= self.bytes.len()).then_some(start as u64)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
