@@ -72,6 +72,14 @@ impl Blob {
         Ok(Some((blob, file, meta)))
     }
 
+    /// A part of a stored blob that is content in its own right (an atom inside a webc
+    /// container), named by its own `digest`. `within` is the stored blob `data` is a slice
+    /// of; the caller must have checked that `data` hashes to `digest` (that is the whole
+    /// contract of a `Blob`).
+    pub fn verified_part(within: &Blob, digest: Digest, data: Bytes) -> Blob {
+        Blob::new(digest, data, within.mapped)
+    }
+
     /// The blob's digest.
     pub fn digest(&self) -> &Digest {
         &self.digest

@@ -5,12 +5,10 @@
 //! This module only reads the directory; the loader resolves the root it describes like
 //! any other (see `Loader::resolve_directory`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cache_core::{Algorithm, Blob, Store};
-use vfs_overlay::{DirVolume, FileSystem};
+use cache_core::Algorithm;
 
 use crate::artifact::{Artifact, ArtifactKind, BlobRef, PACKAGE_CONFIG_MEDIA_TYPE};
 use crate::error::{LoadError, Result};
@@ -78,29 +76,5 @@ impl DevRoot {
             found,
             place,
         })
-    }
-}
-
-/// The local volumes and atoms of a package under development.
-#[derive(Debug, Default)]
-pub(crate) struct LocalParts {
-    pub(crate) volumes: HashMap<String, Arc<dyn FileSystem>>,
-    pub(crate) atoms: HashMap<String, Blob>,
-}
-
-impl LocalParts {
-    /// Open the package's volumes as directories and import its atoms into `store` (an
-    /// atom is handed out as a [`Blob`] like any other).
-    pub(crate) async fn open(store: &Store, package: &PackageDir) -> Result<Self> {
-        let mut parts = LocalParts::default();
-        for (name, dir) in &package.volumes {
-            let volume = DirVolume::open(dir).map_err(|e| LoadError::io("open volume", dir, e))?;
-            parts.volumes.insert(name.clone(), Arc::new(volume));
-        }
-        for (name, file) in &package.atoms {
-            let blob = store.import_file(file, Algorithm::Sha256).await?;
-            parts.atoms.insert(name.clone(), blob);
-        }
-        Ok(parts)
     }
 }

@@ -28,6 +28,10 @@ pub enum LoadError {
         source: fetch_http::Error,
     },
 
+    /// A webc file is malformed, or its package cannot be used (the message names the file).
+    #[error(transparent)]
+    Webc(#[from] webc_package::WebcError),
+
     /// The cache refused or failed.
     #[error("cache: {0}")]
     Store(#[from] cache_core::Error),

@@ -44,6 +44,7 @@ mod dev;
 mod error;
 mod gc;
 mod load;
+mod local;
 mod pack;
 mod package_dir;
 mod prefetch;
@@ -51,6 +52,7 @@ mod reference;
 mod remote;
 mod source;
 mod volume;
+mod webc;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,
@@ -63,3 +65,4 @@ pub use load::{FetchReport, LoadedCommand, LoadedPackage, Loader, PackageInfo, R
 pub use pack::{MANIFEST_MEDIA_TYPE, Packed, VOLUME_MEDIA_TYPE, pack};
 pub use package_dir::PackageDir;
 pub use reference::{PACKAGE_FILE, PackageRef};
+pub use webc::WEBC_MEDIA_TYPE;

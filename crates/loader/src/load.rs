@@ -13,14 +13,15 @@ use vfs_overlay::{FileSystem, MountPolicy, SubFs, Union, VfsPath};
 
 use crate::artifact::{ArtifactKind, BlobRef};
 use crate::config::{LoadEvent, LoaderBuilder, Validation};
-use crate::dev::{DevRoot, LocalParts};
+use crate::dev::DevRoot;
 use crate::error::{LoadError, Result};
-use crate::package_dir::PackageDir;
+use crate::local::{LocalParts, LocalRoot};
 use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
 use crate::source::PackageSource;
 use crate::volume::OpenedVolumes;
+use crate::webc::WebcRoot;
 
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -66,8 +67,9 @@ pub struct Resolved {
     pub(crate) _prefetch: Option<Arc<Prefetch>>,
     /// Volumes opened so far (by the prefetch, then the load), each opened once.
     pub(crate) volumes: OpenedVolumes,
-    /// A package under development: its own volumes and atoms are local files.
-    pub(crate) dev: Option<Arc<PackageDir>>,
+    /// A root whose own volumes and atoms are local: a package under development or a
+    /// webc file.
+    pub(crate) local: Option<Arc<LocalRoot>>,
 }
 
 /// A command of the loaded tree, with its code.
@@ -170,7 +172,7 @@ impl Resolved {
 
     /// True when `id`'s volumes and atoms are local files (the root under development).
     pub(crate) fn is_local(&self, id: &PackageId) -> bool {
-        self.dev.is_some() && self.resolution.as_ref().is_some_and(|r| r.root.id() == *id)
+        self.local.is_some() && self.resolution.as_ref().is_some_and(|r| r.root.id() == *id)
     }
 
     /// The volume or atom `name` of the resolved package `id`, and where that package lives.
@@ -349,6 +351,9 @@ impl Loader {
             PackageRef::Directory(dir) => {
                 return self.resolve_directory(dir, lock).await;
             }
+            PackageRef::WebcFile(path) => {
+                return self.resolve_webc(path, lock).await;
+            }
         };
         let artifact = Arc::new(self.remote.artifact(&at, tag.as_deref(), trust).await?);
         let root_found = Found {
@@ -393,7 +398,7 @@ impl Loader {
                     merged: None,
                     root_found,
                     found: HashMap::new(),
-                    dev: None,
+                    local: None,
                     _prefetch: None,
                     volumes: OpenedVolumes::default(),
                 })
@@ -415,7 +420,26 @@ impl Loader {
         } = DevRoot::open(dir, self.default_place.as_ref()).await?;
         let manifest = package.manifest.clone();
         let mut resolved = self.resolve_package(manifest, found, place, lock).await?;
-        resolved.dev = Some(Arc::new(package));
+        resolved.local = Some(Arc::new(LocalRoot::Directory(package)));
+        Ok(resolved)
+    }
+
+    /// Resolve a webc file: its package from the container, its dependencies from the
+    /// configured registry.
+    async fn resolve_webc(
+        &self,
+        path: &std::path::Path,
+        lock: Option<&Lockfile>,
+    ) -> Result<Resolved> {
+        let WebcRoot {
+            container,
+            blob,
+            manifest,
+            found,
+            place,
+        } = WebcRoot::open(self.store(), path, self.default_place.as_ref()).await?;
+        let mut resolved = self.resolve_package(manifest, found, place, lock).await?;
+        resolved.local = Some(Arc::new(LocalRoot::Webc { container, blob }));
         Ok(resolved)
     }
 
@@ -505,7 +529,7 @@ impl Loader {
             merged: Some(merged),
             root_found,
             found,
-            dev: None,
+            local: None,
             _prefetch: prefetch,
             volumes,
         })
@@ -593,9 +617,23 @@ impl Loader {
             "fetched"
         );
         let started = std::time::Instant::now();
-        let local = match &resolved.dev {
-            Some(dev) => LocalParts::open(self.store(), dev).await?,
-            None => LocalParts::default(),
+        let local = match (&resolved.local, &resolved.merged) {
+            (Some(root), Some(merged)) => {
+                let volumes = merged
+                    .fs
+                    .values()
+                    .filter(|m| resolved.is_local(&m.package))
+                    .map(|m| m.volume.clone())
+                    .collect();
+                let atoms = merged
+                    .commands
+                    .values()
+                    .filter(|c| resolved.is_local(&c.atom_package))
+                    .map(|c| c.atom.clone())
+                    .collect();
+                LocalParts::open(self.store(), root, &volumes, &atoms).await?
+            }
+            _ => LocalParts::default(),
         };
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image => self.image_fs(&resolved).await?,

@@ -28,11 +28,14 @@ pub enum PackageRef {
     },
     /// A directory holding `pkgload.toml` (a package under development).
     Directory(PathBuf),
+    /// A Wasmer webc file (`*.webc`).
+    WebcFile(PathBuf),
 }
 
 impl PackageRef {
     /// Parse a reference. In order: `oci:` is a layout; a path to a directory that holds
-    /// `pkgload.toml` is a package directory; `namespace/name@REQ` where `REQ` is not a
+    /// `pkgload.toml` is a package directory; a path to a file ending in `.webc` is a webc
+    /// package; `namespace/name@REQ` where `REQ` is not a
     /// digest is a named requirement; anything else must be a registry reference.
     pub fn parse(input: &str) -> Result<PackageRef> {
         let invalid = |reason: String| LoadError::Reference {
@@ -47,6 +50,9 @@ impl PackageRef {
         let path = PathBuf::from(input);
         if path.join(PACKAGE_FILE).is_file() {
             return Ok(PackageRef::Directory(path));
+        }
+        if input.ends_with(".webc") && path.is_file() {
+            return Ok(PackageRef::WebcFile(path));
         }
         if let Some((name, req)) = input.split_once('@')
             && cache_core::Digest::parse(req).is_err()
@@ -70,7 +76,7 @@ impl fmt::Display for PackageRef {
             PackageRef::Registry(r) => write!(f, "{r}"),
             PackageRef::Layout(l) => write!(f, "{l}"),
             PackageRef::Named { name, req } => write!(f, "{name}@{req}"),
-            PackageRef::Directory(d) => write!(f, "{}", d.display()),
+            PackageRef::Directory(d) | PackageRef::WebcFile(d) => write!(f, "{}", d.display()),
         }
     }
 }

@@ -477,3 +477,70 @@ fn docker_credential_helpers_through_the_cli() {
         "{warned}"
     );
 }
+
+/// A webc file whose `use` names an OCI package in the registry: the solver finds the
+/// dependency there and the tree mounts both packages' volumes, the webc's own from the
+/// container and the dependency's from the registry.
+#[test]
+fn a_webc_root_depends_on_an_oci_package() {
+    use test_servers::webc::Package;
+    use webc::metadata::annotations::FileSystemMapping;
+    let world = World::new();
+    world.push_one_volume("leaf", None);
+    let mut pkg = Package::hello();
+    pkg.uses = vec![("leaf".into(), "acme/leaf@^1.0".into())];
+    pkg.fs = Some(vec![
+        FileSystemMapping {
+            from: None,
+            volume_name: "atom".into(),
+            host_path: Some("/etc".into()),
+            mount_path: "/app".into(),
+        },
+        FileSystemMapping {
+            from: Some("leaf".into()),
+            volume_name: "v".into(),
+            host_path: None,
+            mount_path: "/deps/leaf".into(),
+        },
+    ]);
+    let file = world.work.path().join("app.webc");
+    pkg.write(3, &file);
+    let registry = format!("{}/{PREFIX}", world.proxy.host());
+    let f = file.to_str().unwrap();
+    let json: Value = serde_json::from_str(&ok(&world.run(&[
+        "--registry",
+        &registry,
+        "load",
+        "--json",
+        f,
+    ])))
+    .unwrap();
+    let names: Vec<_> = json["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, ["acme/hello@1.2.3", "acme/leaf@1.0.0"]);
+    assert_eq!(
+        ok(&world.run(&["--registry", &registry, "cat", f, "/deps/leaf/leaf.txt"])),
+        "leaf"
+    );
+    assert_eq!(
+        ok(&world.run(&["--registry", &registry, "cat", f, "/app/motd"])),
+        "hi there\n"
+    );
+    // A dependency the registry does not have: the solver says which.
+    let mut missing = pkg.clone();
+    missing.uses = vec![("leaf".into(), "acme/nowhere@^1.0".into())];
+    missing.fs = None;
+    missing.write(3, &file);
+    let err = failed(&world.run(&["--registry", &registry, "load", f]));
+    assert!(err.contains("acme/nowhere"), "{err}");
+}

@@ -45,3 +45,4 @@ pub mod fault;
 pub mod proxy;
 pub mod registry;
 mod text;
+pub mod webc;

@@ -2,7 +2,7 @@
 //! blob): checked framing, the `webc` crate's parse behind a panic guard, atoms verified
 //! against their manifest signatures before they are handed out.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,6 +15,16 @@ use webc::{Container, Version};
 use crate::error::WebcError;
 use crate::frame;
 
+/// An atom: its bytes (a slice of the container) and their sha256, checked against the
+/// manifest's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Atom {
+    /// The module.
+    pub bytes: Bytes,
+    /// sha256 of `bytes`.
+    pub sha256: [u8; 32],
+}
+
 /// A parsed webc container; cheap to clone.
 #[derive(Clone)]
 pub struct WebcContainer {
@@ -22,8 +32,8 @@ pub struct WebcContainer {
     bytes: Bytes,
     version: u8,
     container: Container,
-    /// Atoms whose signature has been checked.
-    verified: Arc<Mutex<HashSet<String>>>,
+    /// Atoms whose signature has been checked, with their sha256.
+    verified: Arc<Mutex<HashMap<String, [u8; 32]>>>,
 }
 
 impl std::fmt::Debug for WebcContainer {
@@ -134,7 +144,7 @@ impl WebcContainer {
     /// # Errors
     /// [`WebcError::Missing`] if there is no such atom (or the manifest does not list it),
     /// [`WebcError::AtomSignature`] if its bytes do not match.
-    pub fn atom(&self, name: &str) -> Result<Bytes, WebcError> {
+    pub fn atom(&self, name: &str) -> Result<Atom, WebcError> {
         let missing = || WebcError::Missing {
             origin: self.origin.to_string(),
             kind: "atom",
@@ -150,30 +160,42 @@ impl WebcContainer {
             version: self.version,
             message: format!("atom {name:?} does not lie inside the file"),
         })?;
-        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        if !verified.contains(name) {
-            let declared = self
-                .manifest()
-                .atoms
-                .get(name)
-                .map(|a| a.signature.clone())
-                .ok_or_else(missing)?;
-            let actual: [u8; 32] = Sha256::digest(&bytes).into();
-            let matches = match self.manifest().atom_signature(name) {
-                Ok(AtomSignature::Sha256(expected)) => expected == actual,
-                Err(_) => false,
-            };
-            if !matches {
-                return Err(WebcError::AtomSignature {
-                    origin: self.origin.to_string(),
-                    atom: name.to_owned(),
-                    declared,
-                    actual: hex(&actual),
-                });
-            }
-            verified.insert(name.to_owned());
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied();
+        if let Some(sha256) = known {
+            return Ok(Atom { bytes, sha256 });
         }
-        Ok(bytes)
+        let declared = self
+            .manifest()
+            .atoms
+            .get(name)
+            .map(|a| a.signature.clone())
+            .ok_or_else(missing)?;
+        let actual: [u8; 32] = Sha256::digest(&bytes).into();
+        let matches = match self.manifest().atom_signature(name) {
+            Ok(AtomSignature::Sha256(expected)) => expected == actual,
+            Err(_) => false,
+        };
+        if !matches {
+            return Err(WebcError::AtomSignature {
+                origin: self.origin.to_string(),
+                atom: name.to_owned(),
+                declared,
+                actual: hex(&actual),
+            });
+        }
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), actual);
+        Ok(Atom {
+            bytes,
+            sha256: actual,
+        })
     }
 
     /// The volume `name` as a read-only filesystem whose files are slices of the

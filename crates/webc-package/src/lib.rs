@@ -52,7 +52,7 @@ mod frame;
 mod model;
 mod volume;
 
-pub use container::WebcContainer;
+pub use container::{Atom, WebcContainer};
 pub use error::WebcError;
 pub use model::{
     AtomRef, CommandSpec, Dependency, DependencySource, Identity, Mount, PackageSpec, parse_use,

@@ -2,12 +2,10 @@
 //! the ways a hostile file can lie.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod fixture;
-
 use bytes::Bytes;
-use fixture::{Node, Package, annotation, find};
 use indexmap::IndexMap;
 use proptest::prelude::*;
+use test_servers::webc::{Node, Package, annotation, find};
 use vfs_overlay::{FileSystem, FileType, VfsPath};
 use webc::metadata::Command;
 use webc::metadata::annotations::{Atom as AtomAnnotation, FileSystemMapping, Wasi};
@@ -32,7 +30,7 @@ fn every_version_reads_zero_copy_with_its_package_model() {
         assert_eq!(c.atom_names(), ["hello"]);
 
         // Atoms and files are views of the container's bytes, not copies.
-        let atom = c.atom("hello").unwrap();
+        let atom = c.atom("hello").unwrap().bytes;
         assert_eq!(&atom[..], b"\0asm\x01\0\0\0hello-atom");
         let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
         assert!(

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use sha2::Digest as _;
+
 use bytes::Bytes;
 use vfs_overlay::{FileSystem, FileType, VfsPath};
 use webc::metadata::Manifest;
@@ -46,7 +48,11 @@ fn webc_container(data: &[u8]) -> Feedback {
     let mut feedback = Feedback::ok("parsed", data.len());
     for name in container.atom_names() {
         match container.atom(&name) {
-            Ok(atom) => assert!(atom.len() <= data.len(), "atom {name} larger than the file"),
+            Ok(atom) => {
+                assert!(atom.bytes.len() <= data.len(), "atom {name} larger than the file");
+                let sha256: [u8; 32] = sha2::Sha256::digest(&atom.bytes).into();
+                assert_eq!(sha256, atom.sha256, "atom {name}: wrong sha256");
+            }
             Err(e) => feedback = feedback.with(Feedback::err("atom", &e)),
         }
     }
@@ -190,7 +196,6 @@ fn webc_seeds() -> Vec<Vec<u8>> {
 
 fn signature(bytes: &[u8]) -> String {
     use base64::Engine as _;
-    use sha2::Digest as _;
     format!(
         "sha256:{}",
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))

@@ -1,0 +1,293 @@
+//! A Wasmer webc file as the root of a resolution.
+//!
+//! The file is stored in the cache under its sha256 (so a load of the same file costs one
+//! hash, and the tree it serves is the cache's memory map, not the user's file, which may
+//! change), parsed with `webc-package`, and its manifest mapped onto the resolver's: the
+//! package's dependencies then resolve through the configured registry exactly like an OCI
+//! package's, so a webc root may depend on OCI packages. Its own volumes and atoms are
+//! served from the container (see `local.rs`).
+//!
+//! Identity, in order (the first that exists; where the annotation and the file's place
+//! both say something and disagree, that is an error naming both):
+//! 1. the `wapm` annotation's name and version;
+//! 2. where the file is: `<namespace>--<name>@<version>.webc`, or
+//!    `<namespace>/<name>/<version>.webc`;
+//! 3. the file's sha256, as the package `sha256/<hex>` at version 0.0.0 (Wasmer's
+//!    `sha256:<hex>` for nameless packages; pkgload's names need the slash).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use cache_core::{Algorithm, Blob, Digest, Store};
+use resolve_graph::{AbsPath, PackageName};
+use semver::Version;
+use webc_package::{DependencySource, Identity, PackageSpec, WebcContainer};
+
+use crate::artifact::{Artifact, ArtifactKind, BlobRef};
+use crate::error::{LoadError, Result};
+use crate::remote::{Found, Located, Place};
+
+/// The media type pkgload gives a webc file wherever it names one.
+pub const WEBC_MEDIA_TYPE: &str = "application/webc";
+
+/// A webc file read as the root of a resolution.
+#[derive(Debug)]
+pub(crate) struct WebcRoot {
+    pub(crate) container: WebcContainer,
+    /// The container's file in the store.
+    pub(crate) blob: Blob,
+    /// The package in the resolver's terms.
+    pub(crate) manifest: resolve_graph::Manifest,
+    /// The root as the solver sees it.
+    pub(crate) found: Found,
+    /// Where its dependencies are looked up.
+    pub(crate) place: Place,
+}
+
+impl WebcRoot {
+    /// Store and read the webc file at `path`; `default_place` is the configured registry,
+    /// which a package with dependencies needs.
+    pub(crate) async fn open(
+        store: &Store,
+        path: &Path,
+        default_place: Option<&Place>,
+    ) -> Result<WebcRoot> {
+        let shown = path.display().to_string();
+        let blob = store.import_file(path, Algorithm::Sha256).await?;
+        let container = {
+            let (bytes, origin) = (blob.bytes().clone(), shown.clone());
+            tokio::task::spawn_blocking(move || WebcContainer::parse(bytes, origin))
+                .await
+                .map_err(|e| LoadError::Inconsistent {
+                    reference: shown.clone(),
+                    reason: format!("reading the webc file failed: {e}"),
+                })??
+        };
+        let spec = PackageSpec::from_manifest(
+            container.manifest(),
+            container.version(),
+            &container.atom_names(),
+            &shown,
+        )?;
+        let (name, version) = identity(spec.identity.clone(), path, blob.digest(), &shown)?;
+        let manifest = to_manifest(name, version, &spec, &container, &shown)?;
+        let place = match (default_place, manifest.dependencies.is_empty()) {
+            (Some(place), _) => place.clone(),
+            (None, true) => Place::Layouts {
+                root: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            },
+            (None, false) => {
+                return Err(LoadError::PackageDir {
+                    path: shown,
+                    reason: "it has dependencies: say where they come from with --registry \
+                             HOST[/PREFIX] (or LoaderBuilder::registry)"
+                        .to_owned(),
+                });
+            }
+        };
+        let artifact = Artifact {
+            reference: shown.clone(),
+            digest: *blob.digest(),
+            kind: ArtifactKind::Package,
+            config: BlobRef {
+                digest: *blob.digest(),
+                size: blob.len(),
+                media_type: WEBC_MEDIA_TYPE.to_owned(),
+                title: None,
+                embedded: None,
+            },
+            layers: Vec::new(),
+        };
+        let found = Found {
+            at: Located::Layout(path.to_owned()),
+            artifact: Arc::new(artifact),
+        };
+        Ok(WebcRoot {
+            container,
+            blob,
+            manifest,
+            found,
+            place,
+        })
+    }
+}
+
+/// The package's name and version; see the module docs for the order.
+fn identity(
+    annotation: Option<Identity>,
+    path: &Path,
+    digest: &Digest,
+    shown: &str,
+) -> Result<(PackageName, Version)> {
+    let bad = |reason: String| LoadError::PackageDir {
+        path: shown.to_owned(),
+        reason,
+    };
+    let placed = identity_of_place(path);
+    match annotation {
+        Some(Identity::Named { name, version }) => {
+            let name = PackageName::new(&name).map_err(|e| {
+                bad(format!(
+                    "its `wapm` annotation names it {name:?}, which pkgload cannot \
+                             use as a package name: {e}"
+                ))
+            })?;
+            if let Some((place_name, place_version)) = &placed
+                && (place_name != &name || place_version != &version)
+            {
+                return Err(bad(format!(
+                    "its `wapm` annotation says {name}@{version}, but the file's place says \
+                     {place_name}@{place_version}; rename the file or fix the package"
+                )));
+            }
+            Ok((name, version))
+        }
+        Some(Identity::Hash(_)) | None => match placed {
+            Some(found) => Ok(found),
+            None => {
+                let name = PackageName::new(&format!("sha256/{}", digest.hex()))
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok((name, Version::new(0, 0, 0)))
+            }
+        },
+    }
+}
+
+/// `<namespace>--<name>@<version>.webc`, else `<namespace>/<name>/<version>.webc`.
+fn identity_of_place(path: &Path) -> Option<(PackageName, Version)> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".webc")?;
+    if let Some((full, version)) = stem.split_once('@')
+        && let Some((namespace, name)) = full.split_once("--")
+    {
+        let name = PackageName::new(&format!("{namespace}/{name}")).ok()?;
+        return Some((name, Version::parse(version).ok()?));
+    }
+    let version = Version::parse(stem).ok()?;
+    let name_dir = path.parent()?;
+    let namespace_dir = name_dir.parent()?;
+    let name = PackageName::new(&format!(
+        "{}/{}",
+        namespace_dir.file_name()?.to_str()?,
+        name_dir.file_name()?.to_str()?
+    ))
+    .ok()?;
+    Some((name, version))
+}
+
+/// The webc package in the resolver's terms.
+fn to_manifest(
+    name: PackageName,
+    version: Version,
+    spec: &PackageSpec,
+    container: &WebcContainer,
+    shown: &str,
+) -> Result<resolve_graph::Manifest> {
+    let bad = |reason: String| LoadError::PackageDir {
+        path: shown.to_owned(),
+        reason,
+    };
+    let mut manifest = resolve_graph::Manifest::new(name, version);
+    for dep in &spec.dependencies {
+        let (package, req) = match &dep.source {
+            DependencySource::Registry { name, req } => (
+                PackageName::new(name)
+                    .map_err(|e| bad(format!("dependency {:?}: {e}", dep.alias)))?,
+                req.clone(),
+            ),
+            DependencySource::Url { url, .. } => {
+                return Err(bad(format!(
+                    "dependency {:?} is the URL {url}; dependencies by URL are not loaded yet \
+                     (publish it to a registry and `use` it by name)",
+                    dep.alias
+                )));
+            }
+            DependencySource::Path(path) => {
+                return Err(bad(format!(
+                    "dependency {:?} is the file {path}; dependencies by path are not loaded \
+                     yet (publish it to a registry and `use` it by name)",
+                    dep.alias
+                )));
+            }
+        };
+        manifest.dependencies.push(resolve_graph::Dependency {
+            alias: dep.alias.clone(),
+            package,
+            req,
+        });
+    }
+    for command in &spec.commands {
+        let annotations = container
+            .manifest()
+            .commands
+            .get(&command.name)
+            .map(|c| {
+                c.annotations
+                    .iter()
+                    .map(|(key, value)| {
+                        serde_json::to_value(value)
+                            .map(|v| (key.clone(), v))
+                            .map_err(|e| {
+                                bad(format!(
+                                    "command {:?}: annotation {key:?} has no JSON form: {e}",
+                                    command.name
+                                ))
+                            })
+                    })
+                    .collect::<Result<BTreeMap<_, _>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        manifest.commands.push(resolve_graph::Command {
+            name: command.name.clone(),
+            runner: command.runner.clone(),
+            atom: command.atom.atom.clone(),
+            dependency: command.atom.dependency.clone(),
+            annotations,
+        });
+    }
+    manifest.entrypoint = spec.entrypoint.clone();
+    for mount in &spec.mounts {
+        let path = |text: &str, what: &str| {
+            AbsPath::parse(text).map_err(|why| {
+                bad(format!(
+                    "the fs mapping of volume {:?}: its {what} {text:?} {why}",
+                    mount.volume
+                ))
+            })
+        };
+        manifest.fs.push(resolve_graph::FsMapping {
+            volume: mount.volume.clone(),
+            mount: path(&mount.mount_path, "mount path")?,
+            dependency: mount.from.clone(),
+            path: path(&mount.host_path, "host_path")?,
+        });
+    }
+    manifest.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_name_packages() {
+        let (name, version) =
+            identity_of_place(Path::new("/pkgs/wasmer--python@3.12.0.webc")).unwrap();
+        assert_eq!(
+            (name.as_str(), version.to_string().as_str()),
+            ("wasmer/python", "3.12.0")
+        );
+        let (name, version) = identity_of_place(Path::new("/r/acme/tool/1.0.0.webc")).unwrap();
+        assert_eq!(
+            (name.as_str(), version.to_string().as_str()),
+            ("acme/tool", "1.0.0")
+        );
+        assert_eq!(identity_of_place(Path::new("/x/cowsay.webc")), None);
+        assert_eq!(
+            identity_of_place(Path::new("/x/bash-1.0.16-0123abcd.webc")),
+            None
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! Wasmer webc files (v1, v2 and v3, generated with the `webc` crate's writers) loaded by
+//! the real `pkgload` binary: listed, read, unpacked and described as JSON, and refused
+//! with an error naming the file when they lie.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{pkgload, run, sha256};
+use test_servers::webc::{Node, Package, find};
+use webc::metadata::annotations::FileSystemMapping;
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected exit 1: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.starts_with("error: ") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    stderr
+}
+
+/// Every path `ls -R` printed (it prints `DIR:` and then the names in it).
+fn paths(listing: &str) -> Vec<String> {
+    let mut dir = String::new();
+    let mut out = Vec::new();
+    for line in listing.lines().filter(|l| !l.is_empty()) {
+        if let Some(d) = line.strip_suffix(':') {
+            dir = d.trim_end_matches('/').to_owned();
+        } else {
+            out.push(format!("{dir}/{line}"));
+        }
+    }
+    out
+}
+
+fn hello() -> Package {
+    let mut pkg = Package::hello();
+    pkg.files.push((
+        "atom".into(),
+        "/share/doc/README".into(),
+        Node::File(b"read me\n".to_vec()),
+    ));
+    pkg
+}
+
+#[test]
+fn webc_files_of_every_version_load_list_read_and_unpack() {
+    let work = tempfile::tempdir().unwrap();
+    for version in [1u8, 2, 3] {
+        let cache = work.path().join(format!("cache-{version}"));
+        let file = work.path().join(format!("hello-v{version}.webc"));
+        let pkg = hello();
+        pkg.write(version, &file);
+        let file_arg = file.to_str().unwrap();
+
+        // v1 and v2 without `fs` mount their `atom` volume at `/`; v3 needs a mapping.
+        let pkg = if version == 3 {
+            let mut pkg = pkg;
+            pkg.fs = Some(vec![FileSystemMapping {
+                from: None,
+                volume_name: "atom".into(),
+                host_path: None,
+                mount_path: "/".into(),
+            }]);
+            pkg.write(version, &file);
+            pkg
+        } else {
+            pkg
+        };
+
+        let listed = paths(&stdout(&run(pkgload(&cache).args(["ls", "-R", file_arg]))));
+        for path in ["/etc/motd", "/etc/empty", "/share/doc/README", "/var/log"] {
+            assert!(listed.iter().any(|l| l == path), "v{version}: {listed:?}");
+        }
+        let motd = stdout(&run(pkgload(&cache).args(["cat", file_arg, "/etc/motd"])));
+        assert_eq!(motd, "hi there\n", "v{version}");
+
+        let json: serde_json::Value =
+            serde_json::from_slice(&run(pkgload(&cache).args(["load", "--json", file_arg])).stdout)
+                .unwrap();
+        assert_eq!(json["root"]["name"], "acme/hello", "v{version}: {json}");
+        assert_eq!(json["root"]["version"], "1.2.3");
+        assert_eq!(
+            json["root"]["digest"],
+            sha256(&std::fs::read(&file).unwrap())
+        );
+        assert_eq!(json["entrypoint"], "hello");
+        // The atom is named by the sha256 of its bytes, as an OCI atom is.
+        assert_eq!(json["commands"][0]["name"], "hello");
+        assert_eq!(
+            json["commands"][0]["atom"],
+            sha256(&pkg.atoms[0].1),
+            "v{version}"
+        );
+
+        let out = work.path().join(format!("out-{version}"));
+        run(pkgload(&cache).args(["unpack", file_arg, out.to_str().unwrap()]));
+        assert_eq!(
+            std::fs::read(out.join("share/doc/README")).unwrap(),
+            b"read me\n"
+        );
+        assert_eq!(std::fs::read(out.join("etc/empty")).unwrap(), b"");
+        assert!(out.join("var/log").is_dir());
+    }
+}
+
+#[test]
+fn v3_mappings_mount_sub_directories_and_symlinks_stay_links() {
+    let work = tempfile::tempdir().unwrap();
+    let mut pkg = hello();
+    pkg.files.push((
+        "atom".into(),
+        "/etc/greeting".into(),
+        Node::Symlink("motd".into()),
+    ));
+    pkg.fs = Some(vec![
+        FileSystemMapping {
+            from: None,
+            volume_name: "atom".into(),
+            host_path: Some("/etc".into()),
+            mount_path: "/config".into(),
+        },
+        FileSystemMapping {
+            from: None,
+            volume_name: "atom".into(),
+            host_path: Some("share".into()),
+            mount_path: "/config/share".into(),
+        },
+    ]);
+    let file = work.path().join("mapped.webc");
+    pkg.write(3, &file);
+    let cache = work.path().join("cache");
+    let f = file.to_str().unwrap();
+    // Only the sub-directory is mounted (Wasmer mounts the whole volume here).
+    let listed = paths(&stdout(&run(pkgload(&cache).args(["ls", "-R", f]))));
+    assert_eq!(
+        listed,
+        [
+            "/config",
+            "/config/empty",
+            "/config/greeting",
+            "/config/motd",
+            "/config/share",
+            "/config/share/doc",
+            "/config/share/doc/README"
+        ]
+    );
+    // A symlink inside the volume resolves inside it.
+    let greeting = stdout(&run(pkgload(&cache).args(["cat", f, "/config/greeting"])));
+    assert_eq!(greeting, "hi there\n");
+    let out = work.path().join("out");
+    run(pkgload(&cache).args(["unpack", f, out.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read_link(out.join("config/greeting")).unwrap(),
+        Path::new("motd")
+    );
+}
+
+#[test]
+fn hostile_webc_files_are_refused_naming_the_file() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+
+    // An atom that does not match its manifest signature.
+    let bytes = hello().build(2);
+    let mut tampered = bytes.to_vec();
+    let at = find(&tampered, b"hello-atom");
+    tampered[at] = b'J';
+    let file = work.path().join("tampered.webc");
+    std::fs::write(&file, &tampered).unwrap();
+    let err = failed(
+        pkgload(&cache)
+            .args(["load", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("tampered.webc") && err.contains("signature"),
+        "{err}"
+    );
+
+    // A v1 manifest length far past the end of the file.
+    let v1 = hello().build(1);
+    let mut lie = v1[..8 + 16 + 256 + 4 + 1024].to_vec();
+    lie.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let file = work.path().join("huge.webc");
+    std::fs::write(&file, &lie).unwrap();
+    let err = failed(
+        pkgload(&cache)
+            .args(["ls", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("huge.webc") && err.contains("past the end"),
+        "{err}"
+    );
+
+    // A file and its annotation disagreeing about who it is.
+    let file = work.path().join("acme--other@2.0.0.webc");
+    hello().write(3, &file);
+    let err = failed(
+        pkgload(&cache)
+            .args(["resolve", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("acme/hello@1.2.3") && err.contains("acme/other@2.0.0"),
+        "{err}"
+    );
+
+    // A dependency with no registry to find it in.
+    let mut pkg = hello();
+    pkg.uses = vec![("dep".into(), "acme/dep@^1".into())];
+    let file = work.path().join("needs-dep.webc");
+    pkg.write(3, &file);
+    let err = failed(
+        pkgload(&cache)
+            .args(["load", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("needs-dep.webc") && err.contains("--registry"),
+        "{err}"
+    );
+
+    // Nothing was written outside the cache.
+    let mut names: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "acme--other@2.0.0.webc",
+            "cache",
+            "huge.webc",
+            "needs-dep.webc",
+            "tampered.webc"
+        ]
+    );
+}
