@@ -18,6 +18,15 @@ pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 /// Media type of a wasm module layer.
 pub const WASM_MEDIA_TYPE: &str = "application/wasm";
 
+/// The layer media types other tools publish a wasm module under: pkgload and
+/// wasm-pkg-tools (`application/wasm`), containerd/runwasi (a component layer, beside an
+/// OCI image config and sometimes other layers) and wasm-to-oci.
+pub const WASM_LAYER_MEDIA_TYPES: [&str; 3] = [
+    WASM_MEDIA_TYPE,
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+    "application/vnd.wasm.content.layer.v1+wasm",
+];
+
 const IMAGE_CONFIG_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
@@ -74,6 +83,11 @@ impl BlobRef {
                 .as_deref()
                 .and_then(|data| embedded(data, digest, d.size(), reference)),
         })
+    }
+
+    /// A layer of one of the [`WASM_LAYER_MEDIA_TYPES`].
+    pub fn is_wasm(&self) -> bool {
+        WASM_LAYER_MEDIA_TYPES.contains(&self.media_type.as_str())
     }
 
     /// True when the layer is a tar (plain, gzip or zstd): a volume, not an atom.
@@ -145,22 +159,35 @@ impl Artifact {
             && layers.iter().all(BlobRef::is_tar)
         {
             ArtifactKind::Image
-        } else if let [only] = layers.as_slice()
-            && only.media_type == WASM_MEDIA_TYPE
-        {
+        } else if layers.iter().filter(|l| l.is_wasm()).count() == 1 {
+            // One wasm layer says what this is, whatever the config (wasm-pkg-tools'
+            // `application/vnd.wasm.config.v0+json`, wasm-to-oci's `…config.v1+json`,
+            // runwasi's OCI image config): the module is that layer.
             ArtifactKind::Wasm
         } else {
+            let shown = |l: &[BlobRef]| {
+                l.iter()
+                    .map(|l| l.media_type.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let why = if layers.iter().filter(|l| l.is_wasm()).count() > 1 {
+                "several wasm layers, so no one module is the artifact".to_owned()
+            } else {
+                format!(
+                    "a package has config {PACKAGE_CONFIG_MEDIA_TYPE} or artifactType \
+                     {PACKAGE_ARTIFACT_TYPE}; an image an image config and tar layers; a wasm \
+                     artifact one layer of {}",
+                    WASM_LAYER_MEDIA_TYPES.join(", ")
+                )
+            };
             return Err(LoadError::unsupported(
                 reference,
                 format!(
                     "not a pkgload package, a container image or a wasm artifact (config media \
-                     type {:?}, layer media types [{}])",
+                     type {:?}, layer media types [{}]): {why}",
                     config.media_type,
-                    layers
-                        .iter()
-                        .map(|l| l.media_type.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    shown(&layers)
                 ),
             ));
         };
@@ -180,6 +207,11 @@ impl Artifact {
             config,
             layers,
         })
+    }
+
+    /// A wasm artifact's module: its one wasm layer.
+    pub fn wasm_module(&self) -> Option<&BlobRef> {
+        self.layers.iter().find(|l| l.is_wasm())
     }
 
     /// The volume (tar layer) named `name`.
@@ -326,12 +358,41 @@ mod tests {
         );
         assert_eq!(classify(&wasm).unwrap().kind, ArtifactKind::Wasm);
 
+        // runwasi: an OCI image config, a component layer and a tar layer beside it.
+        let runwasi = manifest(
+            IMAGE_CONFIG_MEDIA_TYPES[0],
+            &[
+                ("application/vnd.oci.image.layer.v1.tar+gzip", None),
+                (WASM_LAYER_MEDIA_TYPES[1], None),
+            ],
+        );
+        let a = classify(&runwasi).unwrap();
+        assert_eq!(a.kind, ArtifactKind::Wasm);
+        assert_eq!(
+            a.wasm_module().unwrap().media_type,
+            WASM_LAYER_MEDIA_TYPES[1]
+        );
+        // wasm-to-oci.
+        let w2o = manifest(
+            "application/vnd.wasm.config.v1+json",
+            &[(WASM_LAYER_MEDIA_TYPES[2], None)],
+        );
+        assert_eq!(classify(&w2o).unwrap().kind, ArtifactKind::Wasm);
+
         let other = manifest("application/x-thing", &[("text/plain", None)]);
         let err = classify(&other).unwrap_err().to_string();
         assert!(
-            err.contains("test/ref") && err.contains("text/plain"),
+            err.contains("test/ref")
+                && err.contains("text/plain")
+                && WASM_LAYER_MEDIA_TYPES.iter().all(|t| err.contains(t)),
             "{err}"
         );
+        let two = manifest(
+            "application/vnd.wasm.config.v0+json",
+            &[(WASM_MEDIA_TYPE, None), (WASM_LAYER_MEDIA_TYPES[2], None)],
+        );
+        let err = classify(&two).unwrap_err().to_string();
+        assert!(err.contains("several wasm layers"), "{err}");
     }
     /// A package manifest whose config descriptor embeds `data` (base64 as given).
     fn with_config_data(config: &[u8], data: &str) -> ImageManifest {

@@ -56,7 +56,7 @@ mod webc;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,
-    TITLE_ANNOTATION, WASM_MEDIA_TYPE, referenced_blobs,
+    TITLE_ANNOTATION, WASM_LAYER_MEDIA_TYPES, WASM_MEDIA_TYPE, referenced_blobs,
 };
 pub use config::{LoadEvent, LoaderBuilder, ProgressSink, Validation, default_cache_dir};
 pub use error::{LoadError, Result};

@@ -150,6 +150,16 @@ impl Resolved {
                     wanted.push(Planned::new(found.at.clone(), blob.clone(), false));
                 }
             }
+            (ArtifactKind::Wasm, _) => {
+                // The module only: a runwasi image's other layers are not part of it.
+                let found = &self.root_found;
+                wanted.extend(
+                    found
+                        .artifact
+                        .wasm_module()
+                        .map(|l| Planned::new(found.at.clone(), l.clone(), false)),
+                );
+            }
             (kind, _) => {
                 // An image's config is part of the load (its diff_ids check the layers).
                 let found = &self.root_found;
@@ -802,7 +812,7 @@ impl Loader {
                 .collect(),
             (None, ArtifactKind::Wasm) => {
                 let found = &resolved.root_found;
-                let Some(layer) = found.artifact.layers.first() else {
+                let Some(layer) = found.artifact.wasm_module() else {
                     return Ok(Vec::new());
                 };
                 let name = layer.title.clone().unwrap_or_else(|| {

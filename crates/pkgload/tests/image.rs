@@ -139,3 +139,85 @@ fn wasm_artifact_loads_as_one_command() {
     assert_eq!(loaded["entrypoint"], "greeter");
     assert_eq!(loaded["commands"][0]["atom"], sha256(module));
 }
+
+/// Wasm modules as other tools publish them: containerd/runwasi (a component layer beside a
+/// tar layer, under an OCI image config) and wasm-to-oci (`…content.layer.v1+wasm`). The
+/// module is the wasm layer, and only it is fetched.
+#[test]
+fn wasm_artifacts_of_other_tools_load_their_module() {
+    let work = tempfile::tempdir().unwrap();
+    let module = b"\0asm\x0d\0\x01\0component";
+    let cases = [
+        (
+            "runwasi",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+            true,
+        ),
+        (
+            "wasm-to-oci",
+            "application/vnd.wasm.config.v1+json",
+            "application/vnd.wasm.content.layer.v1+wasm",
+            false,
+        ),
+    ];
+    for (name, config_type, layer_type, with_tar) in cases {
+        let layout: PathBuf = work.path().join(name);
+        let config =
+            br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let mut layers = vec![json!({
+            "mediaType": layer_type,
+            "digest": write_blob(&layout, module),
+            "size": module.len(),
+        })];
+        if with_tar {
+            // A layer the load must not fetch: its blob is not even in the layout.
+            layers.insert(
+                0,
+                json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256(b"never written"),
+                    "size": 13,
+                }),
+            );
+        }
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config_type, "digest": write_blob(&layout, config), "size": config.len()},
+            "layers": layers,
+        }))
+        .unwrap();
+        finish_layout(&layout, &manifest, None);
+        let cache = work.path().join(format!("cache-{name}"));
+        let out =
+            run(pkgload(&cache).args(["load", &format!("oci:{}", layout.display()), "--json"]));
+        let loaded: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(loaded["kind"], "wasm", "{name}");
+        assert_eq!(loaded["commands"][0]["atom"], sha256(module), "{name}");
+    }
+
+    // Two wasm layers: no one module; the error names the media types that would do.
+    let layout: PathBuf = work.path().join("two");
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": write_blob(&layout, b"{}"), "size": 2},
+        "layers": [
+            {"mediaType": "application/wasm", "digest": write_blob(&layout, module), "size": module.len()},
+            {"mediaType": "application/wasm", "digest": write_blob(&layout, b"\0asm\x01\0\0\0"), "size": 8},
+        ],
+    }))
+    .unwrap();
+    finish_layout(&layout, &manifest, None);
+    let out = pkgload(&work.path().join("cache-two"))
+        .args(["load", &format!("oci:{}", layout.display())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("several wasm layers") && err.contains("two"),
+        "{err}"
+    );
+}
