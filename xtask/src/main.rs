@@ -9,6 +9,7 @@ mod fixtures;
 mod fuzz;
 mod test_task;
 mod tools;
+mod wasm;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -62,6 +63,10 @@ commands:
       written to fuzz/artifacts/TARGET/crash-HASH with the command that replays it, and
       the command fails. --list names the targets, --regressions replays every input in
       fuzz/regressions/ and fuzz/corpus/, --replay runs one file with full panic output.
+
+  wasm
+      Compiles the examples' WebAssembly text (examples/*/*.wat) into the .wasm files
+      beside it, with the `wat` crate; a test checks that the two match.
 
   help
       This text.
@@ -130,6 +135,7 @@ fn run(args: Vec<OsString>) -> Result<()> {
                 Ok(())
             }
         },
+        Some("wasm") => wasm::run(),
         Some("help" | "-h" | "--help") => {
             print!("{HELP}");
             Ok(())

@@ -53,6 +53,11 @@ pub const REQUIRED: &[Tool] = &[
         why: "cache-core processes tests: a permission error, seen by an unprivileged user",
     },
     Tool {
+        binary: "node",
+        package: "nodejs",
+        why: "pkgload wasi tests: the example package's entrypoint runs under Node's WASI",
+    },
+    Tool {
         binary: "umoci",
         package: "umoci",
         why: "vfs-overlay umoci tests: stacked layers must equal `umoci unpack`, path for path",
