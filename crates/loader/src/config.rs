@@ -51,6 +51,7 @@ pub struct LoaderBuilder {
     pub(crate) cache_dir: Option<PathBuf>,
     pub(crate) registry: Option<String>,
     pub(crate) prefix: String,
+    pub(crate) webc_dir: Option<PathBuf>,
     pub(crate) insecure: Vec<String>,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) explicit: Vec<(String, Credential)>,
@@ -85,6 +86,7 @@ impl Default for LoaderBuilder {
         LoaderBuilder {
             cache_dir: None,
             registry: None,
+            webc_dir: None,
             prefix: String::new(),
             insecure: Vec::new(),
             credentials: None,
@@ -117,6 +119,16 @@ impl LoaderBuilder {
     pub fn registry(mut self, registry: impl Into<String>, prefix: impl Into<String>) -> Self {
         self.registry = Some(registry.into());
         self.prefix = prefix.into().trim_matches('/').to_owned();
+        self
+    }
+
+    /// A directory of webc files as the place `namespace/name@REQ` references and
+    /// dependencies are looked up, instead of a registry: `DIR/<namespace>/<name>/<version>.webc`,
+    /// `DIR/<namespace>--<name>@<version>.webc`, or any `*.webc` in `DIR` (indexed by its
+    /// annotation).
+    #[must_use]
+    pub fn webc_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.webc_dir = Some(dir.into());
         self
     }
 

@@ -53,6 +53,7 @@ mod remote;
 mod source;
 mod volume;
 mod webc;
+mod webc_dir;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,

@@ -19,9 +19,10 @@ use crate::local::{LocalParts, LocalRoot};
 use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
-use crate::source::PackageSource;
+use crate::source::{PackageSource, TreeSource};
 use crate::volume::OpenedVolumes;
 use crate::webc::WebcRoot;
+use crate::webc_dir::WebcDirSource;
 
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -67,9 +68,9 @@ pub struct Resolved {
     pub(crate) _prefetch: Option<Arc<Prefetch>>,
     /// Volumes opened so far (by the prefetch, then the load), each opened once.
     pub(crate) volumes: OpenedVolumes,
-    /// A root whose own volumes and atoms are local: a package under development or a
-    /// webc file.
-    pub(crate) local: Option<Arc<LocalRoot>>,
+    /// Packages whose own volumes and atoms are local: a package under development, webc
+    /// files.
+    pub(crate) local: HashMap<PackageId, Arc<LocalRoot>>,
 }
 
 /// A command of the loaded tree, with its code.
@@ -180,9 +181,10 @@ impl Resolved {
         Ok(wanted)
     }
 
-    /// True when `id`'s volumes and atoms are local files (the root under development).
+    /// True when `id`'s volumes and atoms are local (a package under development, a webc
+    /// file), not OCI blobs.
     pub(crate) fn is_local(&self, id: &PackageId) -> bool {
-        self.local.is_some() && self.resolution.as_ref().is_some_and(|r| r.root.id() == *id)
+        self.local.contains_key(id)
     }
 
     /// The volume or atom `name` of the resolved package `id`, and where that package lives.
@@ -265,10 +267,13 @@ impl Loader {
             remote: Arc::new(remote),
             jobs: config.jobs,
             validation: config.validation,
-            default_place: config.registry.map(|registry| Place::Registry {
-                registry,
-                prefix: config.prefix,
-            }),
+            default_place: match (config.webc_dir, config.registry) {
+                (Some(root), _) => Some(Place::WebcDir { root }),
+                (None, registry) => registry.map(|registry| Place::Registry {
+                    registry,
+                    prefix: config.prefix,
+                }),
+            },
             layer_limits: config.layer_limits,
             prefetch: config.prefetch,
         }
@@ -330,6 +335,15 @@ impl Loader {
                              --registry HOST[/PREFIX] (or LoaderBuilder::registry)"
                             .to_owned(),
                     })?;
+                if let Place::WebcDir { root } = &place {
+                    let source =
+                        WebcDirSource::new(root.clone(), self.store().clone(), HashMap::new());
+                    let locked = lock
+                        .filter(|l| l.root.name == *name && req.matches(&l.root.version))
+                        .map(|l| l.root.version.clone());
+                    let path = source.pick(name, req, locked.as_ref()).await?;
+                    return self.resolve_webc(&path, lock).await;
+                }
                 let source = PackageSource::new(self.remote.clone(), place.clone(), HashMap::new());
                 let locked = lock
                     .filter(|l| l.root.name == *name && req.matches(&l.root.version))
@@ -374,7 +388,7 @@ impl Loader {
             ArtifactKind::Package => {
                 let manifest = self.remote.package_config(&at, &artifact).await?;
                 let place = place_of(&at, manifest.name.as_str());
-                self.resolve_package(manifest, root_found, place, lock)
+                self.resolve_package(manifest, root_found, place, lock, None)
                     .await
             }
             kind => {
@@ -408,7 +422,7 @@ impl Loader {
                     merged: None,
                     root_found,
                     found: HashMap::new(),
-                    local: None,
+                    local: HashMap::new(),
                     _prefetch: None,
                     volumes: OpenedVolumes::default(),
                 })
@@ -429,9 +443,14 @@ impl Loader {
             place,
         } = DevRoot::open(dir, self.default_place.as_ref()).await?;
         let manifest = package.manifest.clone();
-        let mut resolved = self.resolve_package(manifest, found, place, lock).await?;
-        resolved.local = Some(Arc::new(LocalRoot::Directory(package)));
-        Ok(resolved)
+        self.resolve_package(
+            manifest,
+            found,
+            place,
+            lock,
+            Some(LocalRoot::Directory(package)),
+        )
+        .await
     }
 
     /// Resolve a webc file: its package from the container, its dependencies from the
@@ -448,20 +467,26 @@ impl Loader {
             found,
             place,
         } = WebcRoot::open(self.store(), path, self.default_place.as_ref()).await?;
-        let mut resolved = self.resolve_package(manifest, found, place, lock).await?;
-        resolved.local = Some(Arc::new(LocalRoot::Webc { container, blob }));
-        Ok(resolved)
+        let local = LocalRoot::Webc { container, blob };
+        self.resolve_package(manifest, found, place, lock, Some(local))
+            .await
     }
 
-    /// Resolve the dependencies of a root package whose manifest is already known.
+    /// Resolve the dependencies of a root package whose manifest is already known;
+    /// `local_root` holds its own volumes and atoms when they are not OCI blobs.
     async fn resolve_package(
         &self,
         manifest: resolve_graph::Manifest,
         root_found: Found,
         place: Place,
         lock: Option<&Lockfile>,
+        local_root: Option<LocalRoot>,
     ) -> Result<Resolved> {
         let root_id = manifest.id();
+        let mut local = HashMap::new();
+        if let Some(root) = local_root {
+            local.insert(root_id.clone(), Arc::new(root));
+        }
         let pinned: HashMap<PackageId, Digest> = lock
             .map(|l| {
                 l.packages
@@ -473,22 +498,29 @@ impl Loader {
                     .collect()
             })
             .unwrap_or_default();
-        let mut source = PackageSource::new(self.remote.clone(), place, pinned);
         let volumes = OpenedVolumes::default();
-        let prefetch = self.prefetch.then(|| {
-            let prefetch = Arc::new(Prefetch::new(
-                self.remote.clone(),
-                self.layer_limits,
-                self.jobs,
-                volumes.clone(),
-            ));
-            prefetch.package(&root_found.at, &root_found.artifact, &manifest);
-            prefetch
-        });
-        if let Some(prefetch) = &prefetch {
-            source = source.with_prefetch(prefetch.clone());
-        }
-        source.remember(root_id.clone(), root_found.clone());
+        let mut prefetch = None;
+        let source = match place {
+            Place::WebcDir { root } => {
+                TreeSource::WebcDir(WebcDirSource::new(root, self.store().clone(), pinned))
+            }
+            place => {
+                let mut source = PackageSource::new(self.remote.clone(), place, pinned);
+                if self.prefetch {
+                    let started = Arc::new(Prefetch::new(
+                        self.remote.clone(),
+                        self.layer_limits,
+                        self.jobs,
+                        volumes.clone(),
+                    ));
+                    started.package(&root_found.at, &root_found.artifact, &manifest);
+                    source = source.with_prefetch(started.clone());
+                    prefetch = Some(started);
+                }
+                source.remember(root_id.clone(), root_found.clone());
+                TreeSource::Oci(source)
+            }
+        };
         let resolution = match lock {
             Some(lock) => resolve_graph::resolve_locked(&source, &manifest, lock).await?,
             None => resolve_graph::resolve(&source, &manifest, &ResolveOptions::default())
@@ -515,8 +547,11 @@ impl Loader {
         }];
         for (name, summary) in &resolution.packages {
             let id = PackageId::new(name.clone(), summary.manifest.version.clone());
-            if let Some(f) = source.found(&id) {
+            if let Some((f, parts)) = source.found(&id) {
                 found.insert(id.clone(), f);
+                if let Some(parts) = parts {
+                    local.insert(id.clone(), Arc::new(parts));
+                }
             }
             packages.push(PackageInfo {
                 name: name.to_string(),
@@ -539,7 +574,7 @@ impl Loader {
             merged: Some(merged),
             root_found,
             found,
-            local: None,
+            local,
             _prefetch: prefetch,
             volumes,
         })
@@ -627,21 +662,25 @@ impl Loader {
             "fetched"
         );
         let started = std::time::Instant::now();
-        let local = match (&resolved.local, &resolved.merged) {
-            (Some(root), Some(merged)) => {
-                let volumes = merged
+        let local = match &resolved.merged {
+            Some(merged) if !resolved.local.is_empty() => {
+                let mut volumes: Vec<_> = merged
                     .fs
                     .values()
                     .filter(|m| resolved.is_local(&m.package))
-                    .map(|m| m.volume.clone())
+                    .map(|m| (m.package.clone(), m.volume.clone()))
                     .collect();
-                let atoms = merged
+                volumes.sort();
+                volumes.dedup();
+                let mut atoms: Vec<_> = merged
                     .commands
                     .values()
                     .filter(|c| resolved.is_local(&c.atom_package))
-                    .map(|c| c.atom.clone())
+                    .map(|c| (c.atom_package.clone(), c.atom.clone()))
                     .collect();
-                LocalParts::open(self.store(), root, &volumes, &atoms).await?
+                atoms.sort();
+                atoms.dedup();
+                LocalParts::open(self.store(), &resolved.local, volumes, atoms).await?
             }
             _ => LocalParts::default(),
         };
@@ -685,7 +724,11 @@ impl Loader {
         for mapping in merged.fs.values() {
             let local_volume = resolved
                 .is_local(&mapping.package)
-                .then(|| local.volumes.get(&mapping.volume))
+                .then(|| {
+                    local
+                        .volumes
+                        .get(&(mapping.package.clone(), mapping.volume.clone()))
+                })
                 .flatten();
             let volume: Arc<dyn FileSystem> = match local_volume {
                 Some(fs) => fs.clone(),
@@ -796,8 +839,9 @@ impl Loader {
                 .commands
                 .values()
                 .map(|c| {
-                    let atom = match local.atoms.get(&c.atom) {
-                        Some(blob) if resolved.is_local(&c.atom_package) => blob.clone(),
+                    let local_atom = local.atoms.get(&(c.atom_package.clone(), c.atom.clone()));
+                    let atom = match local_atom {
+                        Some(blob) => blob.clone(),
                         _ => blob_of(resolved.layer_of(&c.atom_package, Layer::Atom, &c.atom)?.1)?,
                     };
                     Ok(LoadedCommand {

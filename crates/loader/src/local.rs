@@ -1,18 +1,19 @@
-//! A root whose own volumes and atoms are not OCI blobs: a package directory under
+//! Packages whose volumes and atoms are not OCI blobs: a package directory under
 //! development (host directories and files) or a webc file (volumes and atoms inside the
-//! container). Its dependencies are ordinary resolved packages.
+//! container), as a root or as a dependency found in a directory of webc files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cache_core::{Algorithm, Blob, Digest, Store};
+use resolve_graph::PackageId;
 use vfs_overlay::{DirVolume, FileSystem};
 use webc_package::WebcContainer;
 
 use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
 
-/// Where a local root's parts come from.
+/// Where a local package's parts come from.
 #[derive(Debug)]
 pub(crate) enum LocalRoot {
     /// A directory holding `pkgload.toml`.
@@ -24,68 +25,92 @@ pub(crate) enum LocalRoot {
     },
 }
 
-/// The opened volumes and atoms of a local root.
+/// A package and the name of one of its volumes or atoms.
+pub(crate) type PartKey = (PackageId, String);
+
+/// The opened volumes and atoms of the local packages of a tree.
 #[derive(Debug, Default)]
 pub(crate) struct LocalParts {
-    pub(crate) volumes: HashMap<String, Arc<dyn FileSystem>>,
-    pub(crate) atoms: HashMap<String, Blob>,
+    pub(crate) volumes: HashMap<PartKey, Arc<dyn FileSystem>>,
+    pub(crate) atoms: HashMap<PartKey, Blob>,
 }
 
 impl LocalParts {
-    /// Open the volumes in `volumes` and the atoms in `atoms` (the names the root's
-    /// mappings and commands use): a directory's as host directories and files imported
-    /// into `store`, a webc's from the container (an atom is checked against its signature
-    /// and handed out as a [`Blob`] named by its sha256, like any other).
+    /// Open the `volumes` and `atoms` of `packages` (the names the tree's mappings and
+    /// commands use): a directory's as host directories and files imported into `store`, a
+    /// webc's from the container (an atom is checked against its signature and handed out
+    /// as a [`Blob`] named by its sha256, like any other).
     pub(crate) async fn open(
         store: &Store,
-        root: &LocalRoot,
-        volumes: &HashSet<String>,
-        atoms: &HashSet<String>,
+        packages: &HashMap<PackageId, Arc<LocalRoot>>,
+        volumes: Vec<PartKey>,
+        atoms: Vec<PartKey>,
     ) -> Result<Self> {
         let mut parts = LocalParts::default();
-        match root {
-            LocalRoot::Directory(package) => {
-                for (name, dir) in package.volumes.iter().filter(|(n, _)| volumes.contains(*n)) {
-                    let volume =
-                        DirVolume::open(dir).map_err(|e| LoadError::io("open volume", dir, e))?;
-                    parts.volumes.insert(name.clone(), Arc::new(volume));
+        let package = |id: &PackageId| {
+            packages
+                .get(id)
+                .cloned()
+                .ok_or_else(|| LoadError::Inconsistent {
+                    reference: id.to_string(),
+                    reason: "not a local package (a loader bug)".to_owned(),
+                })
+        };
+        for key in volumes {
+            let volume: Arc<dyn FileSystem> = match &*package(&key.0)? {
+                LocalRoot::Directory(dir) => {
+                    let Some(path) = dir.volumes.get(&key.1) else {
+                        continue;
+                    };
+                    Arc::new(
+                        DirVolume::open(path).map_err(|e| LoadError::io("open volume", path, e))?,
+                    )
                 }
-                for (name, file) in package.atoms.iter().filter(|(n, _)| atoms.contains(*n)) {
-                    let blob = store.import_file(file, Algorithm::Sha256).await?;
-                    parts.atoms.insert(name.clone(), blob);
+                LocalRoot::Webc { container, .. } => {
+                    // Indexing reads the volume's header and, for v3, hashes every file.
+                    let (container, name) = (container.clone(), key.1.clone());
+                    Arc::new(blocking(move || Ok(container.volume(&name)?)).await?)
                 }
-            }
-            LocalRoot::Webc { container, blob } => {
-                let (container, blob) = (container.clone(), blob.clone());
-                let (volumes, atoms) = (volumes.clone(), atoms.clone());
-                // Indexing a volume reads its header and, for v3, hashes every file.
-                parts =
-                    tokio::task::spawn_blocking(move || -> Result<LocalParts> {
-                        let mut parts = LocalParts::default();
-                        for name in volumes {
-                            let volume = container.volume(&name)?;
-                            parts.volumes.insert(name, Arc::new(volume));
-                        }
-                        for name in atoms {
-                            let atom = container.atom(&name)?;
-                            let digest = Digest::from_raw(Algorithm::Sha256, &atom.sha256)
-                                .ok_or_else(|| LoadError::Inconsistent {
+            };
+            parts.volumes.insert(key, volume);
+        }
+        for key in atoms {
+            let blob = match &*package(&key.0)? {
+                LocalRoot::Directory(dir) => {
+                    let Some(file) = dir.atoms.get(&key.1) else {
+                        continue;
+                    };
+                    store.import_file(file, Algorithm::Sha256).await?
+                }
+                LocalRoot::Webc { container, blob } => {
+                    let (container, blob, name) = (container.clone(), blob.clone(), key.1.clone());
+                    blocking(move || {
+                        let atom = container.atom(&name)?;
+                        let digest =
+                            Digest::from_raw(Algorithm::Sha256, &atom.sha256).ok_or_else(|| {
+                                LoadError::Inconsistent {
                                     reference: container.origin().to_owned(),
                                     reason: "an atom's sha256 is not 32 bytes".to_owned(),
-                                })?;
-                            parts
-                                .atoms
-                                .insert(name, Blob::verified_part(&blob, digest, atom.bytes));
-                        }
-                        Ok(parts)
+                                }
+                            })?;
+                        Ok(Blob::verified_part(&blob, digest, atom.bytes))
                     })
-                    .await
-                    .map_err(|e| LoadError::Inconsistent {
-                        reference: "webc".to_owned(),
-                        reason: format!("opening the webc package failed: {e}"),
-                    })??;
-            }
+                    .await?
+                }
+            };
+            parts.atoms.insert(key, blob);
         }
         Ok(parts)
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| LoadError::Inconsistent {
+            reference: "webc".to_owned(),
+            reason: format!("opening a webc package failed: {e}"),
+        })?
 }

@@ -25,8 +25,17 @@ use crate::error::{LoadError, Result};
 /// its tags are its versions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Place {
-    Registry { registry: String, prefix: String },
-    Layouts { root: PathBuf },
+    Registry {
+        registry: String,
+        prefix: String,
+    },
+    Layouts {
+        root: PathBuf,
+    },
+    /// A directory of webc files (see `webc_dir.rs`).
+    WebcDir {
+        root: PathBuf,
+    },
 }
 
 impl Place {
@@ -36,6 +45,7 @@ impl Place {
             Place::Registry { registry, prefix } if prefix.is_empty() => registry.clone(),
             Place::Registry { registry, prefix } => format!("{registry}/{prefix}"),
             Place::Layouts { root } => format!("oci:{}", root.display()),
+            Place::WebcDir { root } => format!("dir:{}", root.display()),
         }
     }
 
@@ -50,7 +60,7 @@ impl Place {
                     format!("{prefix}/{name}")
                 },
             },
-            Place::Layouts { root } => Located::Layout(root.join(name)),
+            Place::Layouts { root } | Place::WebcDir { root } => Located::Layout(root.join(name)),
         }
     }
 }

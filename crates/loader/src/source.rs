@@ -15,8 +15,45 @@ use semver::Version;
 
 use crate::artifact::ArtifactKind;
 use crate::error::LoadError;
+use crate::local::LocalRoot;
 use crate::prefetch::Prefetch;
 use crate::remote::{Found, Place, Remote};
+use crate::webc_dir::WebcDirSource;
+
+/// The source one resolution reads: registries and layouts, or a directory of webc files.
+pub(crate) enum TreeSource {
+    Oci(PackageSource),
+    WebcDir(WebcDirSource),
+}
+
+impl TreeSource {
+    /// Where the package `id` was found, and its local parts when they are not OCI blobs.
+    pub(crate) fn found(&self, id: &PackageId) -> Option<(Found, Option<LocalRoot>)> {
+        match self {
+            TreeSource::Oci(s) => s.found(id).map(|f| (f, None)),
+            TreeSource::WebcDir(s) => s.found(id).map(|(f, local)| (f, Some(local))),
+        }
+    }
+}
+
+impl Source for TreeSource {
+    fn versions<'a>(
+        &'a self,
+        name: &'a PackageName,
+    ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
+        match self {
+            TreeSource::Oci(s) => s.versions(name),
+            TreeSource::WebcDir(s) => s.versions(name),
+        }
+    }
+
+    fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
+        match self {
+            TreeSource::Oci(s) => s.summary(id),
+            TreeSource::WebcDir(s) => s.summary(id),
+        }
+    }
+}
 
 pub(crate) struct PackageSource {
     remote: Arc<Remote>,

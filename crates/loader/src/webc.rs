@@ -45,14 +45,21 @@ pub(crate) struct WebcRoot {
     pub(crate) place: Place,
 }
 
-impl WebcRoot {
-    /// Store and read the webc file at `path`; `default_place` is the configured registry,
-    /// which a package with dependencies needs.
-    pub(crate) async fn open(
-        store: &Store,
-        path: &Path,
-        default_place: Option<&Place>,
-    ) -> Result<WebcRoot> {
+/// A webc file stored, parsed and mapped onto the resolver's model.
+#[derive(Debug)]
+pub(crate) struct WebcFile {
+    pub(crate) container: WebcContainer,
+    /// The container's file in the store.
+    pub(crate) blob: Blob,
+    /// The package in the resolver's terms.
+    pub(crate) manifest: resolve_graph::Manifest,
+    /// The package as the solver and the fetch plan see it.
+    pub(crate) found: Found,
+}
+
+impl WebcFile {
+    /// Store the webc file at `path` under its sha256, parse it and read its package.
+    pub(crate) async fn open(store: &Store, path: &Path) -> Result<WebcFile> {
         let shown = path.display().to_string();
         let blob = store.import_file(path, Algorithm::Sha256).await?;
         let container = {
@@ -72,22 +79,8 @@ impl WebcRoot {
         )?;
         let (name, version) = identity(spec.identity.clone(), path, blob.digest(), &shown)?;
         let manifest = to_manifest(name, version, &spec, &container, &shown)?;
-        let place = match (default_place, manifest.dependencies.is_empty()) {
-            (Some(place), _) => place.clone(),
-            (None, true) => Place::Layouts {
-                root: path.parent().unwrap_or(Path::new(".")).to_owned(),
-            },
-            (None, false) => {
-                return Err(LoadError::PackageDir {
-                    path: shown,
-                    reason: "it has dependencies: say where they come from with --registry \
-                             HOST[/PREFIX] (or LoaderBuilder::registry)"
-                        .to_owned(),
-                });
-            }
-        };
         let artifact = Artifact {
-            reference: shown.clone(),
+            reference: shown,
             digest: *blob.digest(),
             kind: ArtifactKind::Package,
             config: BlobRef {
@@ -102,6 +95,43 @@ impl WebcRoot {
         let found = Found {
             at: Located::Layout(path.to_owned()),
             artifact: Arc::new(artifact),
+        };
+        Ok(WebcFile {
+            container,
+            blob,
+            manifest,
+            found,
+        })
+    }
+}
+
+impl WebcRoot {
+    /// Store and read the webc file at `path`; `default_place` is the configured registry,
+    /// which a package with dependencies needs.
+    pub(crate) async fn open(
+        store: &Store,
+        path: &Path,
+        default_place: Option<&Place>,
+    ) -> Result<WebcRoot> {
+        let WebcFile {
+            container,
+            blob,
+            manifest,
+            found,
+        } = WebcFile::open(store, path).await?;
+        let place = match (default_place, manifest.dependencies.is_empty()) {
+            (Some(place), _) => place.clone(),
+            (None, true) => Place::Layouts {
+                root: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            },
+            (None, false) => {
+                return Err(LoadError::PackageDir {
+                    path: path.display().to_string(),
+                    reason: "it has dependencies: say where they come from with --registry \
+                             HOST[/PREFIX] or --registry dir:DIR (or LoaderBuilder::registry)"
+                        .to_owned(),
+                });
+            }
         };
         Ok(WebcRoot {
             container,
@@ -155,7 +185,7 @@ fn identity(
 }
 
 /// `<namespace>--<name>@<version>.webc`, else `<namespace>/<name>/<version>.webc`.
-fn identity_of_place(path: &Path) -> Option<(PackageName, Version)> {
+pub(crate) fn identity_of_place(path: &Path) -> Option<(PackageName, Version)> {
     let stem = path.file_name()?.to_str()?.strip_suffix(".webc")?;
     if let Some((full, version)) = stem.split_once('@')
         && let Some((namespace, name)) = full.split_once("--")

@@ -23,8 +23,9 @@ struct Cli {
     cache_dir: Option<PathBuf>,
 
     /// Registry and repository prefix for `namespace/name@REQ` references and for the
-    /// dependencies of a package directory, e.g. 127.0.0.1:5000/team
-    #[arg(long, global = true, value_name = "HOST[/PREFIX]")]
+    /// dependencies of a package directory or webc file, e.g. 127.0.0.1:5000/team; or
+    /// `dir:DIR`, a directory of webc files (DIR/ns/name/1.0.0.webc, DIR/ns--name@1.0.0.webc)
+    #[arg(long, global = true, value_name = "HOST[/PREFIX]|dir:DIR")]
     registry: Option<String>,
 
     /// A registry host that may be spoken to over plain HTTP (loopback always may)

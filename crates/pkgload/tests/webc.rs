@@ -256,3 +256,151 @@ fn hostile_webc_files_are_refused_naming_the_file() {
         ]
     );
 }
+
+/// A package with one volume `v` holding `/<file>` and one atom `<atom>`, named `name`.
+fn small(name: &str, version: &str, file: &str, atom: &str) -> Package {
+    Package {
+        name: Some((name.into(), version.into())),
+        atoms: vec![(
+            atom.into(),
+            format!("\0asm\x01\0\0\0{name}-{version}").into_bytes(),
+        )],
+        files: vec![(
+            "v".into(),
+            format!("/{file}"),
+            Node::File(version.as_bytes().to_vec()),
+        )],
+        fs: Some(vec![FileSystemMapping {
+            from: None,
+            volume_name: "v".into(),
+            host_path: None,
+            mount_path: format!("/{}", name.replace('/', "-")),
+        }]),
+        ..Package::default()
+    }
+}
+
+#[test]
+fn a_directory_of_webc_files_is_a_place_to_find_packages() {
+    use webc::metadata::Command as WebcCommand;
+    use webc::metadata::annotations::Atom as AtomAnnotation;
+    let work = tempfile::tempdir().unwrap();
+    let pkgs = work.path().join("pkgs");
+    std::fs::create_dir_all(pkgs.join("acme/lib")).unwrap();
+    // Versions from the path, in both layouts; the newest matching one wins.
+    small("acme/lib", "1.0.0", "lib.txt", "lib").write(3, &pkgs.join("acme/lib/1.0.0.webc"));
+    small("acme/lib", "1.5.0", "lib.txt", "lib").write(2, &pkgs.join("acme/lib/1.5.0.webc"));
+    small("acme/lib", "2.0.0", "lib.txt", "lib").write(1, &pkgs.join("acme--lib@2.0.0.webc"));
+    // A file named neither way: indexed by its annotation.
+    let cow = small("acme/cow", "0.1.0", "cow.txt", "moo");
+    cow.write(3, &pkgs.join("cowsay.webc"));
+    // Not needed by the solution, so never opened: garbage does no harm.
+    std::fs::create_dir_all(pkgs.join("acme/broken")).unwrap();
+    std::fs::write(pkgs.join("acme/broken/1.0.0.webc"), b"not a webc").unwrap();
+
+    let mut app = small("acme/app", "1.0.0", "app.txt", "app");
+    app.uses = vec![
+        ("lib".into(), "acme/lib@^1".into()),
+        ("cow".into(), "acme/cow".into()),
+    ];
+    app.commands = vec![(
+        "say".into(),
+        WebcCommand {
+            runner: "https://webc.org/runner/wasi".into(),
+            annotations: indexmap::IndexMap::from([(
+                AtomAnnotation::KEY.to_owned(),
+                test_servers::webc::annotation(&AtomAnnotation::new("moo", Some("cow".into()))),
+            )]),
+        },
+    )];
+    app.entrypoint = Some("say".into());
+    let root = work.path().join("app.webc");
+    app.write(3, &root);
+    app.write(3, &pkgs.join("acme--app@1.0.0.webc"));
+
+    let cache = work.path().join("cache");
+    let dir = format!("dir:{}", pkgs.display());
+    let describe = |args: &[&str]| -> (Vec<String>, serde_json::Value) {
+        let json: serde_json::Value =
+            serde_json::from_slice(&run(pkgload(&cache).args(args)).stdout).unwrap();
+        let names = json["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}@{}",
+                    p["name"].as_str().unwrap(),
+                    p["version"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (names, json)
+    };
+    let want = ["acme/app@1.0.0", "acme/cow@0.1.0", "acme/lib@1.5.0"];
+    // The root as a file, and by name from the directory.
+    let (names, json) = describe(&["--registry", &dir, "load", "--json", root.to_str().unwrap()]);
+    assert_eq!(names, want);
+    assert_eq!(json["commands"][0]["name"], "say");
+    assert_eq!(json["commands"][0]["atom"], sha256(&cow.atoms[0].1));
+    let (names, _) = describe(&["--registry", &dir, "load", "--json", "acme/app@^1"]);
+    assert_eq!(names, want);
+    let mut listed = paths(&stdout(&run(pkgload(&cache).args([
+        "--registry",
+        &dir,
+        "ls",
+        "-R",
+        "acme/app@^1",
+    ]))));
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "/acme-app",
+            "/acme-app/app.txt",
+            "/acme-cow",
+            "/acme-cow/cow.txt",
+            "/acme-lib",
+            "/acme-lib/lib.txt"
+        ]
+    );
+    let lib = stdout(&run(pkgload(&cache).args([
+        "--registry",
+        &dir,
+        "cat",
+        "acme/app@^1",
+        "/acme-lib/lib.txt",
+    ])));
+    assert_eq!(lib, "1.5.0");
+
+    // A lockfile pins each file's sha256: a file changed since is named.
+    let lock = work.path().join("pkgload.lock");
+    let r = root.to_str().unwrap();
+    let l = lock.to_str().unwrap();
+    run(pkgload(&cache).args(["--registry", &dir, "resolve", "--lock", l, r]));
+    let (names, _) = describe(&["--registry", &dir, "load", "--json", "--lock", l, r]);
+    assert_eq!(names, want);
+    small("acme/lib", "1.5.0", "lib.txt", "changed").write(3, &pkgs.join("acme/lib/1.5.0.webc"));
+    let err = failed(
+        pkgload(&cache)
+            .args(["--registry", &dir, "load", "--lock", l, r])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("1.5.0.webc") && err.contains("changed"),
+        "{err}"
+    );
+
+    // A requirement nothing in the directory meets.
+    let err = failed(
+        pkgload(&cache)
+            .args(["--registry", &dir, "load", "acme/lib@^3"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("acme/lib") && err.contains("1.0.0, 1.5.0, 2.0.0"),
+        "{err}"
+    );
+}
