@@ -45,6 +45,8 @@ pub enum ArtifactKind {
     Image,
     /// A wasm artifact.
     Wasm,
+    /// A Wasmer webc package as an OCI artifact (see `webc_oci.rs`).
+    Webc,
 }
 
 /// One blob a manifest points to.
@@ -83,6 +85,11 @@ impl BlobRef {
                 .as_deref()
                 .and_then(|data| embedded(data, digest, d.size(), reference)),
         })
+    }
+
+    /// A webc file (`application/webc`).
+    pub fn is_webc(&self) -> bool {
+        self.media_type == crate::webc::WEBC_MEDIA_TYPE
     }
 
     /// A layer of one of the [`WASM_LAYER_MEDIA_TYPES`].
@@ -155,6 +162,8 @@ impl Artifact {
             || artifact_type.as_deref() == Some(PACKAGE_ARTIFACT_TYPE)
         {
             ArtifactKind::Package
+        } else if layers.iter().filter(|l| l.is_webc()).count() == 1 {
+            ArtifactKind::Webc
         } else if IMAGE_CONFIG_MEDIA_TYPES.contains(&config.media_type.as_str())
             && layers.iter().all(BlobRef::is_tar)
         {
@@ -177,8 +186,9 @@ impl Artifact {
                 format!(
                     "a package has config {PACKAGE_CONFIG_MEDIA_TYPE} or artifactType \
                      {PACKAGE_ARTIFACT_TYPE}; an image an image config and tar layers; a wasm \
-                     artifact one layer of {}",
-                    WASM_LAYER_MEDIA_TYPES.join(", ")
+                     artifact one layer of {}; a webc package one layer of {}",
+                    WASM_LAYER_MEDIA_TYPES.join(", "),
+                    crate::webc::WEBC_MEDIA_TYPE
                 )
             };
             return Err(LoadError::unsupported(
@@ -207,6 +217,11 @@ impl Artifact {
             config,
             layers,
         })
+    }
+
+    /// A webc artifact's container: its one webc layer.
+    pub fn webc_file(&self) -> Option<&BlobRef> {
+        self.layers.iter().find(|l| l.is_webc())
     }
 
     /// A wasm artifact's module: its one wasm layer.

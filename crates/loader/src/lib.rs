@@ -54,6 +54,7 @@ mod source;
 mod volume;
 mod webc;
 mod webc_dir;
+mod webc_oci;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,
@@ -67,3 +68,4 @@ pub use pack::{MANIFEST_MEDIA_TYPE, Packed, VOLUME_MEDIA_TYPE, pack};
 pub use package_dir::PackageDir;
 pub use reference::{PACKAGE_FILE, PackageRef};
 pub use webc::WEBC_MEDIA_TYPE;
+pub use webc_oci::{WEBC_ARTIFACT_TYPE, push_webc};

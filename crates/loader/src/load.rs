@@ -21,7 +21,7 @@ use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
 use crate::source::{PackageSource, TreeSource};
 use crate::volume::OpenedVolumes;
-use crate::webc::WebcRoot;
+use crate::webc::{WebcFile, WebcRoot};
 use crate::webc_dir::WebcDirSource;
 
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
@@ -385,6 +385,17 @@ impl Loader {
             artifact: artifact.clone(),
         };
         match artifact.kind {
+            ArtifactKind::Webc => {
+                let placed = placed_identity(&at, tag.as_deref());
+                let file = WebcFile::from_artifact(&self.remote, &at, artifact, placed).await?;
+                let place = place_of(&at, file.manifest.name.as_str());
+                let local = LocalRoot::Webc {
+                    container: file.container,
+                    blob: file.blob,
+                };
+                self.resolve_package(file.manifest, file.found, place, lock, Some(local))
+                    .await
+            }
             ArtifactKind::Package => {
                 let manifest = self.remote.package_config(&at, &artifact).await?;
                 let place = place_of(&at, manifest.name.as_str());
@@ -687,7 +698,9 @@ impl Loader {
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image => self.image_fs(&resolved).await?,
             ArtifactKind::Wasm => Arc::new(Union::new()),
-            ArtifactKind::Package => self.package_fs(&resolved, &local, volumes).await?,
+            ArtifactKind::Package | ArtifactKind::Webc => {
+                self.package_fs(&resolved, &local, volumes).await?
+            }
         };
         let commands = self.commands(&resolved, &blobs, &local)?;
         let entrypoint = match (&resolved.merged, resolved.kind) {
@@ -882,6 +895,23 @@ fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {
         digest: found.artifact.digest,
         source,
     }
+}
+
+/// The `namespace/name` and version a repository and tag spell (`…/acme/app:1.2.0`), if
+/// they do.
+pub(crate) fn placed_identity(
+    at: &Located,
+    tag: Option<&str>,
+) -> Option<(resolve_graph::PackageName, semver::Version)> {
+    let version = semver::Version::parse(tag?).ok()?;
+    let path = match at {
+        Located::Registry { repository, .. } => repository.clone(),
+        Located::Layout(dir) => dir.to_str()?.to_owned(),
+    };
+    let mut parts = path.rsplit('/');
+    let (name, namespace) = (parts.next()?, parts.next()?);
+    let name = resolve_graph::PackageName::new(&format!("{namespace}/{name}")).ok()?;
+    Some((name, version))
 }
 
 pub(crate) fn vfs_path(path: &str) -> Result<VfsPath> {

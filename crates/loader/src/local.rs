@@ -14,7 +14,7 @@ use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
 
 /// Where a local package's parts come from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum LocalRoot {
     /// A directory holding `pkgload.toml`.
     Directory(PackageDir),

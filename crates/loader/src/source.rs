@@ -18,6 +18,7 @@ use crate::error::LoadError;
 use crate::local::LocalRoot;
 use crate::prefetch::Prefetch;
 use crate::remote::{Found, Place, Remote};
+use crate::webc::WebcFile;
 use crate::webc_dir::WebcDirSource;
 
 /// The source one resolution reads: registries and layouts, or a directory of webc files.
@@ -30,7 +31,7 @@ impl TreeSource {
     /// Where the package `id` was found, and its local parts when they are not OCI blobs.
     pub(crate) fn found(&self, id: &PackageId) -> Option<(Found, Option<LocalRoot>)> {
         match self {
-            TreeSource::Oci(s) => s.found(id).map(|f| (f, None)),
+            TreeSource::Oci(s) => s.found(id).map(|f| (f, s.local(id))),
             TreeSource::WebcDir(s) => s.found(id).map(|(f, local)| (f, Some(local))),
         }
     }
@@ -61,6 +62,8 @@ pub(crate) struct PackageSource {
     /// Manifest digests a lockfile pins: summaries are read by digest, never by tag.
     pinned: HashMap<PackageId, Digest>,
     found: Mutex<HashMap<PackageId, Found>>,
+    /// Webc packages met (their containers serve their volumes and atoms).
+    webc: Mutex<HashMap<PackageId, LocalRoot>>,
     /// Where the blobs of likely picks start downloading (see `prefetch.rs`).
     prefetch: Option<Arc<Prefetch>>,
     /// The newest version of each name listed so far: the solver's first choice.
@@ -78,6 +81,7 @@ impl PackageSource {
             place,
             pinned,
             found: Mutex::new(HashMap::new()),
+            webc: Mutex::new(HashMap::new()),
             prefetch: None,
             newest: Mutex::new(HashMap::new()),
         }
@@ -105,6 +109,15 @@ impl PackageSource {
             .cloned()
     }
 
+    /// The container of `id`, when it is a webc package.
+    pub(crate) fn local(&self, id: &PackageId) -> Option<LocalRoot> {
+        self.webc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     fn failed(&self, package: String, e: &LoadError) -> SourceError {
         SourceError::Failed {
             origin: self.place.describe(),
@@ -121,6 +134,25 @@ impl PackageSource {
             .remote
             .artifact(&at, Some(&reference), pinned.is_some())
             .await?;
+        if artifact.kind == ArtifactKind::Webc {
+            let placed = Some((id.name.clone(), id.version.clone()));
+            let file =
+                WebcFile::from_artifact(&self.remote, &at, Arc::new(artifact), placed).await?;
+            let summary = Summary {
+                manifest: file.manifest.clone(),
+                digest: file.found.artifact.digest.to_string(),
+                source: at.describe(),
+            };
+            self.webc.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                id.clone(),
+                LocalRoot::Webc {
+                    container: file.container,
+                    blob: file.blob,
+                },
+            );
+            self.remember(id.clone(), file.found);
+            return Ok(summary);
+        }
         if artifact.kind != ArtifactKind::Package {
             return Err(LoadError::unsupported(
                 artifact.reference.clone(),

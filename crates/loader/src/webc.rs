@@ -28,7 +28,8 @@ use crate::artifact::{Artifact, ArtifactKind, BlobRef};
 use crate::error::{LoadError, Result};
 use crate::remote::{Found, Located, Place};
 
-/// The media type pkgload gives a webc file wherever it names one.
+/// The media type pkgload gives a webc file wherever it names one (an OCI layer, a
+/// descriptor).
 pub const WEBC_MEDIA_TYPE: &str = "application/webc";
 
 /// A webc file read as the root of a resolution.
@@ -60,27 +61,10 @@ pub(crate) struct WebcFile {
 impl WebcFile {
     /// Store the webc file at `path` under its sha256, parse it and read its package.
     pub(crate) async fn open(store: &Store, path: &Path) -> Result<WebcFile> {
-        let shown = path.display().to_string();
         let blob = store.import_file(path, Algorithm::Sha256).await?;
-        let container = {
-            let (bytes, origin) = (blob.bytes().clone(), shown.clone());
-            tokio::task::spawn_blocking(move || WebcContainer::parse(bytes, origin))
-                .await
-                .map_err(|e| LoadError::Inconsistent {
-                    reference: shown.clone(),
-                    reason: format!("reading the webc file failed: {e}"),
-                })??
-        };
-        let spec = PackageSpec::from_manifest(
-            container.manifest(),
-            container.version(),
-            &container.atom_names(),
-            &shown,
-        )?;
-        let (name, version) = identity(spec.identity.clone(), path, blob.digest(), &shown)?;
-        let manifest = to_manifest(name, version, &spec, &container, &shown)?;
+        let shown = path.display().to_string();
         let artifact = Artifact {
-            reference: shown,
+            reference: shown.clone(),
             digest: *blob.digest(),
             kind: ArtifactKind::Package,
             config: BlobRef {
@@ -96,6 +80,35 @@ impl WebcFile {
             at: Located::Layout(path.to_owned()),
             artifact: Arc::new(artifact),
         };
+        Self::from_blob(blob, shown, identity_of_place(path), found).await
+    }
+
+    /// Parse a stored webc `blob` (named `shown` in errors) and read its package; `placed`
+    /// is the identity where it was found (a file name, a tag), which an annotation must
+    /// agree with; `found` is where it lives.
+    pub(crate) async fn from_blob(
+        blob: Blob,
+        shown: String,
+        placed: Option<(PackageName, Version)>,
+        found: Found,
+    ) -> Result<WebcFile> {
+        let container = {
+            let (bytes, origin) = (blob.bytes().clone(), shown.clone());
+            tokio::task::spawn_blocking(move || WebcContainer::parse(bytes, origin))
+                .await
+                .map_err(|e| LoadError::Inconsistent {
+                    reference: shown.clone(),
+                    reason: format!("reading the webc file failed: {e}"),
+                })??
+        };
+        let spec = PackageSpec::from_manifest(
+            container.manifest(),
+            container.version(),
+            &container.atom_names(),
+            &shown,
+        )?;
+        let (name, version) = identity(spec.identity.clone(), placed, blob.digest(), &shown)?;
+        let manifest = to_manifest(name, version, &spec, &container, &shown)?;
         Ok(WebcFile {
             container,
             blob,
@@ -146,7 +159,7 @@ impl WebcRoot {
 /// The package's name and version; see the module docs for the order.
 fn identity(
     annotation: Option<Identity>,
-    path: &Path,
+    placed: Option<(PackageName, Version)>,
     digest: &Digest,
     shown: &str,
 ) -> Result<(PackageName, Version)> {
@@ -154,7 +167,6 @@ fn identity(
         path: shown.to_owned(),
         reason,
     };
-    let placed = identity_of_place(path);
     match annotation {
         Some(Identity::Named { name, version }) => {
             let name = PackageName::new(&name).map_err(|e| {
@@ -167,8 +179,8 @@ fn identity(
                 && (place_name != &name || place_version != &version)
             {
                 return Err(bad(format!(
-                    "its `wapm` annotation says {name}@{version}, but the file's place says \
-                     {place_name}@{place_version}; rename the file or fix the package"
+                    "its `wapm` annotation says {name}@{version}, but where it was found says \
+                     {place_name}@{place_version}; rename the file (or tag) or fix the package"
                 )));
             }
             Ok((name, version))

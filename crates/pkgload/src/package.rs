@@ -89,11 +89,13 @@ pub enum PackageCommand {
         #[arg(long, short)]
         output: String,
     },
-    /// Build a package from a directory holding pkgload.toml and push it to a registry.
+    /// Build a package from a directory holding pkgload.toml, or take a webc file, and push
+    /// it to a registry.
     Push {
-        /// The package directory
+        /// The package directory, or a FILE.webc
         dir: PathBuf,
-        /// REGISTRY/REPO[:TAG] (the tag defaults to the package version)
+        /// REGISTRY/REPO[:TAG] (the tag defaults to the package version; required for a
+        /// webc without one)
         reference: String,
     },
 }
@@ -207,12 +209,25 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
                 return Err(format!("{reference:?}: expected REGISTRY/REPO[:TAG]").into());
             };
             let loader = loader(global, false, false).await?;
-            let tag = target.tag().map(str::to_owned);
+            // The parser fills in `latest` for a reference without a tag; here no tag means
+            // "the package's version", so only a tag the user wrote counts.
+            let written = reference.rsplit('/').next().is_some_and(|last| last.contains(':'));
+            let tag = target.tag().filter(|_| written).map(str::to_owned);
             let repository = fetch_http::Repository::Registry {
                 client: loader.http_client().clone(),
                 reference: target,
             };
-            let packed = loader::pack(&dir, &repository, tag.as_deref()).await?;
+            let packed = if dir.is_file() && dir.extension().is_some_and(|e| e == "webc") {
+                // A webc file goes as it is, one layer of an OCI artifact.
+                let blob = loader
+                    .store()
+                    .import_file(&dir, cache_core::Algorithm::Sha256)
+                    .await?;
+                let shown = dir.display().to_string();
+                loader::push_webc(blob.into_bytes(), &shown, &repository, tag.as_deref()).await?
+            } else {
+                loader::pack(&dir, &repository, tag.as_deref()).await?
+            };
             println!("{}", serde_json::to_string(&packed)?);
         }
     }

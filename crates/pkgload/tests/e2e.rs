@@ -544,3 +544,100 @@ fn a_webc_root_depends_on_an_oci_package() {
     let err = failed(&world.run(&["--registry", &registry, "load", f]));
     assert!(err.contains("acme/nowhere"), "{err}");
 }
+
+/// Webc packages pushed to the registry as OCI artifacts (`pkgload push FILE.webc`) load as
+/// roots and as dependencies, mixed with OCI packages; one that says it is another package
+/// than its repository and tag is refused naming both; one with no version needs a tag.
+#[test]
+fn webc_packages_travel_through_an_oci_registry() {
+    use test_servers::webc::{Node, Package};
+    use webc::metadata::annotations::FileSystemMapping;
+    let world = World::new();
+    world.push_one_volume("leaf", None);
+    let mapping = |from: Option<&str>, volume: &str, mount: &str| FileSystemMapping {
+        from: from.map(str::to_owned),
+        volume_name: volume.into(),
+        host_path: None,
+        mount_path: mount.into(),
+    };
+    let mut lib = Package {
+        name: Some(("acme/lib".into(), "1.4.0".into())),
+        files: vec![(
+            "v".into(),
+            "/lib.txt".into(),
+            Node::File(b"lib 1.4".to_vec()),
+        )],
+        ..Package::default()
+    };
+    lib.fs = Some(vec![mapping(None, "v", "/lib")]);
+    let mut app = Package::hello();
+    app.name = Some(("acme/app".into(), "2.0.0".into()));
+    app.uses = vec![
+        ("lib".into(), "acme/lib@^1".into()),
+        ("leaf".into(), "acme/leaf@^1".into()),
+    ];
+    app.fs = Some(vec![mapping(None, "atom", "/app")]);
+    let files = world.work.path();
+    lib.write(2, &files.join("lib.webc"));
+    app.write(3, &files.join("app.webc"));
+    let publisher = files.join("publisher-cache");
+    let push = |file: &str, reference: &str| {
+        pkgload(
+            &publisher,
+            &["push", files.join(file).to_str().unwrap(), reference],
+        )
+    };
+    // The tag defaults to the version the package carries.
+    let untagged = |name: &str| format!("{}/{PREFIX}/{name}", world.proxy.host());
+    let pushed: Value =
+        serde_json::from_str(&ok(&push("lib.webc", &untagged("acme/lib")))).unwrap();
+    assert_eq!(pushed["tag"], "1.4.0");
+    ok(&push("app.webc", &world.reference("acme/app", "2.0.0")));
+
+    let root = world.reference("acme/app", "2.0.0");
+    let json: Value = serde_json::from_str(&ok(&world.run(&["load", "--json", &root]))).unwrap();
+    let names: Vec<_> = json["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["acme/app@2.0.0", "acme/leaf@1.0.0", "acme/lib@1.4.0"]
+    );
+    assert_eq!(ok(&world.run(&["cat", &root, "/lib/lib.txt"])), "lib 1.4");
+    assert_eq!(ok(&world.run(&["cat", &root, "/leaf/leaf.txt"])), "leaf");
+    assert_eq!(
+        ok(&world.run(&["cat", &root, "/app/etc/motd"])),
+        "hi there\n"
+    );
+    // Warm: nothing is asked again.
+    let before = world.proxy.requests().len();
+    ok(&world.run(&["--offline", "cat", &root, "/lib/lib.txt"]));
+    assert_eq!(world.proxy.requests().len(), before);
+
+    // A webc under another package's name and tag.
+    ok(&push("app.webc", &world.reference("acme/other", "2.0.0")));
+    let err = failed(&world.run(&["load", &world.reference("acme/other", "2.0.0")]));
+    assert!(
+        err.contains("acme/app@2.0.0") && err.contains("acme/other@2.0.0"),
+        "{err}"
+    );
+
+    // No version in the package and none in the reference.
+    let mut nameless = Package::hello();
+    nameless.name = None;
+    nameless.write(3, &files.join("nameless.webc"));
+    let err = failed(&push("nameless.webc", &untagged("acme/nameless")));
+    assert!(
+        err.contains("nameless.webc") && err.contains("tag"),
+        "{err}"
+    );
+}

@@ -1,0 +1,158 @@
+//! Wasmer webc packages as OCI artifacts, so any OCI registry (or layout) distributes them.
+//!
+//! The manifest pkgload writes (`pkgload push FILE.webc REGISTRY/PREFIX/ns/name[:TAG]`):
+//!
+//! ```text
+//! artifactType  application/vnd.pkgload.webc.v1
+//! config        application/vnd.oci.empty.v1+json   ({}; embedded as `data`)
+//! layers        one application/webc layer, titled `<name>-<version>.webc`: the file, as is
+//! ```
+//!
+//! Reading accepts any manifest with exactly one `application/webc` layer (whatever its
+//! config), since the container itself carries everything the package says. The tag is
+//! the version; a webc whose annotation disagrees with the name and tag it was found under
+//! is refused, as an OCI package config is.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use cache_core::Algorithm;
+use fetch_http::Repository;
+use resolve_graph::PackageName;
+use semver::Version;
+use serde_json::json;
+use webc_package::{Identity, PackageSpec, WebcContainer};
+
+use crate::artifact::{Artifact, TITLE_ANNOTATION};
+use crate::error::{LoadError, Result};
+use crate::pack::{MANIFEST_MEDIA_TYPE, Packed};
+use crate::remote::{Found, Located, Remote};
+use crate::webc::{WEBC_MEDIA_TYPE, WebcFile};
+
+/// `artifactType` of a webc package pkgload pushes.
+pub const WEBC_ARTIFACT_TYPE: &str = "application/vnd.pkgload.webc.v1";
+
+/// The OCI 1.1 empty config.
+const EMPTY_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+impl WebcFile {
+    /// The webc package of `artifact` (classified as webc, found at `at`): its container
+    /// fetched into the store (cache-first, verified) and read. `placed` is the name and
+    /// version it was found under, when known.
+    pub(crate) async fn from_artifact(
+        remote: &Remote,
+        at: &Located,
+        artifact: Arc<Artifact>,
+        placed: Option<(PackageName, Version)>,
+    ) -> Result<WebcFile> {
+        let layer = artifact
+            .webc_file()
+            .ok_or_else(|| LoadError::Inconsistent {
+                reference: artifact.reference.clone(),
+                reason: format!("classified as webc, but it has no {WEBC_MEDIA_TYPE} layer"),
+            })?
+            .clone();
+        let blob = remote.blob(at, &layer).await?;
+        let found = Found {
+            at: at.clone(),
+            artifact: artifact.clone(),
+        };
+        let shown = format!("{}@{}", artifact.reference, layer.digest);
+        WebcFile::from_blob(blob, shown, placed, found).await
+    }
+}
+
+/// Pushes the webc file `bytes` (named `shown` in errors) to `target` under `tag`, or its
+/// version when it carries one.
+///
+/// # Errors
+/// [`LoadError::Webc`] for a malformed file, [`LoadError::PackageDir`] when there is no
+/// tag and no version, [`LoadError::Fetch`] when the target refuses.
+pub async fn push_webc(
+    bytes: Bytes,
+    shown: &str,
+    target: &Repository,
+    tag: Option<&str>,
+) -> Result<Packed> {
+    let container = {
+        let (bytes, origin) = (bytes.clone(), shown.to_owned());
+        tokio::task::spawn_blocking(move || WebcContainer::parse(bytes, origin))
+            .await
+            .map_err(|e| LoadError::Inconsistent {
+                reference: shown.to_owned(),
+                reason: format!("reading the webc file failed: {e}"),
+            })??
+    };
+    let spec = PackageSpec::from_manifest(
+        container.manifest(),
+        container.version(),
+        &container.atom_names(),
+        shown,
+    )?;
+    let (name, version) = match spec.identity {
+        Some(Identity::Named { name, version }) => (name, version.to_string()),
+        _ => ("package".to_owned(), String::new()),
+    };
+    let tag = match (tag, version.as_str()) {
+        (Some(tag), _) => tag.to_owned(),
+        (None, "") => {
+            return Err(LoadError::PackageDir {
+                path: shown.to_owned(),
+                reason: "it carries no version (no `wapm` annotation): give the tag, \
+                         REGISTRY/REPO:TAG"
+                    .to_owned(),
+            });
+        }
+        (None, version) => version.to_owned(),
+    };
+    let digest = Algorithm::Sha256.digest(&bytes);
+    let empty = Bytes::from_static(b"{}");
+    let empty_digest = Algorithm::Sha256.digest(&empty);
+    let title = format!("{}-{tag}.webc", name.replace('/', "-"));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": WEBC_ARTIFACT_TYPE,
+        "config": {
+            "mediaType": EMPTY_CONFIG_MEDIA_TYPE,
+            "digest": empty_digest.to_string(),
+            "size": 2,
+            "data": base64::engine::general_purpose::STANDARD.encode(&empty),
+        },
+        "layers": [{
+            "mediaType": WEBC_MEDIA_TYPE,
+            "digest": digest.to_string(),
+            "size": bytes.len(),
+            "annotations": { TITLE_ANNOTATION: title },
+        }],
+    });
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| LoadError::Inconsistent {
+        reference: shown.to_owned(),
+        reason: format!("cannot write the manifest: {e}"),
+    })?;
+    let at = match target {
+        Repository::Registry { reference, .. } => {
+            format!("{}/{}", reference.registry(), reference.repository())
+        }
+        Repository::Layout(l) => format!("oci:{}", l.root().display()),
+    };
+    for (d, data) in [(empty_digest, empty), (digest, bytes.clone())] {
+        target
+            .put_blob(&d, data)
+            .await
+            .map_err(|e| LoadError::fetch(format!("pushing {d} to {at}"), e))?;
+    }
+    let pushed = target
+        .put_manifest(Some(&tag), MANIFEST_MEDIA_TYPE, Bytes::from(manifest))
+        .await
+        .map_err(|e| LoadError::fetch(format!("pushing the manifest to {at}:{tag}"), e))?;
+    Ok(Packed {
+        name,
+        version,
+        tag,
+        digest: pushed.to_string(),
+        blobs: 2,
+        bytes: bytes.len() as u64 + 2,
+    })
+}
