@@ -211,7 +211,10 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             let loader = loader(global, false, false).await?;
             // The parser fills in `latest` for a reference without a tag; here no tag means
             // "the package's version", so only a tag the user wrote counts.
-            let written = reference.rsplit('/').next().is_some_and(|last| last.contains(':'));
+            let written = reference
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'));
             let tag = target.tag().filter(|_| written).map(str::to_owned);
             let repository = fetch_http::Repository::Registry {
                 client: loader.http_client().clone(),

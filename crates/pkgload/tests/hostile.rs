@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 
-use common::{finish_layout, image_layout, pkgload, sha256, write_blob};
+use common::{finish_layout, image_layout, peak_child_rss_kib, pkgload, sha256, write_blob};
 use serde_json::json;
 
 const RSS_LIMIT_KIB: i64 = 512 * 1024;
@@ -116,14 +116,6 @@ impl Sandbox {
             "something was written outside: {outside:?}"
         );
     }
-}
-
-fn peak_child_rss_kib() -> i64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage only writes into the struct we own.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    assert_eq!(rc, 0);
-    usage.ru_maxrss
 }
 
 /// Unpack an image made of `layers` into `target`, and list (when `list`) and read it
@@ -398,20 +390,19 @@ fn a_two_gib_file_unpacks_and_cats_in_bounded_memory() {
 
     // Unpack: cold, so this run also decompresses and indexes the layer.
     let target = sandbox.path("target");
-    let out = sandbox.pkgload(&[
-        "--max-layer-size",
-        "3G",
-        "unpack",
-        &reference,
-        target.to_str().unwrap(),
-    ]);
+    let (out, rss) = common::run_measured(
+        pkgload(&sandbox.path("cache"))
+            .args(["--max-layer-size", "3G", "unpack", &reference])
+            .arg(&target)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rss = peak_child_rss_kib();
-    eprintln!("peak RSS so far: {} MiB", rss / 1024);
+    eprintln!("unpack peak RSS: {} MiB", rss / 1024);
     assert!(
         rss < LARGE_FILE_RSS_LIMIT_KIB,
         "unpack peaked at {} MiB",
@@ -424,14 +415,18 @@ fn a_two_gib_file_unpacks_and_cats_in_bounded_memory() {
 
     // Cat, into a file (not this process's memory).
     let cat_out = sandbox.path("cat.out");
-    let status = pkgload(&sandbox.path("cache"))
-        .args(["--max-layer-size", "3G", "cat", &reference, "/big.bin"])
-        .stdout(std::fs::File::create(&cat_out).unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let rss = peak_child_rss_kib();
-    eprintln!("peak RSS so far: {} MiB", rss / 1024);
+    let (out, rss) = common::run_measured(
+        pkgload(&sandbox.path("cache"))
+            .args(["--max-layer-size", "3G", "cat", &reference, "/big.bin"])
+            .stdout(std::fs::File::create(&cat_out).unwrap())
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("cat peak RSS: {} MiB", rss / 1024);
     assert!(
         rss < LARGE_FILE_RSS_LIMIT_KIB,
         "cat peaked at {} MiB",

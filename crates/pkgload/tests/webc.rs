@@ -404,3 +404,72 @@ fn a_directory_of_webc_files_is_a_place_to_find_packages() {
         "{err}"
     );
 }
+
+#[test]
+fn hostile_webc_trees_fail_with_one_clear_error() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let pkgs = work.path().join("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let dir = format!("dir:{}", pkgs.display());
+
+    // A `use` cycle: a -> b -> a.
+    let mut a = small("acme/a", "1.0.0", "a.txt", "a");
+    a.uses = vec![("b".into(), "acme/b@^1".into())];
+    let mut b = small("acme/b", "1.0.0", "b.txt", "b");
+    b.uses = vec![("a".into(), "acme/a@^1".into())];
+    a.write(3, &pkgs.join("acme--a@1.0.0.webc"));
+    b.write(3, &pkgs.join("acme--b@1.0.0.webc"));
+    let err = failed(
+        pkgload(&cache)
+            .args(["--registry", &dir, "load", "acme/a@^1"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("cycle") && err.contains("acme/a") && err.contains("acme/b"),
+        "{err}"
+    );
+
+    // A mapping that takes a volume from an alias `use` does not have.
+    let mut c = small("acme/c", "1.0.0", "c.txt", "c");
+    c.fs.as_mut().unwrap().push(FileSystemMapping {
+        from: Some("ghost".into()),
+        volume_name: "v".into(),
+        host_path: None,
+        mount_path: "/ghost".into(),
+    });
+    let file = work.path().join("ghost.webc");
+    c.write(3, &file);
+    let err = failed(
+        pkgload(&cache)
+            .args(["load", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("ghost.webc") && err.contains("\"ghost\""),
+        "{err}"
+    );
+
+    // A 1 KiB file whose sections declare 2 GiB: refused before anything is read or
+    // allocated, and the process stays small.
+    let mut lie = b"\0webc003".to_vec();
+    lie.push(0);
+    lie.extend_from_slice(&(2u64 << 30).to_le_bytes());
+    lie.resize(1024, 0);
+    let file = work.path().join("two-gib.webc");
+    std::fs::write(&file, &lie).unwrap();
+    let (out, rss_kib) = common::run_measured(
+        pkgload(&cache)
+            .args(["ls", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let err = failed(out);
+    assert!(
+        err.contains("two-gib.webc") && err.contains("past the end"),
+        "{err}"
+    );
+    assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
+}

@@ -184,3 +184,55 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, u64, String)> {
     }
     out
 }
+
+/// Runs `cmd` to the end, capturing what `Stdio` it was not given, and returns its output
+/// with its own peak RSS in KiB (`wait4`), unaffected by other tests of the same process.
+// The child is reaped by `wait4` below, which std's `Child` cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> (Output, i64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut data = Vec::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_end(&mut data).unwrap();
+            }
+            data
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; writes only into the two values we own.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (output, usage.ru_maxrss)
+}
+
+/// The largest peak RSS of any child this test process has waited for, in KiB.
+pub fn peak_child_rss_kib() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0);
+    usage.ru_maxrss
+}
