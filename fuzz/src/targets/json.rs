@@ -242,13 +242,13 @@ fn artifact(data: &[u8]) -> Feedback {
             assert!(artifact.layers.iter().all(loader::BlobRef::is_tar));
         }
         loader::ArtifactKind::Wasm => {
-            assert_eq!(artifact.layers.len(), 1);
-            assert!(
-                artifact
-                    .layers
-                    .iter()
-                    .all(|l| l.media_type == loader::WASM_MEDIA_TYPE)
-            );
+            // Exactly one wasm layer, whatever else there is: that layer is the module.
+            assert_eq!(artifact.layers.iter().filter(|l| l.is_wasm()).count(), 1);
+            assert!(artifact.wasm_module().is_some_and(loader::BlobRef::is_wasm));
+        }
+        loader::ArtifactKind::Webc => {
+            assert_eq!(artifact.layers.iter().filter(|l| l.is_webc()).count(), 1);
+            assert!(artifact.webc_file().is_some_and(loader::BlobRef::is_webc));
         }
         loader::ArtifactKind::Package => {}
     }

@@ -514,9 +514,9 @@ fn package_ref(data: &[u8]) -> Feedback {
         Err(e) => return Feedback::err("package_ref", &e),
     };
     let printed = parsed.to_string();
-    // A directory depends on the files around; not a parsing question.
-    if let loader::PackageRef::Directory(_) = &parsed {
-        return Feedback::new("directory");
+    // A directory or a webc file depends on the files around; not a parsing question.
+    if let loader::PackageRef::Directory(_) | loader::PackageRef::WebcFile(_) = &parsed {
+        return Feedback::new("local");
     }
     let again = loader::PackageRef::parse(&printed)
         .unwrap_or_else(|e| panic!("{printed:?}, printed from {text:?}, does not parse: {e}"));
@@ -529,7 +529,7 @@ fn package_ref(data: &[u8]) -> Feedback {
         loader::PackageRef::Registry(_) => "registry",
         loader::PackageRef::Layout(_) => "layout",
         loader::PackageRef::Named { .. } => "named",
-        loader::PackageRef::Directory(_) => "directory",
+        loader::PackageRef::Directory(_) | loader::PackageRef::WebcFile(_) => "local",
     })
     .and(super::size_class(text.len()))
 }

@@ -49,7 +49,10 @@ fn webc_container(data: &[u8]) -> Feedback {
     for name in container.atom_names() {
         match container.atom(&name) {
             Ok(atom) => {
-                assert!(atom.bytes.len() <= data.len(), "atom {name} larger than the file");
+                assert!(
+                    atom.bytes.len() <= data.len(),
+                    "atom {name} larger than the file"
+                );
                 let sha256: [u8; 32] = sha2::Sha256::digest(&atom.bytes).into();
                 assert_eq!(sha256, atom.sha256, "atom {name}: wrong sha256");
             }
@@ -110,7 +113,9 @@ fn webc_seeds() -> Vec<Vec<u8>> {
         m.atoms.insert(
             "run".to_owned(),
             webc::metadata::Atom {
-                kind: "https://webc.org/kind/wasm".parse().unwrap_or_else(|_| unreachable!()),
+                kind: "https://webc.org/kind/wasm"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
                 signature: signature(&atom),
                 annotations: Default::default(),
             },
@@ -157,7 +162,10 @@ fn webc_seeds() -> Vec<Vec<u8>> {
         let written = Writer::new(ChecksumAlgorithm::Sha256)
             .write_manifest(&manifest())
             .and_then(|w| {
-                w.write_atoms(BTreeMap::from([(seg("run"), FileEntry::from(atom.clone()))]))
+                w.write_atoms(BTreeMap::from([(
+                    seg("run"),
+                    FileEntry::from(atom.clone()),
+                )]))
             })
             .and_then(|w| w.with_volume("atom", root))
             .and_then(|w| w.finish(SignatureAlgorithm::None));
@@ -173,8 +181,14 @@ fn webc_seeds() -> Vec<Vec<u8>> {
         let seg = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
         let etc = Directory::new(
             BTreeMap::from([
-                (seg("motd"), DirEntry::File(FileEntry::borrowed(b"hi\n", ts))),
-                (seg("link"), DirEntry::Symlink(SymlinkEntry::borrowed("motd", ts))),
+                (
+                    seg("motd"),
+                    DirEntry::File(FileEntry::borrowed(b"hi\n", ts)),
+                ),
+                (
+                    seg("link"),
+                    DirEntry::Symlink(SymlinkEntry::borrowed("motd", ts)),
+                ),
             ]),
             ts,
         );
@@ -182,7 +196,10 @@ fn webc_seeds() -> Vec<Vec<u8>> {
         let written = Writer::new(ChecksumAlgorithm::Sha256)
             .write_manifest(&manifest())
             .and_then(|w| {
-                w.write_atoms(BTreeMap::from([(seg("run"), FileEntry::owned(atom.clone(), ts))]))
+                w.write_atoms(BTreeMap::from([(
+                    seg("run"),
+                    FileEntry::owned(atom.clone(), ts),
+                )]))
             })
             .and_then(|w| w.with_volume("atom", root))
             .and_then(|w| w.finish(SignatureAlgorithm::None));
