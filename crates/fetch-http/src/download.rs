@@ -15,7 +15,9 @@
 //! [`RetryPolicy::max_stalled_attempts`]), and the whole download by
 //! [`RetryPolicy::max_elapsed`]. A digest mismatch discards the partial (it cannot be told
 //! which bytes are wrong) and counts as an attempt without progress; the download then
-//! starts again from byte 0, and its growth counts as progress again.
+//! starts again from byte 0, and its growth counts as progress again. The same wrong
+//! content twice in a row ends the download at once: the server holds other bytes than
+//! the digest names, and no retry will change that.
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +68,9 @@ pub struct BlobDownload {
     started: Instant,
     attempts: u32,
     stalled: u32,
+    /// What the last complete body hashed to when it was not the digest: the same wrong
+    /// content twice is what the server holds, not a transfer error, and is not retried.
+    last_wrong: Option<cache_core::Digest>,
 }
 
 impl BlobDownload {
@@ -82,6 +87,7 @@ impl BlobDownload {
                 started: Instant::now(),
                 attempts: 0,
                 stalled: 0,
+                last_wrong: None,
             })),
         })
     }
@@ -152,6 +158,12 @@ impl BlobDownload {
         }
         if self.stalled >= policy.max_stalled_attempts {
             return None;
+        }
+        if let Some(cache_core::Error::DigestMismatch { actual, .. }) = &failed.corrupt {
+            if self.last_wrong == Some(*actual) {
+                return None;
+            }
+            self.last_wrong = Some(*actual);
         }
         // Progress resets the backoff: the next wait is the first one again.
         let wait = policy.delay(self.stalled.max(1), failed.retry_after);

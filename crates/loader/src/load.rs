@@ -378,6 +378,11 @@ impl Loader {
             PackageRef::WebcFile(path) => {
                 return self.resolve_webc(path, lock).await;
             }
+            PackageRef::WebcUrl { url, sha256 } => {
+                let file = WebcFile::from_url(&self.remote, url, *sha256).await?;
+                let root = WebcRoot::new(file, ".".into(), self.default_place.as_ref())?;
+                return self.resolve_webc_root(root, lock).await;
+            }
         };
         let artifact = Arc::new(self.remote.artifact(&at, tag.as_deref(), trust).await?);
         let root_found = Found {
@@ -471,13 +476,18 @@ impl Loader {
         path: &std::path::Path,
         lock: Option<&Lockfile>,
     ) -> Result<Resolved> {
+        let root = WebcRoot::open(self.store(), path, self.default_place.as_ref()).await?;
+        self.resolve_webc_root(root, lock).await
+    }
+
+    async fn resolve_webc_root(&self, root: WebcRoot, lock: Option<&Lockfile>) -> Result<Resolved> {
         let WebcRoot {
             container,
             blob,
             manifest,
             found,
             place,
-        } = WebcRoot::open(self.store(), path, self.default_place.as_ref()).await?;
+        } = root;
         let local = LocalRoot::Webc { container, blob };
         self.resolve_package(manifest, found, place, lock, Some(local))
             .await

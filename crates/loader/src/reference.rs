@@ -30,10 +30,18 @@ pub enum PackageRef {
     Directory(PathBuf),
     /// A Wasmer webc file (`*.webc`).
     WebcFile(PathBuf),
+    /// A webc file at an `http(s)://` URL, written `URL#sha256=<hex>`.
+    WebcUrl {
+        /// The URL, without the fragment.
+        url: String,
+        /// The sha256 the file must have.
+        sha256: Option<cache_core::Digest>,
+    },
 }
 
 impl PackageRef {
-    /// Parse a reference. In order: `oci:` is a layout; a path to a directory that holds
+    /// Parse a reference. In order: `http(s)://` is a webc file at a URL (with an optional
+    /// `#sha256=<hex>`); `oci:` is a layout; a path to a directory that holds
     /// `pkgload.toml` is a package directory; a path to a file ending in `.webc` is a webc
     /// package; `namespace/name@REQ` where `REQ` is not a
     /// digest is a named requirement; anything else must be a registry reference.
@@ -42,6 +50,25 @@ impl PackageRef {
             input: input.chars().take(200).collect(),
             reason,
         };
+        if input.starts_with("http://") || input.starts_with("https://") {
+            let (url, sha256) = match input.split_once("#sha256=") {
+                Some((url, hex)) => {
+                    let digest = cache_core::Digest::parse(&format!("sha256:{hex}"))
+                        .map_err(|e| invalid(format!("the #sha256= fragment: {e}")))?;
+                    (url, Some(digest))
+                }
+                None if input.contains('#') => {
+                    return Err(invalid(
+                        "the only fragment a URL may carry is #sha256=<64 hex digits>".to_owned(),
+                    ));
+                }
+                None => (input, None),
+            };
+            return Ok(PackageRef::WebcUrl {
+                url: url.to_owned(),
+                sha256,
+            });
+        }
         if input.starts_with(fetch_http::reference::LAYOUT_PREFIX) {
             return LayoutRef::parse(input)
                 .map(PackageRef::Layout)
@@ -77,6 +104,11 @@ impl fmt::Display for PackageRef {
             PackageRef::Layout(l) => write!(f, "{l}"),
             PackageRef::Named { name, req } => write!(f, "{name}@{req}"),
             PackageRef::Directory(d) | PackageRef::WebcFile(d) => write!(f, "{}", d.display()),
+            PackageRef::WebcUrl { url, sha256: None } => write!(f, "{url}"),
+            PackageRef::WebcUrl {
+                url,
+                sha256: Some(d),
+            } => write!(f, "{url}#sha256={}", d.hex()),
         }
     }
 }
@@ -109,6 +141,14 @@ mod tests {
             PackageRef::parse(&format!("127.0.0.1:5000/a@{digest}")),
             Ok(PackageRef::Registry(_))
         ));
+        let hex = "ab".repeat(32);
+        let url = PackageRef::parse(&format!("https://x.test/a.webc#sha256={hex}")).unwrap();
+        assert_eq!(
+            url.to_string(),
+            format!("https://x.test/a.webc#sha256={hex}")
+        );
+        assert!(PackageRef::parse("https://x.test/a.webc#md5=00").is_err());
+        assert!(PackageRef::parse("https://x.test/a.webc#sha256=00").is_err());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(PACKAGE_FILE), "").unwrap();
         assert_eq!(

@@ -118,6 +118,64 @@ impl WebcFile {
     }
 }
 
+impl WebcFile {
+    /// The webc file at `url`, which must hash to `sha256`: downloaded into the store
+    /// (streamed, verified, resumed after an interruption) unless it is there already.
+    pub(crate) async fn from_url(
+        remote: &crate::remote::Remote,
+        url: &str,
+        sha256: Option<Digest>,
+    ) -> Result<WebcFile> {
+        let digest = sha256.ok_or_else(|| LoadError::Reference {
+            input: url.to_owned(),
+            reason: "pkgload fetches a webc file by URL only with its sha256: write \
+                     URL#sha256=<hex> (revalidating a URL without one is not built yet)"
+                .to_owned(),
+        })?;
+        let blob = match remote.store.get(&digest)? {
+            Some(blob) => blob,
+            None if remote.offline => {
+                return Err(LoadError::Offline {
+                    what: format!("{url} ({digest})"),
+                    cache: remote.store.root().display().to_string(),
+                });
+            }
+            None => {
+                let source = fetch_http::BlobSource::parse(url)
+                    .map_err(|e| LoadError::fetch(url.to_owned(), e))?;
+                let request = fetch_http::BlobRequest::new(source, digest, None);
+                remote
+                    .client
+                    .fetch_blob(request, &remote.store)
+                    .await
+                    .map_err(|e| LoadError::fetch(url.to_owned(), e))?
+            }
+        };
+        let artifact = Artifact {
+            reference: url.to_owned(),
+            digest,
+            kind: ArtifactKind::Package,
+            config: BlobRef {
+                digest,
+                size: blob.len(),
+                media_type: WEBC_MEDIA_TYPE.to_owned(),
+                title: None,
+                embedded: None,
+            },
+            layers: Vec::new(),
+        };
+        let found = Found {
+            at: Located::Layout(std::path::PathBuf::from(url)),
+            artifact: Arc::new(artifact),
+        };
+        let placed = url
+            .rsplit('/')
+            .next()
+            .and_then(|name| identity_of_place(Path::new(name)));
+        Self::from_blob(blob, url.to_owned(), placed, found).await
+    }
+}
+
 impl WebcRoot {
     /// Store and read the webc file at `path`; `default_place` is the configured registry,
     /// which a package with dependencies needs.
@@ -126,20 +184,30 @@ impl WebcRoot {
         path: &Path,
         default_place: Option<&Place>,
     ) -> Result<WebcRoot> {
+        let file = WebcFile::open(store, path).await?;
+        let beside = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Self::new(file, beside, default_place)
+    }
+
+    /// `file` as a root; its dependencies come from `default_place`, and without one it may
+    /// have none (`beside` is then a place that is never asked).
+    pub(crate) fn new(
+        file: WebcFile,
+        beside: std::path::PathBuf,
+        default_place: Option<&Place>,
+    ) -> Result<WebcRoot> {
         let WebcFile {
             container,
             blob,
             manifest,
             found,
-        } = WebcFile::open(store, path).await?;
+        } = file;
         let place = match (default_place, manifest.dependencies.is_empty()) {
             (Some(place), _) => place.clone(),
-            (None, true) => Place::Layouts {
-                root: path.parent().unwrap_or(Path::new(".")).to_owned(),
-            },
+            (None, true) => Place::Layouts { root: beside },
             (None, false) => {
                 return Err(LoadError::PackageDir {
-                    path: path.display().to_string(),
+                    path: found.artifact.reference.clone(),
                     reason: "it has dependencies: say where they come from with --registry \
                              HOST[/PREFIX] or --registry dir:DIR (or LoaderBuilder::registry)"
                         .to_owned(),

@@ -473,3 +473,66 @@ fn hostile_webc_trees_fail_with_one_clear_error() {
     );
     assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
 }
+
+/// A webc file at a URL with its sha256: streamed into the cache (an interrupted transfer
+/// resumes), verified, then served from the cache, offline too. A wrong sha256, a missing
+/// one and a malformed fragment are clear errors naming the URL.
+#[test]
+fn a_webc_file_loads_from_a_url_with_its_sha256() {
+    use test_servers::fault::{FaultServer, Route};
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let mut pkg = hello();
+    // Big enough for a mid-body reset to matter.
+    pkg.files.push((
+        "atom".into(),
+        "/share/big.bin".into(),
+        Node::File(vec![7u8; 256 * 1024]),
+    ));
+    let bytes = pkg.build(2);
+    let server = FaultServer::start("127.0.0.1".parse().unwrap()).unwrap();
+    let path = "/pkgs/acme--hello@1.2.3.webc";
+    server.route(path, Route::new(bytes.clone()).reset_after(100_000, 1));
+    let hex = sha256(&bytes).trim_start_matches("sha256:").to_owned();
+    let url = format!("{}#sha256={hex}", server.url(path));
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(pkgload(&cache).args(["load", "--json", &url])).stdout)
+            .unwrap();
+    assert_eq!(json["root"]["name"], "acme/hello");
+    assert_eq!(json["root"]["digest"], sha256(&bytes));
+    // The reset cost one retry that resumed, not a second whole download.
+    let requests = server.requests_to(path);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let motd = stdout(&run(pkgload(&cache).args([
+        "--offline",
+        "cat",
+        &url,
+        "/etc/motd",
+    ])));
+    assert_eq!(motd, "hi there\n");
+    assert_eq!(server.requests_to(path).len(), 2);
+
+    let wrong = format!("{}#sha256={}", server.url(path), "0".repeat(64));
+    let err = failed(
+        pkgload(&work.path().join("c2"))
+            .args(["load", &wrong])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains(path), "{err}");
+    let err = failed(
+        pkgload(&cache)
+            .args(["load", &server.url(path)])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("#sha256="), "{err}");
+    let err = failed(
+        pkgload(&cache)
+            .args(["load", &format!("{}#md5=00", server.url(path))])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("#sha256="), "{err}");
+}
