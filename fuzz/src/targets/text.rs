@@ -530,6 +530,7 @@ fn package_ref(data: &[u8]) -> Feedback {
         loader::PackageRef::Layout(_) => "layout",
         loader::PackageRef::Named { .. } => "named",
         loader::PackageRef::Directory(_) | loader::PackageRef::WebcFile(_) => "local",
+        loader::PackageRef::WebcUrl { .. } => "url",
     })
     .and(super::size_class(text.len()))
 }
@@ -542,6 +543,8 @@ fn package_ref_seeds() -> Vec<Vec<u8>> {
         "ghcr.io/a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         "oci:./layout:v1",
         "acme/app@1",
+        "http://127.0.0.1:8080/pkgs/acme--app@1.0.0.webc",
+        "https://x.test/a.webc#sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
