@@ -61,7 +61,7 @@ pub(crate) struct WebcFile {
 impl WebcFile {
     /// Store the webc file at `path` under its sha256, parse it and read its package.
     pub(crate) async fn open(store: &Store, path: &Path) -> Result<WebcFile> {
-        let blob = store.import_file(path, Algorithm::Sha256).await?;
+        let blob = stored_copy(store, path).await?;
         let shown = path.display().to_string();
         let artifact = Artifact {
             reference: shown.clone(),
@@ -222,6 +222,47 @@ impl WebcRoot {
             place,
         })
     }
+}
+
+/// The derived entry that remembers which stored blob a webc file was, by its identity on
+/// disk.
+const FILE_MEMO_KIND: &str = "webcfile";
+
+/// The store's copy of the file at `path`. A file whose device, inode, size, mtime and
+/// ctime are those of an earlier import is that import's blob (ctime changes on every
+/// write and cannot be set back, so a changed file always misses); anything else is
+/// imported (hashed and copied) again. A warm load of a large webc is then one `stat`.
+async fn stored_copy(store: &Store, path: &Path) -> Result<Blob> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| LoadError::io("stat", path, e))?;
+    let canonical = std::fs::canonicalize(path).map_err(|e| LoadError::io("resolve", path, e))?;
+    let identity = format!(
+        "webc file\0{}\0{}:{}:{}:{}.{}:{}.{}",
+        canonical.display(),
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    );
+    let key = Algorithm::Sha256.digest(identity.as_bytes());
+    let kind = cache_core::DerivedKind::new(FILE_MEMO_KIND)?;
+    let remembered = store
+        .get_derived(&key, &kind)?
+        .and_then(|v| Digest::parse(std::str::from_utf8(&v).ok()?).ok())
+        .and_then(|digest| store.get(&digest).ok().flatten())
+        .filter(|blob| blob.len() == meta.size());
+    if let Some(blob) = remembered {
+        tracing::info!(path = %path.display(), digest = %blob.digest(), "webc file unchanged since it was stored; using the stored copy");
+        return Ok(blob);
+    }
+    let blob = store.import_file(path, Algorithm::Sha256).await?;
+    store
+        .put_derived(&key, &kind, blob.digest().to_string())
+        .await?;
+    Ok(blob)
 }
 
 /// The package's name and version; see the module docs for the order.

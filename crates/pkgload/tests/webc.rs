@@ -536,3 +536,31 @@ fn a_webc_file_loads_from_a_url_with_its_sha256() {
     );
     assert!(err.contains("#sha256="), "{err}");
 }
+
+/// A webc file unchanged since a load is not hashed or copied again; a changed one (even
+/// to the same size) is, and its new content is what is served.
+#[test]
+fn an_unchanged_webc_file_is_not_read_again() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let file = work.path().join("app.webc");
+    let pkg = hello();
+    pkg.write(2, &file);
+    let f = file.to_str().unwrap();
+    let cat = |args: &[&str]| run(pkgload(&cache).args(args));
+    let first = cat(&["-v", "cat", f, "/etc/motd"]);
+    assert_eq!(stdout(&first), "hi there\n");
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("using the stored copy"));
+    let second = cat(&["-v", "cat", f, "/etc/motd"]);
+    assert_eq!(stdout(&second), "hi there\n");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("using the stored copy"));
+
+    // Same size, other bytes: read again.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = find(&bytes, b"hi there");
+    bytes[at..at + 8].copy_from_slice(b"HI THERE");
+    std::fs::write(&file, &bytes).unwrap();
+    let third = cat(&["-v", "cat", f, "/etc/motd"]);
+    assert_eq!(stdout(&third), "HI THERE\n");
+    assert!(!String::from_utf8_lossy(&third.stderr).contains("using the stored copy"));
+}
