@@ -826,13 +826,17 @@ impl Bench {
             let (_, stderr) = timed_output(command)?;
             max_rss_mib(&stderr)
         };
+        // `program` under `/usr/bin/time -v`, which reports its peak RSS.
+        let measured = |program: &std::ffi::OsStr| {
+            let mut command = Command::new("/usr/bin/time");
+            command.arg("-v").arg(program);
+            command
+        };
         for run in 0..self.runs {
             let cache = self.fresh("cache")?;
             let out = self.fresh("pkgload-out")?;
-            let mut command = Command::new("/usr/bin/time");
+            let mut command = measured(self.pkgload.as_os_str());
             command
-                .arg("-v")
-                .arg(&self.pkgload)
                 .arg("--cache-dir")
                 .arg(&cache)
                 .args(["--quiet", "--max-layer-size", "3G", "unpack"])
@@ -841,10 +845,8 @@ impl Bench {
             let rss = peak(&mut command)?;
             unpack.push(rss);
             self.discard(&out)?;
-            let mut command = Command::new("/usr/bin/time");
+            let mut command = measured(self.pkgload.as_os_str());
             command
-                .arg("-v")
-                .arg(&self.pkgload)
                 .arg("--cache-dir")
                 .arg(&cache)
                 .args(["--quiet", "--max-layer-size", "3G", "cat"])
@@ -855,9 +857,9 @@ impl Bench {
             cat.push(cat_rss);
             self.discard(&cache)?;
             let out = self.fresh("umoci-out")?;
-            let mut command = Command::new("/usr/bin/time");
+            let mut command = measured("umoci".as_ref());
             command
-                .args(["-v", "umoci", "unpack", "--rootless", "--image"])
+                .args(["unpack", "--rootless", "--image"])
                 .arg(format!("{}:{IMAGE_TAG}", layout.display()))
                 .arg(&out);
             let umoci_rss = peak(&mut command)?;

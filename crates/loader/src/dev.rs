@@ -39,20 +39,12 @@ impl DevRoot {
                     reason: format!("reading the package failed: {e}"),
                 })??
         };
-        let place = match (default_place, package.manifest.dependencies.is_empty()) {
-            (Some(place), _) => place.clone(),
-            (None, true) => Place::Layouts {
-                root: dir.to_owned(),
-            },
-            (None, false) => {
-                return Err(LoadError::PackageDir {
-                    path: dir.join(PACKAGE_FILE).display().to_string(),
-                    reason: "it has dependencies: say where they come from with --registry \
-                             HOST[/PREFIX] (or LoaderBuilder::registry)"
-                        .to_owned(),
-                });
-            }
-        };
+        let place = Place::for_local_root(
+            default_place,
+            package.manifest.dependencies.is_empty(),
+            dir.to_owned(),
+            &dir.join(PACKAGE_FILE).display().to_string(),
+        )?;
         let config = Algorithm::Sha256.digest(&package.config_json);
         let artifact = Artifact {
             reference: dir.display().to_string(),

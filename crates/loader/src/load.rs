@@ -394,10 +394,7 @@ impl Loader {
                 let placed = placed_identity(&at, tag.as_deref());
                 let file = WebcFile::from_artifact(&self.remote, &at, artifact, placed).await?;
                 let place = place_of(&at, file.manifest.name.as_str());
-                let local = LocalRoot::Webc {
-                    container: file.container,
-                    blob: file.blob,
-                };
+                let local = file.local_root();
                 self.resolve_package(file.manifest, file.found, place, lock, Some(local))
                     .await
             }
@@ -481,15 +478,9 @@ impl Loader {
     }
 
     async fn resolve_webc_root(&self, root: WebcRoot, lock: Option<&Lockfile>) -> Result<Resolved> {
-        let WebcRoot {
-            container,
-            blob,
-            manifest,
-            found,
-            place,
-        } = root;
-        let local = LocalRoot::Webc { container, blob };
-        self.resolve_package(manifest, found, place, lock, Some(local))
+        let WebcRoot { file, place } = root;
+        let local = file.local_root();
+        self.resolve_package(file.manifest, file.found, place, lock, Some(local))
             .await
     }
 

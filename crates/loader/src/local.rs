@@ -12,6 +12,7 @@ use webc_package::WebcContainer;
 
 use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
+use crate::remote::blocking;
 
 /// Where a local package's parts come from.
 #[derive(Debug, Clone)]
@@ -69,7 +70,13 @@ impl LocalParts {
                 LocalRoot::Webc { container, .. } => {
                     // Indexing reads the volume's header and, for v3, hashes every file.
                     let (container, name) = (container.clone(), key.1.clone());
-                    Arc::new(blocking(move || Ok(container.volume(&name)?)).await?)
+                    Arc::new(
+                        blocking(
+                            "opening a webc volume",
+                            move || Ok(container.volume(&name)?),
+                        )
+                        .await?,
+                    )
                 }
             };
             parts.volumes.insert(key, volume);
@@ -84,7 +91,7 @@ impl LocalParts {
                 }
                 LocalRoot::Webc { container, blob } => {
                     let (container, blob, name) = (container.clone(), blob.clone(), key.1.clone());
-                    blocking(move || {
+                    blocking("opening a webc atom", move || {
                         let atom = container.atom(&name)?;
                         let digest =
                             Digest::from_raw(Algorithm::Sha256, &atom.sha256).ok_or_else(|| {
@@ -102,15 +109,4 @@ impl LocalParts {
         }
         Ok(parts)
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| LoadError::Inconsistent {
-            reference: "webc".to_owned(),
-            reason: format!("opening a webc package failed: {e}"),
-        })?
 }

@@ -49,6 +49,28 @@ impl Place {
         }
     }
 
+    /// Where the dependencies of a root that is not in a registry (a package directory, a
+    /// webc file or URL, shown as `shown`) are looked up: the configured place; without
+    /// one, a root with dependencies is an error saying how to name one (and `beside`, a
+    /// place never asked, stands for a root without any).
+    pub(crate) fn for_local_root(
+        default_place: Option<&Place>,
+        no_dependencies: bool,
+        beside: PathBuf,
+        shown: &str,
+    ) -> Result<Place> {
+        match (default_place, no_dependencies) {
+            (Some(place), _) => Ok(place.clone()),
+            (None, true) => Ok(Place::Layouts { root: beside }),
+            (None, false) => Err(LoadError::PackageDir {
+                path: shown.to_owned(),
+                reason: "it has dependencies: say where they come from with --registry \
+                         HOST[/PREFIX] or --registry dir:DIR (or LoaderBuilder::registry)"
+                    .to_owned(),
+            }),
+        }
+    }
+
     /// Where the package `name` lives.
     pub(crate) fn locate(&self, name: &str) -> Located {
         match self {
@@ -409,8 +431,8 @@ impl Remote {
     }
 }
 
-/// Run file work off the runtime's threads.
-async fn blocking<T: Send + 'static>(
+/// Run file work off the runtime's threads; `what` names it if the worker dies.
+pub(crate) async fn blocking<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {

@@ -143,13 +143,10 @@ impl PackageSource {
                 digest: file.found.artifact.digest.to_string(),
                 source: at.describe(),
             };
-            self.webc.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                id.clone(),
-                LocalRoot::Webc {
-                    container: file.container,
-                    blob: file.blob,
-                },
-            );
+            self.webc
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), file.local_root());
             self.remember(id.clone(), file.found);
             return Ok(summary);
         }

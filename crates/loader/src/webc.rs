@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cache_core::{Algorithm, Blob, Digest, Store};
 use resolve_graph::{AbsPath, PackageName};
 use semver::Version;
@@ -26,7 +27,8 @@ use webc_package::{DependencySource, Identity, PackageSpec, WebcContainer};
 
 use crate::artifact::{Artifact, ArtifactKind, BlobRef};
 use crate::error::{LoadError, Result};
-use crate::remote::{Found, Located, Place};
+use crate::local::LocalRoot;
+use crate::remote::{Found, Located, Place, blocking};
 
 /// The media type pkgload gives a webc file wherever it names one (an OCI layer, a
 /// descriptor).
@@ -35,13 +37,7 @@ pub const WEBC_MEDIA_TYPE: &str = "application/webc";
 /// A webc file read as the root of a resolution.
 #[derive(Debug)]
 pub(crate) struct WebcRoot {
-    pub(crate) container: WebcContainer,
-    /// The container's file in the store.
-    pub(crate) blob: Blob,
-    /// The package in the resolver's terms.
-    pub(crate) manifest: resolve_graph::Manifest,
-    /// The root as the solver sees it.
-    pub(crate) found: Found,
+    pub(crate) file: WebcFile,
     /// Where its dependencies are looked up.
     pub(crate) place: Place,
 }
@@ -63,24 +59,16 @@ impl WebcFile {
     pub(crate) async fn open(store: &Store, path: &Path) -> Result<WebcFile> {
         let blob = stored_copy(store, path).await?;
         let shown = path.display().to_string();
-        let artifact = Artifact {
-            reference: shown.clone(),
-            digest: *blob.digest(),
-            kind: ArtifactKind::Package,
-            config: BlobRef {
-                digest: *blob.digest(),
-                size: blob.len(),
-                media_type: WEBC_MEDIA_TYPE.to_owned(),
-                title: None,
-                embedded: None,
-            },
-            layers: Vec::new(),
-        };
-        let found = Found {
-            at: Located::Layout(path.to_owned()),
-            artifact: Arc::new(artifact),
-        };
+        let found = found_as_file(&shown, Located::Layout(path.to_owned()), &blob);
         Self::from_blob(blob, shown, identity_of_place(path), found).await
+    }
+
+    /// Where the load takes this package's volumes and atoms from.
+    pub(crate) fn local_root(&self) -> LocalRoot {
+        LocalRoot::Webc {
+            container: self.container.clone(),
+            blob: self.blob.clone(),
+        }
     }
 
     /// Parse a stored webc `blob` (named `shown` in errors) and read its package; `placed`
@@ -92,21 +80,7 @@ impl WebcFile {
         placed: Option<(PackageName, Version)>,
         found: Found,
     ) -> Result<WebcFile> {
-        let container = {
-            let (bytes, origin) = (blob.bytes().clone(), shown.clone());
-            tokio::task::spawn_blocking(move || WebcContainer::parse(bytes, origin))
-                .await
-                .map_err(|e| LoadError::Inconsistent {
-                    reference: shown.clone(),
-                    reason: format!("reading the webc file failed: {e}"),
-                })??
-        };
-        let spec = PackageSpec::from_manifest(
-            container.manifest(),
-            container.version(),
-            &container.atom_names(),
-            &shown,
-        )?;
+        let (container, spec) = parse(blob.bytes().clone(), &shown).await?;
         let (name, version) = identity(spec.identity.clone(), placed, blob.digest(), &shown)?;
         let manifest = to_manifest(name, version, &spec, &container, &shown)?;
         Ok(WebcFile {
@@ -151,23 +125,7 @@ impl WebcFile {
                     .map_err(|e| LoadError::fetch(url.to_owned(), e))?
             }
         };
-        let artifact = Artifact {
-            reference: url.to_owned(),
-            digest,
-            kind: ArtifactKind::Package,
-            config: BlobRef {
-                digest,
-                size: blob.len(),
-                media_type: WEBC_MEDIA_TYPE.to_owned(),
-                title: None,
-                embedded: None,
-            },
-            layers: Vec::new(),
-        };
-        let found = Found {
-            at: Located::Layout(std::path::PathBuf::from(url)),
-            artifact: Arc::new(artifact),
-        };
+        let found = found_as_file(url, Located::Layout(std::path::PathBuf::from(url)), &blob);
         let placed = url
             .rsplit('/')
             .next()
@@ -196,31 +154,49 @@ impl WebcRoot {
         beside: std::path::PathBuf,
         default_place: Option<&Place>,
     ) -> Result<WebcRoot> {
-        let WebcFile {
-            container,
-            blob,
-            manifest,
-            found,
-        } = file;
-        let place = match (default_place, manifest.dependencies.is_empty()) {
-            (Some(place), _) => place.clone(),
-            (None, true) => Place::Layouts { root: beside },
-            (None, false) => {
-                return Err(LoadError::PackageDir {
-                    path: found.artifact.reference.clone(),
-                    reason: "it has dependencies: say where they come from with --registry \
-                             HOST[/PREFIX] or --registry dir:DIR (or LoaderBuilder::registry)"
-                        .to_owned(),
-                });
-            }
-        };
-        Ok(WebcRoot {
-            container,
-            blob,
-            manifest,
-            found,
-            place,
-        })
+        let place = Place::for_local_root(
+            default_place,
+            file.manifest.dependencies.is_empty(),
+            beside,
+            &file.found.artifact.reference,
+        )?;
+        Ok(WebcRoot { file, place })
+    }
+}
+
+/// Parses the webc container `bytes` (named `shown` in errors) off the runtime's threads
+/// and reads its package model.
+pub(crate) async fn parse(bytes: Bytes, shown: &str) -> Result<(WebcContainer, PackageSpec)> {
+    let origin = shown.to_owned();
+    let container = blocking(shown, move || Ok(WebcContainer::parse(bytes, origin)?)).await?;
+    let spec = PackageSpec::from_manifest(
+        container.manifest(),
+        container.version(),
+        &container.atom_names(),
+        shown,
+    )?;
+    Ok((container, spec))
+}
+
+/// How a webc file that is not an OCI artifact (a file, a URL) appears to the solver and
+/// the fetch plan: a package whose one blob is the file.
+fn found_as_file(reference: &str, at: Located, blob: &Blob) -> Found {
+    let artifact = Artifact {
+        reference: reference.to_owned(),
+        digest: *blob.digest(),
+        kind: ArtifactKind::Package,
+        config: BlobRef {
+            digest: *blob.digest(),
+            size: blob.len(),
+            media_type: WEBC_MEDIA_TYPE.to_owned(),
+            title: None,
+            embedded: None,
+        },
+        layers: Vec::new(),
+    };
+    Found {
+        at,
+        artifact: Arc::new(artifact),
     }
 }
 

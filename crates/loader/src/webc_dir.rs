@@ -58,13 +58,7 @@ impl WebcDirSource {
     pub(crate) fn found(&self, id: &PackageId) -> Option<(Found, LocalRoot)> {
         let found = self.found.lock().unwrap_or_else(PoisonError::into_inner);
         let file = found.get(id)?;
-        Some((
-            file.found.clone(),
-            LocalRoot::Webc {
-                container: file.container.clone(),
-                blob: file.blob.clone(),
-            },
-        ))
+        Some((file.found.clone(), file.local_root()))
     }
 
     /// The file of `name`'s newest version matching `req` (`locked`, when given).

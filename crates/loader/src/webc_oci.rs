@@ -22,7 +22,7 @@ use fetch_http::Repository;
 use resolve_graph::PackageName;
 use semver::Version;
 use serde_json::json;
-use webc_package::{Identity, PackageSpec, WebcContainer};
+use webc_package::Identity;
 
 use crate::artifact::{Artifact, TITLE_ANNOTATION};
 use crate::error::{LoadError, Result};
@@ -75,21 +75,7 @@ pub async fn push_webc(
     target: &Repository,
     tag: Option<&str>,
 ) -> Result<Packed> {
-    let container = {
-        let (bytes, origin) = (bytes.clone(), shown.to_owned());
-        tokio::task::spawn_blocking(move || WebcContainer::parse(bytes, origin))
-            .await
-            .map_err(|e| LoadError::Inconsistent {
-                reference: shown.to_owned(),
-                reason: format!("reading the webc file failed: {e}"),
-            })??
-    };
-    let spec = PackageSpec::from_manifest(
-        container.manifest(),
-        container.version(),
-        &container.atom_names(),
-        shown,
-    )?;
+    let (_, spec) = crate::webc::parse(bytes.clone(), shown).await?;
     let (name, version) = match spec.identity {
         Some(Identity::Named { name, version }) => (name, version.to_string()),
         _ => ("package".to_owned(), String::new()),

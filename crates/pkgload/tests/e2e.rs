@@ -13,6 +13,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -515,18 +517,7 @@ fn a_webc_root_depends_on_an_oci_package() {
         f,
     ])))
     .unwrap();
-    let names: Vec<_> = json["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}",
-                p["name"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let names: Vec<_> = common::package_names(&json);
     assert_eq!(names, ["acme/hello@1.2.3", "acme/leaf@1.0.0"]);
     assert_eq!(
         ok(&world.run(&["--registry", &registry, "cat", f, "/deps/leaf/leaf.txt"])),
@@ -596,18 +587,7 @@ fn webc_packages_travel_through_an_oci_registry() {
 
     let root = world.reference("acme/app", "2.0.0");
     let json: Value = serde_json::from_str(&ok(&world.run(&["load", "--json", &root]))).unwrap();
-    let names: Vec<_> = json["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}",
-                p["name"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let names: Vec<_> = common::package_names(&json);
     assert_eq!(
         names,
         ["acme/app@2.0.0", "acme/leaf@1.0.0", "acme/lib@1.4.0"]

@@ -323,18 +323,7 @@ fn a_directory_of_webc_files_is_a_place_to_find_packages() {
     let describe = |args: &[&str]| -> (Vec<String>, serde_json::Value) {
         let json: serde_json::Value =
             serde_json::from_slice(&run(pkgload(&cache).args(args)).stdout).unwrap();
-        let names = json["packages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}@{}",
-                    p["name"].as_str().unwrap(),
-                    p["version"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let names = common::package_names(&json);
         (names, json)
     };
     let want = ["acme/app@1.0.0", "acme/cow@0.1.0", "acme/lib@1.5.0"];

@@ -236,3 +236,19 @@ pub fn peak_child_rss_kib() -> i64 {
     assert_eq!(rc, 0);
     usage.ru_maxrss
 }
+
+/// `name@version` of each package a `--json` answer lists, in its order.
+pub fn package_names(json: &serde_json::Value) -> Vec<String> {
+    json["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
