@@ -306,7 +306,8 @@ impl HttpClient {
                 auth_rounds += 1;
                 continue;
             }
-            if status.is_success() {
+            // A 304 answers a conditional request the caller made on purpose.
+            if status.is_success() || status == StatusCode::NOT_MODIFIED {
                 return Ok(Response {
                     inner: resp,
                     _permits: permits,

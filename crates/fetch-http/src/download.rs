@@ -390,7 +390,7 @@ enum Transfer {
 }
 
 /// An ETag usable in `If-Range` (strong only), else Last-Modified.
-fn strong_validator(headers: &header::HeaderMap) -> Option<String> {
+pub(crate) fn strong_validator(headers: &header::HeaderMap) -> Option<String> {
     if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok())
         && !etag.starts_with("W/")
     {
@@ -403,7 +403,7 @@ fn strong_validator(headers: &header::HeaderMap) -> Option<String> {
 }
 
 /// `Content-Range: bytes 100-199/200` → 100.
-fn content_range_start(headers: &header::HeaderMap) -> Option<u64> {
+pub(crate) fn content_range_start(headers: &header::HeaderMap) -> Option<u64> {
     let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
     let range = value.trim().strip_prefix("bytes ")?;
     range.split('-').next()?.trim().parse().ok()

@@ -46,6 +46,7 @@ pub mod reference;
 mod registry;
 mod repository;
 mod retry;
+mod url_file;
 
 /// The `WWW-Authenticate` parser, public only for the fuzzer in `fuzz/`; not a stable API.
 #[doc(hidden)]
@@ -60,4 +61,6 @@ pub use registry::{
     MANIFEST_LIMIT, MANIFEST_MEDIA_TYPES, Manifest, ManifestKind, Pushed, descriptor_platform,
 };
 pub use repository::Repository;
+pub use reqwest::Url;
 pub use retry::{RetryPolicy, parse_retry_after};
+pub use url_file::UrlFile;

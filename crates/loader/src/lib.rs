@@ -41,6 +41,7 @@
 mod artifact;
 mod config;
 mod dev;
+mod direct;
 mod error;
 mod gc;
 mod load;

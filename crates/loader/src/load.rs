@@ -14,12 +14,13 @@ use vfs_overlay::{FileSystem, MountPolicy, SubFs, Union, VfsPath};
 use crate::artifact::{ArtifactKind, BlobRef};
 use crate::config::{LoadEvent, LoaderBuilder, Validation};
 use crate::dev::DevRoot;
+use crate::direct::DirectPackages;
 use crate::error::{LoadError, Result};
 use crate::local::{LocalParts, LocalRoot};
 use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
-use crate::source::{PackageSource, TreeSource};
+use crate::source::{PackageSource, PlaceSource, TreeSource};
 use crate::volume::OpenedVolumes;
 use crate::webc::{WebcFile, WebcRoot};
 use crate::webc_dir::WebcDirSource;
@@ -313,6 +314,7 @@ impl Loader {
         lock: Option<&Lockfile>,
     ) -> Result<Resolved> {
         let trust = lock.is_some();
+        let direct = DirectPackages::new(self.remote.clone(), lock);
         let (at, tag) = match reference {
             PackageRef::Registry(r) => (
                 Located::Registry {
@@ -336,15 +338,14 @@ impl Loader {
                             .to_owned(),
                     })?;
                 if let Place::WebcDir { root } = &place {
-                    let source =
-                        WebcDirSource::new(root.clone(), self.store().clone(), HashMap::new());
+                    let source = WebcDirSource::new(root.clone(), &direct, HashMap::new());
                     let locked = lock
                         .filter(|l| l.root.name == *name && req.matches(&l.root.version))
                         .map(|l| l.root.version.clone());
                     let path = source.pick(name, req, locked.as_ref()).await?;
-                    return self.resolve_webc(&path, lock).await;
+                    return self.resolve_webc(&path, lock, &direct).await;
                 }
-                let source = PackageSource::new(self.remote.clone(), place.clone(), HashMap::new());
+                let source = PackageSource::new(&direct, place.clone(), HashMap::new());
                 let locked = lock
                     .filter(|l| l.root.name == *name && req.matches(&l.root.version))
                     .map(|l| l.root.version.clone());
@@ -373,15 +374,15 @@ impl Loader {
                 (place.locate(name.as_str()), Some(version.to_string()))
             }
             PackageRef::Directory(dir) => {
-                return self.resolve_directory(dir, lock).await;
+                return self.resolve_directory(dir, lock, &direct).await;
             }
             PackageRef::WebcFile(path) => {
-                return self.resolve_webc(path, lock).await;
+                return self.resolve_webc(path, lock, &direct).await;
             }
             PackageRef::WebcUrl { url, sha256 } => {
-                let file = WebcFile::from_url(&self.remote, url, *sha256).await?;
+                let file = WebcFile::from_url(url, *sha256, &direct).await?;
                 let root = WebcRoot::new(file, ".".into(), self.default_place.as_ref())?;
-                return self.resolve_webc_root(root, lock).await;
+                return self.resolve_webc_root(root, lock, &direct).await;
             }
         };
         let artifact = Arc::new(self.remote.artifact(&at, tag.as_deref(), trust).await?);
@@ -392,17 +393,28 @@ impl Loader {
         match artifact.kind {
             ArtifactKind::Webc => {
                 let placed = placed_identity(&at, tag.as_deref());
-                let file = WebcFile::from_artifact(&self.remote, &at, artifact, placed).await?;
+                let file = WebcFile::from_artifact(&direct, &at, artifact, placed).await?;
                 let place = place_of(&at, file.manifest.name.as_str());
                 let local = file.local_root();
-                self.resolve_package(file.manifest, file.found, place, lock, Some(local))
+                let root = RootParts {
+                    found: file.found,
+                    place,
+                    local: Some(local),
+                    stand_in: false,
+                };
+                self.resolve_package(file.manifest, root, lock, &direct)
                     .await
             }
             ArtifactKind::Package => {
                 let manifest = self.remote.package_config(&at, &artifact).await?;
                 let place = place_of(&at, manifest.name.as_str());
-                self.resolve_package(manifest, root_found, place, lock, None)
-                    .await
+                let root = RootParts {
+                    found: root_found,
+                    place,
+                    local: None,
+                    stand_in: false,
+                };
+                self.resolve_package(manifest, root, lock, &direct).await
             }
             kind => {
                 let (name, version) = match (&at, reference) {
@@ -449,6 +461,7 @@ impl Loader {
         &self,
         dir: &std::path::Path,
         lock: Option<&Lockfile>,
+        direct: &Arc<DirectPackages>,
     ) -> Result<Resolved> {
         let DevRoot {
             package,
@@ -456,14 +469,14 @@ impl Loader {
             place,
         } = DevRoot::open(dir, self.default_place.as_ref()).await?;
         let manifest = package.manifest.clone();
-        self.resolve_package(
-            manifest,
+        let root = RootParts {
             found,
             place,
-            lock,
-            Some(LocalRoot::Directory(package)),
-        )
-        .await
+            local: Some(LocalRoot::Directory(package)),
+            // Without a registry, the package directory's place is a stand-in.
+            stand_in: self.default_place.is_none(),
+        };
+        self.resolve_package(manifest, root, lock, direct).await
     }
 
     /// Resolve a webc file: its package from the container, its dependencies from the
@@ -472,15 +485,28 @@ impl Loader {
         &self,
         path: &std::path::Path,
         lock: Option<&Lockfile>,
+        direct: &Arc<DirectPackages>,
     ) -> Result<Resolved> {
-        let root = WebcRoot::open(self.store(), path, self.default_place.as_ref()).await?;
-        self.resolve_webc_root(root, lock).await
+        let root = WebcRoot::open(path, direct, self.default_place.as_ref()).await?;
+        self.resolve_webc_root(root, lock, direct).await
     }
 
-    async fn resolve_webc_root(&self, root: WebcRoot, lock: Option<&Lockfile>) -> Result<Resolved> {
+    async fn resolve_webc_root(
+        &self,
+        root: WebcRoot,
+        lock: Option<&Lockfile>,
+        direct: &Arc<DirectPackages>,
+    ) -> Result<Resolved> {
         let WebcRoot { file, place } = root;
         let local = file.local_root();
-        self.resolve_package(file.manifest, file.found, place, lock, Some(local))
+        let root = RootParts {
+            found: file.found,
+            place,
+            local: Some(local),
+            // Without a registry, the webc file's place is a stand-in.
+            stand_in: self.default_place.is_none(),
+        };
+        self.resolve_package(file.manifest, root, lock, direct)
             .await
     }
 
@@ -489,11 +515,16 @@ impl Loader {
     async fn resolve_package(
         &self,
         manifest: resolve_graph::Manifest,
-        root_found: Found,
-        place: Place,
+        root: RootParts,
         lock: Option<&Lockfile>,
-        local_root: Option<LocalRoot>,
+        direct: &Arc<DirectPackages>,
     ) -> Result<Resolved> {
+        let RootParts {
+            found: root_found,
+            place,
+            local: local_root,
+            stand_in,
+        } = root;
         let root_id = manifest.id();
         let mut local = HashMap::new();
         if let Some(root) = local_root {
@@ -514,10 +545,10 @@ impl Loader {
         let mut prefetch = None;
         let source = match place {
             Place::WebcDir { root } => {
-                TreeSource::WebcDir(WebcDirSource::new(root, self.store().clone(), pinned))
+                PlaceSource::WebcDir(WebcDirSource::new(root, direct, pinned))
             }
             place => {
-                let mut source = PackageSource::new(self.remote.clone(), place, pinned);
+                let mut source = PackageSource::new(direct, place, pinned);
                 if self.prefetch {
                     let started = Arc::new(Prefetch::new(
                         self.remote.clone(),
@@ -530,9 +561,10 @@ impl Loader {
                     prefetch = Some(started);
                 }
                 source.remember(root_id.clone(), root_found.clone());
-                TreeSource::Oci(source)
+                PlaceSource::Oci(source)
             }
         };
+        let source = TreeSource::new(direct.clone(), source, stand_in);
         let resolution = match lock {
             Some(lock) => resolve_graph::resolve_locked(&source, &manifest, lock).await?,
             None => resolve_graph::resolve(&source, &manifest, &ResolveOptions::default())
@@ -889,6 +921,16 @@ impl Loader {
             (None, _) => Ok(Vec::new()),
         }
     }
+}
+
+/// The root of a resolution: where it was found, where its named dependencies are looked
+/// up, and its own parts when they are not OCI blobs.
+struct RootParts {
+    found: Found,
+    place: Place,
+    local: Option<LocalRoot>,
+    /// `place` stands in for a registry nobody configured (see `TreeSource`).
+    stand_in: bool,
 }
 
 fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {

@@ -1,4 +1,5 @@
-//! [`PackageSource`]: the solver's [`Source`] over a registry or a directory of layouts.
+//! [`TreeSource`], the solver's [`Source`] for one resolution, and [`PackageSource`], the
+//! part of it over a registry or a directory of layouts.
 //!
 //! A package's versions are its repository's semver tags; a version's summary is its
 //! package config, read through [`Remote`] (so cache-first). Every artifact met on the way
@@ -14,6 +15,7 @@ use resolve_graph::{PackageId, PackageName, Source, SourceError, Summary};
 use semver::Version;
 
 use crate::artifact::ArtifactKind;
+use crate::direct::DirectPackages;
 use crate::error::LoadError;
 use crate::local::LocalRoot;
 use crate::prefetch::Prefetch;
@@ -21,18 +23,39 @@ use crate::remote::{Found, Place, Remote};
 use crate::webc::WebcFile;
 use crate::webc_dir::WebcDirSource;
 
-/// The source one resolution reads: registries and layouts, or a directory of webc files.
-pub(crate) enum TreeSource {
+/// The source one resolution reads: the packages named by URL or path first, then the
+/// place (registries and layouts, or a directory of webc files).
+pub(crate) struct TreeSource {
+    direct: Arc<DirectPackages>,
+    place: PlaceSource,
+    /// The place is a stand-in (no registry was configured and the root named none): a
+    /// name it would be asked for is an error saying how to configure one.
+    stand_in: bool,
+}
+
+/// Where named packages are found.
+pub(crate) enum PlaceSource {
     Oci(PackageSource),
     WebcDir(WebcDirSource),
 }
 
 impl TreeSource {
+    pub(crate) fn new(direct: Arc<DirectPackages>, place: PlaceSource, stand_in: bool) -> Self {
+        TreeSource {
+            direct,
+            place,
+            stand_in,
+        }
+    }
+
     /// Where the package `id` was found, and its local parts when they are not OCI blobs.
     pub(crate) fn found(&self, id: &PackageId) -> Option<(Found, Option<LocalRoot>)> {
-        match self {
-            TreeSource::Oci(s) => s.found(id).map(|f| (f, s.local(id))),
-            TreeSource::WebcDir(s) => s.found(id).map(|(f, local)| (f, Some(local))),
+        if let Some((found, local)) = self.direct.found(id) {
+            return Some((found, Some(local)));
+        }
+        match &self.place {
+            PlaceSource::Oci(s) => s.found(id).map(|f| (f, s.local(id))),
+            PlaceSource::WebcDir(s) => s.found(id).map(|(f, local)| (f, Some(local))),
         }
     }
 }
@@ -42,22 +65,48 @@ impl Source for TreeSource {
         &'a self,
         name: &'a PackageName,
     ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
-        match self {
-            TreeSource::Oci(s) => s.versions(name),
-            TreeSource::WebcDir(s) => s.versions(name),
+        if let Some(versions) = self.direct.versions(name) {
+            return futures::future::ready(Ok(versions)).boxed();
+        }
+        if self.stand_in {
+            return futures::future::ready(Err(SourceError::Failed {
+                origin: "no registry is configured; the lookup".to_owned(),
+                package: name.to_string(),
+                message: "a package named by URL or path depends on it by name; say where \
+                          named packages come from with --registry HOST[/PREFIX] or \
+                          --registry dir:DIR (or LoaderBuilder::registry)"
+                    .to_owned(),
+            }))
+            .boxed();
+        }
+        match &self.place {
+            PlaceSource::Oci(s) => s.versions(name),
+            PlaceSource::WebcDir(s) => s.versions(name),
         }
     }
 
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
-        match self {
-            TreeSource::Oci(s) => s.summary(id),
-            TreeSource::WebcDir(s) => s.summary(id),
+        async move {
+            if let Some(summary) = self.direct.summary(id).await {
+                return summary.map_err(|e| SourceError::Failed {
+                    origin: "reading the file named by URL or path".to_owned(),
+                    package: id.to_string(),
+                    message: e.to_string(),
+                });
+            }
+            match &self.place {
+                PlaceSource::Oci(s) => s.summary(id).await,
+                PlaceSource::WebcDir(s) => s.summary(id).await,
+            }
         }
+        .boxed()
     }
 }
 
 pub(crate) struct PackageSource {
     remote: Arc<Remote>,
+    /// Packages named by URL or path (a webc package's dependencies may be).
+    direct: Arc<DirectPackages>,
     place: Place,
     /// Manifest digests a lockfile pins: summaries are read by digest, never by tag.
     pinned: HashMap<PackageId, Digest>,
@@ -72,12 +121,13 @@ pub(crate) struct PackageSource {
 
 impl PackageSource {
     pub(crate) fn new(
-        remote: Arc<Remote>,
+        direct: &Arc<DirectPackages>,
         place: Place,
         pinned: HashMap<PackageId, Digest>,
     ) -> Self {
         PackageSource {
-            remote,
+            remote: direct.remote().clone(),
+            direct: direct.clone(),
             place,
             pinned,
             found: Mutex::new(HashMap::new()),
@@ -137,7 +187,7 @@ impl PackageSource {
         if artifact.kind == ArtifactKind::Webc {
             let placed = Some((id.name.clone(), id.version.clone()));
             let file =
-                WebcFile::from_artifact(&self.remote, &at, Arc::new(artifact), placed).await?;
+                WebcFile::from_artifact(&self.direct, &at, Arc::new(artifact), placed).await?;
             let summary = Summary {
                 manifest: file.manifest.clone(),
                 digest: file.found.artifact.digest.to_string(),

@@ -3,9 +3,10 @@
 //! The file is stored in the cache under its sha256 (so a load of the same file costs one
 //! hash, and the tree it serves is the cache's memory map, not the user's file, which may
 //! change), parsed with `webc-package`, and its manifest mapped onto the resolver's: the
-//! package's dependencies then resolve through the configured registry exactly like an OCI
-//! package's, so a webc root may depend on OCI packages. Its own volumes and atoms are
-//! served from the container (see `local.rs`).
+//! package's named dependencies then resolve through the configured registry exactly like
+//! an OCI package's, so a webc root may depend on OCI packages; dependencies named by URL
+//! or path are identified first (`direct.rs`). Its own volumes and atoms are served from
+//! the container (see `local.rs`).
 //!
 //! Identity, in order (the first that exists; where the annotation and the file's place
 //! both say something and disagree, that is an error naming both):
@@ -15,17 +16,18 @@
 //! 3. the file's sha256, as the package `sha256/<hex>` at version 0.0.0 (Wasmer's
 //!    `sha256:<hex>` for nameless packages; pkgload's names need the slash).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use cache_core::{Algorithm, Blob, Digest, Store};
-use resolve_graph::{AbsPath, PackageName};
+use resolve_graph::{AbsPath, PackageId, PackageName};
 use semver::Version;
 use webc_package::{DependencySource, Identity, PackageSpec, WebcContainer};
 
 use crate::artifact::{Artifact, ArtifactKind, BlobRef};
+use crate::direct::{Base, DirectPackages, Links, stored_url};
 use crate::error::{LoadError, Result};
 use crate::local::LocalRoot;
 use crate::remote::{Found, Located, Place, blocking};
@@ -42,6 +44,80 @@ pub(crate) struct WebcRoot {
     pub(crate) place: Place,
 }
 
+/// A webc file stored, parsed and named, before its dependencies are looked at.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub(crate) container: WebcContainer,
+    pub(crate) spec: PackageSpec,
+    /// The container's file in the store.
+    pub(crate) blob: Blob,
+    pub(crate) name: PackageName,
+    pub(crate) version: Version,
+    /// The package as the solver and the fetch plan see it.
+    pub(crate) found: Found,
+    /// The file, URL or artifact, for messages.
+    pub(crate) shown: String,
+    /// What its `use` paths are relative to.
+    pub(crate) base: Base,
+}
+
+impl Parsed {
+    /// Parse a stored webc `blob` (named `shown` in errors) and name its package; `placed`
+    /// is the identity where it was found (a file name, a tag), which an annotation must
+    /// agree with; `found` is where it lives.
+    pub(crate) async fn new(
+        blob: Blob,
+        shown: String,
+        placed: Option<(PackageName, Version)>,
+        found: Found,
+        base: Base,
+    ) -> Result<Parsed> {
+        let (container, spec) = parse(blob.bytes().clone(), &shown).await?;
+        let (name, version) = identity(spec.identity.clone(), placed, blob.digest(), &shown)?;
+        Ok(Parsed {
+            container,
+            spec,
+            blob,
+            name,
+            version,
+            found,
+            shown,
+            base,
+        })
+    }
+
+    /// The webc file at `path`, stored under its sha256.
+    pub(crate) async fn from_file(store: &Store, path: &Path) -> Result<Parsed> {
+        let blob = stored_copy(store, path).await?;
+        let shown = path.display().to_string();
+        let found = found_as_file(&shown, Located::Layout(path.to_owned()), &blob);
+        let beside = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Self::new(
+            blob,
+            shown,
+            identity_of_place(path),
+            found,
+            Base::Dir(beside),
+        )
+        .await
+    }
+
+    /// The webc file `blob`, fetched from `url`.
+    pub(crate) async fn from_url(blob: Blob, url: &fetch_http::Url) -> Result<Parsed> {
+        let shown = url.to_string();
+        let found = found_as_file(&shown, Located::Layout(PathBuf::from(&shown)), &blob);
+        let placed = url
+            .path_segments()
+            .and_then(|mut segments| segments.next_back())
+            .and_then(|name| identity_of_place(Path::new(name)));
+        Self::new(blob, shown, placed, found, Base::Url(url.clone())).await
+    }
+
+    pub(crate) fn id(&self) -> PackageId {
+        PackageId::new(self.name.clone(), self.version.clone())
+    }
+}
+
 /// A webc file stored, parsed and mapped onto the resolver's model.
 #[derive(Debug)]
 pub(crate) struct WebcFile {
@@ -52,15 +128,16 @@ pub(crate) struct WebcFile {
     pub(crate) manifest: resolve_graph::Manifest,
     /// The package as the solver and the fetch plan see it.
     pub(crate) found: Found,
+    /// Whether some dependency is named (`namespace/name@req`) and so needs a place.
+    pub(crate) needs_place: bool,
 }
 
 impl WebcFile {
     /// Store the webc file at `path` under its sha256, parse it and read its package.
-    pub(crate) async fn open(store: &Store, path: &Path) -> Result<WebcFile> {
-        let blob = stored_copy(store, path).await?;
-        let shown = path.display().to_string();
-        let found = found_as_file(&shown, Located::Layout(path.to_owned()), &blob);
-        Self::from_blob(blob, shown, identity_of_place(path), found).await
+    pub(crate) async fn open(path: &Path, direct: &Arc<DirectPackages>) -> Result<WebcFile> {
+        let parsed = Parsed::from_file(&direct.remote().store, path).await?;
+        let links = Links::new(direct, parsed.base.clone());
+        Self::from_parsed(parsed, &links).await
     }
 
     /// Where the load takes this package's volumes and atoms from.
@@ -71,66 +148,41 @@ impl WebcFile {
         }
     }
 
-    /// Parse a stored webc `blob` (named `shown` in errors) and read its package; `placed`
-    /// is the identity where it was found (a file name, a tag), which an annotation must
-    /// agree with; `found` is where it lives.
-    pub(crate) async fn from_blob(
-        blob: Blob,
-        shown: String,
-        placed: Option<(PackageName, Version)>,
-        found: Found,
-    ) -> Result<WebcFile> {
-        let (container, spec) = parse(blob.bytes().clone(), &shown).await?;
-        let (name, version) = identity(spec.identity.clone(), placed, blob.digest(), &shown)?;
-        let manifest = to_manifest(name, version, &spec, &container, &shown)?;
+    /// The package of `parsed`, with the dependencies it names by URL or path identified
+    /// through `links`.
+    pub(crate) async fn from_parsed(parsed: Parsed, links: &Links) -> Result<WebcFile> {
+        let direct = links.identify(&parsed.spec, &parsed.shown).await?;
+        let manifest = to_manifest(&parsed, &direct)?;
+        let needs_place = parsed
+            .spec
+            .dependencies
+            .iter()
+            .any(|d| matches!(d.source, DependencySource::Registry { .. }));
         Ok(WebcFile {
-            container,
-            blob,
+            container: parsed.container,
+            blob: parsed.blob,
             manifest,
-            found,
+            found: parsed.found,
+            needs_place,
         })
     }
-}
 
-impl WebcFile {
-    /// The webc file at `url`, which must hash to `sha256`: downloaded into the store
-    /// (streamed, verified, resumed after an interruption) unless it is there already.
+    /// The webc file at `url`, which must hash to `sha256` when one is given: downloaded
+    /// into the store (streamed, verified, resumed after an interruption) unless it is
+    /// there already (see `direct.rs` for a URL without one).
     pub(crate) async fn from_url(
-        remote: &crate::remote::Remote,
         url: &str,
         sha256: Option<Digest>,
+        direct: &Arc<DirectPackages>,
     ) -> Result<WebcFile> {
-        let digest = sha256.ok_or_else(|| LoadError::Reference {
+        let parsed_url = fetch_http::Url::parse(url).map_err(|e| LoadError::Reference {
             input: url.to_owned(),
-            reason: "pkgload fetches a webc file by URL only with its sha256: write \
-                     URL#sha256=<hex> (revalidating a URL without one is not built yet)"
-                .to_owned(),
+            reason: format!("not a URL: {e}"),
         })?;
-        let blob = match remote.store.get(&digest)? {
-            Some(blob) => blob,
-            None if remote.offline => {
-                return Err(LoadError::Offline {
-                    what: format!("{url} ({digest})"),
-                    cache: remote.store.root().display().to_string(),
-                });
-            }
-            None => {
-                let source = fetch_http::BlobSource::parse(url)
-                    .map_err(|e| LoadError::fetch(url.to_owned(), e))?;
-                let request = fetch_http::BlobRequest::new(source, digest, None);
-                remote
-                    .client
-                    .fetch_blob(request, &remote.store)
-                    .await
-                    .map_err(|e| LoadError::fetch(url.to_owned(), e))?
-            }
-        };
-        let found = found_as_file(url, Located::Layout(std::path::PathBuf::from(url)), &blob);
-        let placed = url
-            .rsplit('/')
-            .next()
-            .and_then(|name| identity_of_place(Path::new(name)));
-        Self::from_blob(blob, url.to_owned(), placed, found).await
+        let blob = stored_url(direct.remote(), &parsed_url, sha256).await?;
+        let parsed = Parsed::from_url(blob, &parsed_url).await?;
+        let links = Links::new(direct, parsed.base.clone());
+        Self::from_parsed(parsed, &links).await
     }
 }
 
@@ -138,25 +190,26 @@ impl WebcRoot {
     /// Store and read the webc file at `path`; `default_place` is the configured registry,
     /// which a package with dependencies needs.
     pub(crate) async fn open(
-        store: &Store,
         path: &Path,
+        direct: &Arc<DirectPackages>,
         default_place: Option<&Place>,
     ) -> Result<WebcRoot> {
-        let file = WebcFile::open(store, path).await?;
+        let file = WebcFile::open(path, direct).await?;
         let beside = path.parent().unwrap_or(Path::new(".")).to_owned();
         Self::new(file, beside, default_place)
     }
 
     /// `file` as a root; its dependencies come from `default_place`, and without one it may
-    /// have none (`beside` is then a place that is never asked).
+    /// name none (`beside` is then a place that is never asked; dependencies by URL or path
+    /// need no place).
     pub(crate) fn new(
         file: WebcFile,
-        beside: std::path::PathBuf,
+        beside: PathBuf,
         default_place: Option<&Place>,
     ) -> Result<WebcRoot> {
         let place = Place::for_local_root(
             default_place,
-            file.manifest.dependencies.is_empty(),
+            !file.needs_place,
             beside,
             &file.found.artifact.reference,
         )?;
@@ -302,19 +355,25 @@ pub(crate) fn identity_of_place(path: &Path) -> Option<(PackageName, Version)> {
     Some((name, version))
 }
 
-/// The webc package in the resolver's terms.
+/// The webc package in the resolver's terms; `direct` names the packages its `use` entries
+/// give by URL or path, by alias.
 fn to_manifest(
-    name: PackageName,
-    version: Version,
-    spec: &PackageSpec,
-    container: &WebcContainer,
-    shown: &str,
+    parsed: &Parsed,
+    direct: &HashMap<String, PackageId>,
 ) -> Result<resolve_graph::Manifest> {
+    let Parsed {
+        name,
+        version,
+        spec,
+        container,
+        shown,
+        ..
+    } = parsed;
     let bad = |reason: String| LoadError::PackageDir {
         path: shown.to_owned(),
         reason,
     };
-    let mut manifest = resolve_graph::Manifest::new(name, version);
+    let mut manifest = resolve_graph::Manifest::new(name.clone(), version.clone());
     for dep in &spec.dependencies {
         let (package, req) = match &dep.source {
             DependencySource::Registry { name, req } => (
@@ -322,19 +381,14 @@ fn to_manifest(
                     .map_err(|e| bad(format!("dependency {:?}: {e}", dep.alias)))?,
                 req.clone(),
             ),
-            DependencySource::Url { url, .. } => {
-                return Err(bad(format!(
-                    "dependency {:?} is the URL {url}; dependencies by URL are not loaded yet \
-                     (publish it to a registry and `use` it by name)",
-                    dep.alias
-                )));
-            }
-            DependencySource::Path(path) => {
-                return Err(bad(format!(
-                    "dependency {:?} is the file {path}; dependencies by path are not loaded \
-                     yet (publish it to a registry and `use` it by name)",
-                    dep.alias
-                )));
+            DependencySource::Url { .. } | DependencySource::Path(_) => {
+                let id = direct
+                    .get(&dep.alias)
+                    .ok_or_else(|| bad(format!("dependency {:?} was not identified", dep.alias)))?;
+                // Exactly the version the location holds.
+                let exact = semver::VersionReq::parse(&format!("={}", id.version))
+                    .map_err(|e| bad(format!("dependency {:?}: {e}", dep.alias)))?;
+                (id.name.clone(), exact)
             }
         };
         manifest.dependencies.push(resolve_graph::Dependency {

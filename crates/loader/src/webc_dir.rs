@@ -16,12 +16,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cache_core::{Digest, Store};
+use cache_core::Digest;
 use futures::future::{BoxFuture, FutureExt};
 use resolve_graph::{PackageId, PackageName, Source, SourceError, Summary};
 use semver::Version;
 use tokio::sync::OnceCell;
 
+use crate::direct::DirectPackages;
 use crate::error::{LoadError, Result};
 use crate::local::LocalRoot;
 use crate::remote::Found;
@@ -32,7 +33,8 @@ type Index = HashMap<PackageName, BTreeMap<Version, PathBuf>>;
 
 pub(crate) struct WebcDirSource {
     root: PathBuf,
-    store: Store,
+    /// Packages named by URL or path (a file's dependencies may be).
+    direct: Arc<DirectPackages>,
     /// File digests a lockfile pins.
     pinned: HashMap<PackageId, Digest>,
     index: OnceCell<Index>,
@@ -43,10 +45,14 @@ pub(crate) struct WebcDirSource {
 }
 
 impl WebcDirSource {
-    pub(crate) fn new(root: PathBuf, store: Store, pinned: HashMap<PackageId, Digest>) -> Self {
+    pub(crate) fn new(
+        root: PathBuf,
+        direct: &Arc<DirectPackages>,
+        pinned: HashMap<PackageId, Digest>,
+    ) -> Self {
         WebcDirSource {
             root,
-            store,
+            direct: direct.clone(),
             pinned,
             index: OnceCell::new(),
             opened: Mutex::new(HashMap::new()),
@@ -109,7 +115,7 @@ impl WebcDirSource {
         {
             return Ok(file.clone());
         }
-        let file = Arc::new(WebcFile::open(&self.store, path).await?);
+        let file = Arc::new(WebcFile::open(path, &self.direct).await?);
         self.opened
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

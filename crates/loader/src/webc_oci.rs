@@ -25,10 +25,11 @@ use serde_json::json;
 use webc_package::Identity;
 
 use crate::artifact::{Artifact, TITLE_ANNOTATION};
+use crate::direct::{Base, DirectPackages, Links};
 use crate::error::{LoadError, Result};
 use crate::pack::{MANIFEST_MEDIA_TYPE, Packed};
-use crate::remote::{Found, Located, Remote};
-use crate::webc::{WEBC_MEDIA_TYPE, WebcFile};
+use crate::remote::{Found, Located};
+use crate::webc::{Parsed, WEBC_MEDIA_TYPE, WebcFile};
 
 /// `artifactType` of a webc package pkgload pushes.
 pub const WEBC_ARTIFACT_TYPE: &str = "application/vnd.pkgload.webc.v1";
@@ -41,7 +42,7 @@ impl WebcFile {
     /// fetched into the store (cache-first, verified) and read. `placed` is the name and
     /// version it was found under, when known.
     pub(crate) async fn from_artifact(
-        remote: &Remote,
+        direct: &Arc<DirectPackages>,
         at: &Located,
         artifact: Arc<Artifact>,
         placed: Option<(PackageName, Version)>,
@@ -53,13 +54,16 @@ impl WebcFile {
                 reason: format!("classified as webc, but it has no {WEBC_MEDIA_TYPE} layer"),
             })?
             .clone();
-        let blob = remote.blob(at, &layer).await?;
+        let blob = direct.remote().blob(at, &layer).await?;
         let found = Found {
             at: at.clone(),
             artifact: artifact.clone(),
         };
         let shown = format!("{}@{}", artifact.reference, layer.digest);
-        WebcFile::from_blob(blob, shown, placed, found).await
+        // A path in its `use` would point nowhere; URLs are absolute.
+        let parsed = Parsed::new(blob, shown, placed, found, Base::Nowhere).await?;
+        let links = Links::new(direct, Base::Nowhere);
+        WebcFile::from_parsed(parsed, &links).await
     }
 }
 

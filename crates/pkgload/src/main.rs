@@ -46,6 +46,11 @@ struct Cli {
     #[arg(long, global = true)]
     offline: bool,
 
+    /// Trust what a registry said about a tag, and what a URL served, for this many seconds
+    /// before asking again (0: always ask; the answer is then revalidated, not re-downloaded)
+    #[arg(long, global = true, default_value_t = 300, value_name = "SECONDS")]
+    ref_ttl: u64,
+
     /// More output (-v: info, -vv: debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
@@ -79,6 +84,7 @@ pub struct Global {
     pub insecure: Vec<String>,
     pub jobs: usize,
     pub offline: bool,
+    pub ref_ttl: std::time::Duration,
     pub quiet: bool,
     pub max_layer_size: u64,
 }
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         insecure: cli.insecure,
         jobs: cli.jobs.max(1),
         offline: cli.offline,
+        ref_ttl: std::time::Duration::from_secs(cli.ref_ttl),
         quiet: cli.quiet,
         max_layer_size: cli.max_layer_size,
     };

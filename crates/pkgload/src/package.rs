@@ -244,6 +244,7 @@ async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loade
         .prefetch(prefetch)
         .jobs(global.jobs)
         .offline(global.offline)
+        .ref_ttl(global.ref_ttl)
         .layer_limits(vfs_overlay::LayerLimits {
             max_uncompressed: global.max_layer_size,
             ..vfs_overlay::LayerLimits::default()

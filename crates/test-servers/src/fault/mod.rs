@@ -3,7 +3,7 @@
 //! [`FaultServer::start`] binds a free port and serves [`Route`]s, each a body plus the
 //! faults to inject: statuses ([`Route::status_first`]), cut bodies
 //! ([`Route::reset_after`], [`Route::truncate_after`]), corruption ([`Route::flip_byte`]),
-//! range handling ([`RangeMode`], `ETag`, `If-Range`), content codings ([`Encoding`]),
+//! range handling ([`RangeMode`], `ETag`, `If-Range`, `If-None-Match`), content codings ([`Encoding`]),
 //! redirects, authentication ([`Bearer`], [`TokenEndpoint`], basic) and slow bodies.
 //! Unknown paths get `404`; every request is recorded ([`RecordedRequest`]).
 //!

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH,
-    CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_RANGE, LOCATION, RANGE,
-    RETRY_AFTER, VARY, WWW_AUTHENTICATE,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_NONE_MATCH, IF_RANGE, LOCATION,
+    RANGE, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{HeaderMap, Method, StatusCode};
 use sha2::{Digest as _, Sha256};
@@ -189,6 +189,22 @@ impl RouteState {
             EtagMode::Fixed(value) => Some(value.clone()),
             EtagMode::Off => None,
         };
+
+        // If-None-Match (weak comparison, a list or `*`): an unchanged representation is a
+        // bodiless 304 that repeats the validator.
+        if let (Some(etag), Some(condition)) = (&etag, request.header(IF_NONE_MATCH)) {
+            let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+            let unchanged = condition.trim() == "*"
+                || condition.split(',').any(|tag| opaque(tag) == opaque(etag));
+            if unchanged {
+                let mut reply = Reply::empty(StatusCode::NOT_MODIFIED);
+                match HeaderValue::from_str(etag) {
+                    Ok(value) => reply.headers.insert(ETAG, value),
+                    Err(_) => return Reply::misconfigured(format!("bad ETag {etag:?}")),
+                };
+                return reply;
+            }
+        }
 
         let total = representation.len();
         let mut selection = match (route.ranges, request.header(RANGE)) {
