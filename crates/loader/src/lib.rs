@@ -56,6 +56,7 @@ mod volume;
 mod webc;
 mod webc_dir;
 mod webc_oci;
+mod webc_pack;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,
@@ -70,3 +71,4 @@ pub use package_dir::PackageDir;
 pub use reference::{PACKAGE_FILE, PackageRef};
 pub use webc::WEBC_MEDIA_TYPE;
 pub use webc_oci::{WEBC_ARTIFACT_TYPE, push_webc};
+pub use webc_pack::{PackedWebc, pack_webc};

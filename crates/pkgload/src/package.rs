@@ -81,11 +81,13 @@ pub enum PackageCommand {
         #[arg(long, value_enum, default_value = "auto")]
         link_mode: LinkModeArg,
     },
-    /// Build a package from a directory holding pkgload.toml into an OCI layout.
+    /// Build a package from a directory holding pkgload.toml into an OCI layout, or into a
+    /// webc file.
     Pack {
         /// The package directory
         dir: PathBuf,
-        /// oci:LAYOUT[:TAG] (the tag defaults to the package version)
+        /// oci:LAYOUT[:TAG] (the tag defaults to the package version), or FILE.webc (a
+        /// webc v3 file, as Wasmer's tools read)
         #[arg(long, short)]
         output: String,
     },
@@ -194,10 +196,19 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
                 eprintln!("{report}");
             }
         }
+        PackageCommand::Pack { dir, output } if output.ends_with(".webc") => {
+            let packed = loader::pack_webc(&dir, std::path::Path::new(&output)).await?;
+            println!("{}", serde_json::to_string(&packed)?);
+        }
         PackageCommand::Pack { dir, output } => {
             let target = match PackageRef::parse(&output)? {
                 PackageRef::Layout(layout) => layout,
-                _ => return Err(format!("--output {output:?}: expected oci:LAYOUT[:TAG]").into()),
+                _ => {
+                    return Err(format!(
+                        "--output {output:?}: expected oci:LAYOUT[:TAG] or FILE.webc"
+                    )
+                    .into());
+                }
             };
             let layout = fetch_http::OciLayout::create(target.dir())?;
             let packed =

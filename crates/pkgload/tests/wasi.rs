@@ -1,5 +1,5 @@
-//! A real runtime runs what pkgload loads: `examples/hello`, packed as an OCI package and
-//! written as a webc file, is loaded, its tree unpacked, and its entrypoint atom run under
+//! A real runtime runs what pkgload loads: `examples/hello`, packed as an OCI package,
+//! written as a webc file by the `webc` crate and by `pkgload pack --output FILE.webc`, is loaded, its tree unpacked, and its entrypoint atom run under
 //! Node's WASI (`node:wasi`) with the tree preopened as `/`. The program reads a file
 //! through the package's nested mount and prints it. pkgload itself embeds no runtime.
 
@@ -151,6 +151,22 @@ fn the_example_runs_under_node_wasi_as_a_package_and_as_a_webc() {
         &work.path().join("cache-webc"),
         file.to_str().unwrap(),
         "webc",
+    );
+    assert_eq!(printed, expected);
+
+    // As the webc file `pkgload pack --output FILE.webc` writes from the example directory.
+    let packed = work.path().join("packed-hello.webc");
+    run(pkgload(&cache).args([
+        "pack",
+        example.to_str().unwrap(),
+        "--output",
+        packed.to_str().unwrap(),
+    ]));
+    let printed = load_and_run(
+        work.path(),
+        &work.path().join("cache-packed"),
+        packed.to_str().unwrap(),
+        "packed",
     );
     assert_eq!(printed, expected);
 }

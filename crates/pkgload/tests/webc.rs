@@ -794,3 +794,100 @@ fn bad_webc_dependencies_by_location_are_clear_errors() {
         "{err}"
     );
 }
+
+/// `pack DIR --output FILE.webc` is reproducible (the same directory gives the same bytes
+/// whatever the files' times), and the file loads as the same tree, commands and
+/// entrypoint as the OCI package packed from the same directory.
+#[test]
+fn a_package_directory_packs_into_a_reproducible_webc_file() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let dir = work.path().join("hello");
+    copy_tree(&example, &dir);
+    let pack = |output: &Path| -> serde_json::Value {
+        let out = run(pkgload(&cache).args([
+            "pack",
+            dir.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = pack(&work.path().join("a.webc"));
+    // New times on every file: the same bytes.
+    for file in walk_files(&dir) {
+        let f = std::fs::File::options().append(true).open(&file).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1234))
+            .unwrap();
+    }
+    let second = pack(&work.path().join("b.webc"));
+    assert_eq!(first["digest"], second["digest"]);
+    assert_eq!(
+        first["digest"],
+        sha256(&std::fs::read(work.path().join("b.webc")).unwrap())
+    );
+
+    let layout = format!("oci:{}", work.path().join("layout").display());
+    run(pkgload(&cache).args(["pack", dir.to_str().unwrap(), "--output", &layout]));
+    let webc = work.path().join("a.webc");
+    let webc = webc.to_str().unwrap();
+    let describe = |reference: &str| -> serde_json::Value {
+        serde_json::from_slice(&run(pkgload(&cache).args(["load", "--json", reference])).stdout)
+            .unwrap()
+    };
+    let (from_webc, from_oci) = (describe(webc), describe(&layout));
+    assert_eq!(from_webc["entrypoint"], from_oci["entrypoint"]);
+    assert_eq!(
+        from_webc["commands"][0]["atom"],
+        from_oci["commands"][0]["atom"]
+    );
+    assert_eq!(from_webc["footprint"], from_oci["footprint"]);
+    let listing = |reference: &str| stdout(&run(pkgload(&cache).args(["ls", "-R", reference])));
+    assert_eq!(listing(webc), listing(&layout));
+
+    // Somewhere it cannot be written: an error naming the file, nothing left behind.
+    let nowhere = work.path().join("missing/dir/c.webc");
+    let err = failed(
+        pkgload(&cache)
+            .args([
+                "pack",
+                dir.to_str().unwrap(),
+                "--output",
+                nowhere.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("missing/dir/c.webc"), "{err}");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(walk_files(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

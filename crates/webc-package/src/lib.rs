@@ -51,9 +51,11 @@ mod error;
 mod frame;
 mod model;
 mod volume;
+mod write;
 
 pub use container::{Atom, WebcContainer};
 pub use error::WebcError;
 pub use model::{
     AtomRef, CommandSpec, Dependency, DependencySource, Identity, Mount, PackageSpec, parse_use,
 };
+pub use write::{CommandToWrite, PackageToWrite};
