@@ -891,3 +891,47 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The case Wasmer's loader refuses ("rename the command"): a root command that runs a
+/// dependency's atom under the name the dependency's own command has. The root's command
+/// shadows the dependency's (one command of that name, declared by the root) and runs the
+/// dependency's atom.
+#[test]
+fn a_root_command_may_shadow_the_dependency_command_whose_atom_it_runs() {
+    use webc::metadata::Command as WebcCommand;
+    use webc::metadata::annotations::Atom as AtomAnnotation;
+    let runs = |atom: &str, dependency: Option<&str>| WebcCommand {
+        runner: "https://webc.org/runner/wasi".into(),
+        annotations: indexmap::IndexMap::from([(
+            AtomAnnotation::KEY.to_owned(),
+            test_servers::webc::annotation(&AtomAnnotation::new(
+                atom,
+                dependency.map(str::to_owned),
+            )),
+        )]),
+    };
+    let work = tempfile::tempdir().unwrap();
+    let pkgs = work.path().join("pkgs");
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let mut python = small("acme/python", "3.12.0", "lib.py", "python");
+    python.commands = vec![("python".into(), runs("python", None))];
+    python.write(3, &pkgs.join("acme--python@3.12.0.webc"));
+    let mut app = small("acme/app", "1.0.0", "app.py", "app");
+    app.uses = vec![("py".into(), "acme/python@^3".into())];
+    app.commands = vec![("python".into(), runs("python", Some("py")))];
+    app.entrypoint = Some("python".into());
+    let root = work.path().join("app.webc");
+    app.write(3, &root);
+
+    let cache = work.path().join("cache");
+    let dir = format!("dir:{}", pkgs.display());
+    let out =
+        run(pkgload(&cache).args(["--registry", &dir, "load", "--json", root.to_str().unwrap()]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands = json["commands"].as_array().unwrap();
+    let named: Vec<_> = commands.iter().filter(|c| c["name"] == "python").collect();
+    assert_eq!(named.len(), 1, "{json}");
+    assert_eq!(named[0]["package"], "acme/app", "{json}");
+    assert_eq!(named[0]["atom"], sha256(&python.atoms[0].1), "{json}");
+    assert_eq!(json["entrypoint"], "python");
+}
