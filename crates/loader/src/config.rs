@@ -8,6 +8,7 @@ use std::time::Duration;
 use fetch_http::{ClientConfig, Credential, Credentials, HttpClient};
 
 use crate::error::{LoadError, Result};
+use crate::remote::Place;
 
 /// What to do when a layer's content does not match the uncompressed digest (`diff_id`)
 /// its image config declares.
@@ -49,9 +50,8 @@ pub type ProgressSink = Arc<dyn Fn(LoadEvent) + Send + Sync>;
 #[derive(Clone)]
 pub struct LoaderBuilder {
     pub(crate) cache_dir: Option<PathBuf>,
-    pub(crate) registry: Option<String>,
-    pub(crate) prefix: String,
-    pub(crate) webc_dir: Option<PathBuf>,
+    /// Where named packages are looked up, in order.
+    pub(crate) places: Vec<Place>,
     pub(crate) insecure: Vec<String>,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) explicit: Vec<(String, Credential)>,
@@ -70,8 +70,7 @@ impl std::fmt::Debug for LoaderBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoaderBuilder")
             .field("cache_dir", &self.cache_dir)
-            .field("registry", &self.registry)
-            .field("prefix", &self.prefix)
+            .field("places", &self.places)
             .field("insecure", &self.insecure)
             .field("jobs", &self.jobs)
             .field("validation", &self.validation)
@@ -85,9 +84,7 @@ impl Default for LoaderBuilder {
     fn default() -> Self {
         LoaderBuilder {
             cache_dir: None,
-            registry: None,
-            webc_dir: None,
-            prefix: String::new(),
+            places: Vec::new(),
             insecure: Vec::new(),
             credentials: None,
             explicit: Vec::new(),
@@ -113,22 +110,27 @@ impl LoaderBuilder {
         self
     }
 
-    /// The registry (`host[:port]`) and repository prefix that `namespace/name@REQ`
-    /// references resolve against.
+    /// Adds a registry (`host[:port]`) and repository prefix to the places where
+    /// `namespace/name@REQ` references and the dependencies of local roots are looked up.
+    ///
+    /// Places are one source, consulted in the order they were added: a name's versions
+    /// are those of every place, and a version comes from the first place that has it.
     #[must_use]
     pub fn registry(mut self, registry: impl Into<String>, prefix: impl Into<String>) -> Self {
-        self.registry = Some(registry.into());
-        self.prefix = prefix.into().trim_matches('/').to_owned();
+        self.places.push(Place::Registry {
+            registry: registry.into(),
+            prefix: prefix.into().trim_matches('/').to_owned(),
+        });
         self
     }
 
-    /// A directory of webc files as the place `namespace/name@REQ` references and
-    /// dependencies are looked up, instead of a registry: `DIR/<namespace>/<name>/<version>.webc`,
+    /// Adds a directory of webc files to the places where packages are looked up (see
+    /// [`LoaderBuilder::registry`] for the order): `DIR/<namespace>/<name>/<version>.webc`,
     /// `DIR/<namespace>--<name>@<version>.webc`, or any `*.webc` in `DIR` (indexed by its
     /// annotation).
     #[must_use]
     pub fn webc_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.webc_dir = Some(dir.into());
+        self.places.push(Place::WebcDir { root: dir.into() });
         self
     }
 

@@ -22,14 +22,14 @@ pub(crate) struct DevRoot {
     pub(crate) package: PackageDir,
     /// The root as the solver sees it: its config, found in the directory.
     pub(crate) found: Found,
-    /// Where its dependencies are looked up.
-    pub(crate) place: Place,
+    /// Where its dependencies are looked up, in order.
+    pub(crate) places: Vec<Place>,
 }
 
 impl DevRoot {
-    /// Read `dir`; `default_place` is the configured registry, which a package with
-    /// dependencies needs.
-    pub(crate) async fn open(dir: &Path, default_place: Option<&Place>) -> Result<Self> {
+    /// Read `dir`; `places` are the configured places, which a package with dependencies
+    /// needs.
+    pub(crate) async fn open(dir: &Path, places: &[Place]) -> Result<Self> {
         let package = {
             let owned = dir.to_owned();
             tokio::task::spawn_blocking(move || PackageDir::open(&owned))
@@ -39,8 +39,8 @@ impl DevRoot {
                     reason: format!("reading the package failed: {e}"),
                 })??
         };
-        let place = Place::for_local_root(
-            default_place,
+        let places = Place::for_local_root(
+            places,
             package.manifest.dependencies.is_empty(),
             dir.to_owned(),
             &dir.join(PACKAGE_FILE).display().to_string(),
@@ -66,7 +66,7 @@ impl DevRoot {
         Ok(DevRoot {
             package,
             found,
-            place,
+            places,
         })
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use cache_core::{Blob, Digest, Store};
 use futures::{StreamExt, TryStreamExt};
 use resolve_graph::{
-    Lockfile, PackageId, Resolution, ResolveOptions, ResolvedGraph, ResolvedPackage,
+    Lockfile, PackageId, PackageName, Resolution, ResolveOptions, ResolvedGraph, ResolvedPackage,
 };
+use semver::Version;
 use serde::Serialize;
 use vfs_overlay::{FileSystem, MountPolicy, SubFs, Union, VfsPath};
 
@@ -20,7 +21,7 @@ use crate::local::{LocalParts, LocalRoot};
 use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
-use crate::source::{PackageSource, PlaceSource, TreeSource};
+use crate::source::{PlaceSource, TreeSource};
 use crate::volume::OpenedVolumes;
 use crate::webc::{WebcFile, WebcRoot};
 use crate::webc_dir::WebcDirSource;
@@ -31,7 +32,8 @@ pub struct Loader {
     remote: Arc<Remote>,
     jobs: usize,
     validation: Validation,
-    default_place: Option<Place>,
+    /// Where named packages are looked up, in order (empty: nowhere configured).
+    places: Vec<Place>,
     layer_limits: vfs_overlay::LayerLimits,
     prefetch: bool,
 }
@@ -268,13 +270,7 @@ impl Loader {
             remote: Arc::new(remote),
             jobs: config.jobs,
             validation: config.validation,
-            default_place: match (config.webc_dir, config.registry) {
-                (Some(root), _) => Some(Place::WebcDir { root }),
-                (None, registry) => registry.map(|registry| Place::Registry {
-                    registry,
-                    prefix: config.prefix,
-                }),
-            },
+            places: config.places,
             layer_limits: config.layer_limits,
             prefetch: config.prefetch,
         }
@@ -315,6 +311,9 @@ impl Loader {
     ) -> Result<Resolved> {
         let trust = lock.is_some();
         let direct = DirectPackages::new(self.remote.clone(), lock);
+        // A root named by `namespace/name@REQ` takes its dependencies from the configured
+        // places; one named by its registry or layout, from where it was found.
+        let named = matches!(reference, PackageRef::Named { .. });
         let (at, tag) = match reference {
             PackageRef::Registry(r) => (
                 Located::Registry {
@@ -328,49 +327,17 @@ impl Loader {
                 l.tag().map(str::to_owned),
             ),
             PackageRef::Named { name, req } => {
-                let place = self
-                    .default_place
-                    .clone()
-                    .ok_or_else(|| LoadError::Reference {
-                        input: reference.to_string(),
-                        reason: "a name with a version requirement needs a registry: pass \
-                             --registry HOST[/PREFIX] (or LoaderBuilder::registry)"
-                            .to_owned(),
-                    })?;
-                if let Place::WebcDir { root } = &place {
-                    let source = WebcDirSource::new(root.clone(), &direct, HashMap::new());
-                    let locked = lock
-                        .filter(|l| l.root.name == *name && req.matches(&l.root.version))
-                        .map(|l| l.root.version.clone());
-                    let path = source.pick(name, req, locked.as_ref()).await?;
-                    return self.resolve_webc(&path, lock, &direct).await;
-                }
-                let source = PackageSource::new(&direct, place.clone(), HashMap::new());
                 let locked = lock
                     .filter(|l| l.root.name == *name && req.matches(&l.root.version))
                     .map(|l| l.root.version.clone());
-                let version = match locked {
-                    Some(v) => v,
-                    None => {
-                        let versions = resolve_graph::Source::versions(&source, name)
-                            .await
-                            .map_err(|e| LoadError::Reference {
-                                input: reference.to_string(),
-                                reason: e.to_string(),
-                            })?;
-                        versions
-                            .into_iter()
-                            .filter(|v| req.matches(v))
-                            .max()
-                            .ok_or_else(|| LoadError::Reference {
-                                input: reference.to_string(),
-                                reason: format!(
-                                    "{} has no version matching {req}",
-                                    place.locate(name.as_str()).describe()
-                                ),
-                            })?
-                    }
-                };
+                let (place, version) = self
+                    .pick_named(reference, name, req, locked, &direct)
+                    .await?;
+                if let Place::WebcDir { root } = &place {
+                    let source = WebcDirSource::new(root.clone(), &direct, HashMap::new());
+                    let path = source.pick(name, req, Some(&version)).await?;
+                    return self.resolve_webc(&path, lock, &direct).await;
+                }
                 (place.locate(name.as_str()), Some(version.to_string()))
             }
             PackageRef::Directory(dir) => {
@@ -381,7 +348,7 @@ impl Loader {
             }
             PackageRef::WebcUrl { url, sha256 } => {
                 let file = WebcFile::from_url(url, *sha256, &direct).await?;
-                let root = WebcRoot::new(file, ".".into(), self.default_place.as_ref())?;
+                let root = WebcRoot::new(file, ".".into(), &self.places)?;
                 return self.resolve_webc_root(root, lock, &direct).await;
             }
         };
@@ -394,11 +361,14 @@ impl Loader {
             ArtifactKind::Webc => {
                 let placed = placed_identity(&at, tag.as_deref());
                 let file = WebcFile::from_artifact(&direct, &at, artifact, placed).await?;
-                let place = place_of(&at, file.manifest.name.as_str());
+                let places = match named {
+                    true => self.places.clone(),
+                    false => vec![place_of(&at, file.manifest.name.as_str())],
+                };
                 let local = file.local_root();
                 let root = RootParts {
                     found: file.found,
-                    place,
+                    places,
                     local: Some(local),
                     stand_in: false,
                 };
@@ -407,10 +377,13 @@ impl Loader {
             }
             ArtifactKind::Package => {
                 let manifest = self.remote.package_config(&at, &artifact).await?;
-                let place = place_of(&at, manifest.name.as_str());
+                let places = match named {
+                    true => self.places.clone(),
+                    false => vec![place_of(&at, manifest.name.as_str())],
+                };
                 let root = RootParts {
                     found: root_found,
-                    place,
+                    places,
                     local: None,
                     stand_in: false,
                 };
@@ -455,6 +428,85 @@ impl Loader {
         }
     }
 
+    /// The newest version of `name` matching `req` (`locked`, when a lockfile names one)
+    /// over every configured place, and the first place, in order, that has it.
+    async fn pick_named(
+        &self,
+        reference: &PackageRef,
+        name: &PackageName,
+        req: &semver::VersionReq,
+        locked: Option<Version>,
+        direct: &Arc<DirectPackages>,
+    ) -> Result<(Place, Version)> {
+        let invalid = |reason: String| LoadError::Reference {
+            input: reference.to_string(),
+            reason,
+        };
+        if self.places.is_empty() {
+            return Err(invalid(
+                "a name with a version requirement needs a registry: pass --registry \
+                 HOST[/PREFIX] or --registry dir:DIR (or LoaderBuilder::registry)"
+                    .to_owned(),
+            ));
+        }
+        let listings = futures::future::join_all(self.places.iter().map(|place| async move {
+            let source = PlaceSource::new(place.clone(), direct, HashMap::new());
+            resolve_graph::Source::versions(&source, name).await
+        }))
+        .await;
+        let mut failures = Vec::new();
+        let mut candidates: Vec<(Version, usize)> = Vec::new();
+        let mut seen = Vec::new();
+        for (index, listing) in listings.into_iter().enumerate() {
+            let place = self
+                .places
+                .get(index)
+                .map(Place::describe)
+                .unwrap_or_default();
+            match listing {
+                Ok(mut versions) => {
+                    versions.sort();
+                    let shown: Vec<String> = versions.iter().map(ToString::to_string).collect();
+                    seen.push(match shown.is_empty() {
+                        true => format!("{place} has none"),
+                        false => format!("{place} has {}", shown.join(", ")),
+                    });
+                    candidates.extend(versions.into_iter().map(|v| (v, index)));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let wanted = |v: &Version| match &locked {
+            Some(locked) => v == locked,
+            None => req.matches(v),
+        };
+        // Newest first; among equals, the earliest place.
+        let pick = candidates
+            .into_iter()
+            .filter(|(v, _)| wanted(v))
+            .max_by(|(a, i), (b, j)| a.cmp(b).then(j.cmp(i)));
+        match pick {
+            Some((version, index)) => {
+                for failure in &failures {
+                    tracing::warn!(%failure, "a place could not answer; another did");
+                }
+                let place = self
+                    .places
+                    .get(index)
+                    .cloned()
+                    .ok_or_else(|| invalid("the place that answered is gone".to_owned()))?;
+                Ok((place, version))
+            }
+            None => {
+                seen.extend(failures.iter().map(ToString::to_string));
+                Err(invalid(format!(
+                    "no version of {name} matching {req} ({})",
+                    seen.join("; ")
+                )))
+            }
+        }
+    }
+
     /// Resolve a package under development: its config from `pkgload.toml`, its
     /// dependencies from the configured registry (or beside it, when it has none).
     async fn resolve_directory(
@@ -466,15 +518,15 @@ impl Loader {
         let DevRoot {
             package,
             found,
-            place,
-        } = DevRoot::open(dir, self.default_place.as_ref()).await?;
+            places,
+        } = DevRoot::open(dir, &self.places).await?;
         let manifest = package.manifest.clone();
         let root = RootParts {
             found,
-            place,
+            places,
             local: Some(LocalRoot::Directory(package)),
             // Without a registry, the package directory's place is a stand-in.
-            stand_in: self.default_place.is_none(),
+            stand_in: self.places.is_empty(),
         };
         self.resolve_package(manifest, root, lock, direct).await
     }
@@ -487,7 +539,7 @@ impl Loader {
         lock: Option<&Lockfile>,
         direct: &Arc<DirectPackages>,
     ) -> Result<Resolved> {
-        let root = WebcRoot::open(path, direct, self.default_place.as_ref()).await?;
+        let root = WebcRoot::open(path, direct, &self.places).await?;
         self.resolve_webc_root(root, lock, direct).await
     }
 
@@ -497,14 +549,14 @@ impl Loader {
         lock: Option<&Lockfile>,
         direct: &Arc<DirectPackages>,
     ) -> Result<Resolved> {
-        let WebcRoot { file, place } = root;
+        let WebcRoot { file, places } = root;
         let local = file.local_root();
         let root = RootParts {
             found: file.found,
-            place,
+            places,
             local: Some(local),
             // Without a registry, the webc file's place is a stand-in.
-            stand_in: self.default_place.is_none(),
+            stand_in: self.places.is_empty(),
         };
         self.resolve_package(file.manifest, root, lock, direct)
             .await
@@ -521,7 +573,7 @@ impl Loader {
     ) -> Result<Resolved> {
         let RootParts {
             found: root_found,
-            place,
+            places,
             local: local_root,
             stand_in,
         } = root;
@@ -542,29 +594,32 @@ impl Loader {
             })
             .unwrap_or_default();
         let volumes = OpenedVolumes::default();
-        let mut prefetch = None;
-        let source = match place {
-            Place::WebcDir { root } => {
-                PlaceSource::WebcDir(WebcDirSource::new(root, direct, pinned))
-            }
-            place => {
-                let mut source = PackageSource::new(direct, place, pinned);
-                if self.prefetch {
-                    let started = Arc::new(Prefetch::new(
-                        self.remote.clone(),
-                        self.layer_limits,
-                        self.jobs,
-                        volumes.clone(),
-                    ));
-                    started.package(&root_found.at, &root_found.artifact, &manifest);
-                    source = source.with_prefetch(started.clone());
-                    prefetch = Some(started);
+        // One prefetcher for every registry place: the root's blobs start downloading now.
+        let registries = places.iter().any(|p| !matches!(p, Place::WebcDir { .. }));
+        let prefetch = (self.prefetch && registries).then(|| {
+            let started = Arc::new(Prefetch::new(
+                self.remote.clone(),
+                self.layer_limits,
+                self.jobs,
+                volumes.clone(),
+            ));
+            started.package(&root_found.at, &root_found.artifact, &manifest);
+            started
+        });
+        let sources = places
+            .into_iter()
+            .map(|place| {
+                let mut source = PlaceSource::new(place, direct, pinned.clone());
+                if let PlaceSource::Oci(oci) = &mut source {
+                    if let Some(prefetch) = &prefetch {
+                        oci.set_prefetch(prefetch.clone());
+                    }
+                    oci.remember(root_id.clone(), root_found.clone());
                 }
-                source.remember(root_id.clone(), root_found.clone());
-                PlaceSource::Oci(source)
-            }
-        };
-        let source = TreeSource::new(direct.clone(), source, stand_in);
+                source
+            })
+            .collect();
+        let source = TreeSource::new(direct.clone(), sources, stand_in);
         let resolution = match lock {
             Some(lock) => resolve_graph::resolve_locked(&source, &manifest, lock).await?,
             None => resolve_graph::resolve(&source, &manifest, &ResolveOptions::default())
@@ -927,9 +982,10 @@ impl Loader {
 /// up, and its own parts when they are not OCI blobs.
 struct RootParts {
     found: Found,
-    place: Place,
+    /// Where its named dependencies are looked up, in order.
+    places: Vec<Place>,
     local: Option<LocalRoot>,
-    /// `place` stands in for a registry nobody configured (see `TreeSource`).
+    /// `places` stand in for a registry nobody configured (see `TreeSource`).
     stand_in: bool,
 }
 

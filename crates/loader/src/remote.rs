@@ -50,19 +50,19 @@ impl Place {
     }
 
     /// Where the dependencies of a root that is not in a registry (a package directory, a
-    /// webc file or URL, shown as `shown`) are looked up: the configured place; without
-    /// one, a root with dependencies is an error saying how to name one (and `beside`, a
+    /// webc file or URL, shown as `shown`) are looked up: the configured places; without
+    /// any, a root with dependencies is an error saying how to name one (and `beside`, a
     /// place never asked, stands for a root without any).
     pub(crate) fn for_local_root(
-        default_place: Option<&Place>,
+        places: &[Place],
         no_dependencies: bool,
         beside: PathBuf,
         shown: &str,
-    ) -> Result<Place> {
-        match (default_place, no_dependencies) {
-            (Some(place), _) => Ok(place.clone()),
-            (None, true) => Ok(Place::Layouts { root: beside }),
-            (None, false) => Err(LoadError::PackageDir {
+    ) -> Result<Vec<Place>> {
+        match (places.is_empty(), no_dependencies) {
+            (false, _) => Ok(places.to_vec()),
+            (true, true) => Ok(vec![Place::Layouts { root: beside }]),
+            (true, false) => Err(LoadError::PackageDir {
                 path: shown.to_owned(),
                 reason: "it has dependencies: say where they come from with --registry \
                          HOST[/PREFIX] or --registry dir:DIR (or LoaderBuilder::registry)"

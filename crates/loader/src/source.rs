@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cache_core::Digest;
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::{BoxFuture, FutureExt, join_all};
 use resolve_graph::{PackageId, PackageName, Source, SourceError, Summary};
 use semver::Version;
 
@@ -24,27 +24,82 @@ use crate::webc::WebcFile;
 use crate::webc_dir::WebcDirSource;
 
 /// The source one resolution reads: the packages named by URL or path first, then the
-/// place (registries and layouts, or a directory of webc files).
+/// places (registries and layouts, directories of webc files) as one source, in order.
+///
+/// A name's versions are the union of every place's; a version's summary comes from the
+/// first place, in order, that listed it. A place that fails while another answers is a
+/// warning, not an error (a registry that is down does not hide a directory's packages).
 pub(crate) struct TreeSource {
     direct: Arc<DirectPackages>,
-    place: PlaceSource,
-    /// The place is a stand-in (no registry was configured and the root named none): a
-    /// name it would be asked for is an error saying how to configure one.
+    places: Vec<PlaceSource>,
+    /// The places are a stand-in (no registry was configured and the root named none): a
+    /// name they would be asked for is an error saying how to configure one.
     stand_in: bool,
+    /// Which places listed which versions of each name.
+    listed: Mutex<HashMap<PackageName, Vec<Listing>>>,
 }
 
-/// Where named packages are found.
+/// The versions one place (by index) listed for a name.
+type Listing = (usize, Vec<Version>);
+
+/// One place where named packages are found.
 pub(crate) enum PlaceSource {
     Oci(PackageSource),
     WebcDir(WebcDirSource),
 }
 
+impl PlaceSource {
+    pub(crate) fn new(
+        place: Place,
+        direct: &Arc<DirectPackages>,
+        pinned: HashMap<PackageId, Digest>,
+    ) -> PlaceSource {
+        match place {
+            Place::WebcDir { root } => {
+                PlaceSource::WebcDir(WebcDirSource::new(root, direct, pinned))
+            }
+            place => PlaceSource::Oci(PackageSource::new(direct, place, pinned)),
+        }
+    }
+
+    fn found(&self, id: &PackageId) -> Option<(Found, Option<LocalRoot>)> {
+        match self {
+            PlaceSource::Oci(s) => s.found(id).map(|f| (f, s.local(id))),
+            PlaceSource::WebcDir(s) => s.found(id).map(|(f, local)| (f, Some(local))),
+        }
+    }
+}
+
+impl Source for PlaceSource {
+    fn versions<'a>(
+        &'a self,
+        name: &'a PackageName,
+    ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
+        match self {
+            PlaceSource::Oci(s) => s.versions(name),
+            PlaceSource::WebcDir(s) => s.versions(name),
+        }
+    }
+
+    fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
+        match self {
+            PlaceSource::Oci(s) => s.summary(id),
+            PlaceSource::WebcDir(s) => s.summary(id),
+        }
+    }
+}
+
 impl TreeSource {
-    pub(crate) fn new(direct: Arc<DirectPackages>, place: PlaceSource, stand_in: bool) -> Self {
+    pub(crate) fn new(
+        direct: Arc<DirectPackages>,
+        places: Vec<PlaceSource>,
+        stand_in: bool,
+    ) -> Self {
         TreeSource {
             direct,
-            place,
+            places,
             stand_in,
+            listed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -53,9 +108,20 @@ impl TreeSource {
         if let Some((found, local)) = self.direct.found(id) {
             return Some((found, Some(local)));
         }
-        match &self.place {
-            PlaceSource::Oci(s) => s.found(id).map(|f| (f, s.local(id))),
-            PlaceSource::WebcDir(s) => s.found(id).map(|(f, local)| (f, Some(local))),
+        self.places.iter().find_map(|place| place.found(id))
+    }
+
+    /// The places to ask for `id`'s summary, in order: those that listed its version, or,
+    /// when its name was never listed (a locked load asks for summaries directly), all.
+    fn places_for(&self, id: &PackageId) -> Vec<usize> {
+        let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        match listed.get(&id.name) {
+            Some(listings) => listings
+                .iter()
+                .filter(|(_, versions)| versions.contains(&id.version))
+                .map(|(index, _)| *index)
+                .collect(),
+            None => (0..self.places.len()).collect(),
         }
     }
 }
@@ -79,10 +145,37 @@ impl Source for TreeSource {
             }))
             .boxed();
         }
-        match &self.place {
-            PlaceSource::Oci(s) => s.versions(name),
-            PlaceSource::WebcDir(s) => s.versions(name),
+        async move {
+            let answers = join_all(self.places.iter().map(|p| p.versions(name))).await;
+            let mut listings = Vec::new();
+            let mut failures = Vec::new();
+            for (index, answer) in answers.into_iter().enumerate() {
+                match answer {
+                    Ok(versions) => listings.push((index, versions)),
+                    Err(e) => failures.push(e),
+                }
+            }
+            let mut union: Vec<Version> = listings
+                .iter()
+                .flat_map(|(_, versions)| versions.iter().cloned())
+                .collect();
+            if union.is_empty()
+                && let Some(failure) = failures.first()
+            {
+                return Err(failure.clone());
+            }
+            for failure in &failures {
+                tracing::warn!(%failure, "a place could not list versions; another did");
+            }
+            union.sort();
+            union.dedup();
+            self.listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), listings);
+            Ok(union)
         }
+        .boxed()
     }
 
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
@@ -94,10 +187,22 @@ impl Source for TreeSource {
                     message: e.to_string(),
                 });
             }
-            match &self.place {
-                PlaceSource::Oci(s) => s.summary(id).await,
-                PlaceSource::WebcDir(s) => s.summary(id).await,
+            let mut first_failure = None;
+            for index in self.places_for(id) {
+                let Some(place) = self.places.get(index) else {
+                    continue;
+                };
+                match place.summary(id).await {
+                    Ok(summary) => return Ok(summary),
+                    Err(e) => {
+                        first_failure.get_or_insert(e);
+                    }
+                }
             }
+            Err(first_failure.unwrap_or_else(|| SourceError::NotFound {
+                origin: "the configured places".to_owned(),
+                package: id.to_string(),
+            }))
         }
         .boxed()
     }
@@ -139,9 +244,8 @@ impl PackageSource {
 
     /// Start downloading the blobs of each package that is likely to be picked as soon as
     /// its config is read.
-    pub(crate) fn with_prefetch(mut self, prefetch: Arc<Prefetch>) -> Self {
+    pub(crate) fn set_prefetch(&mut self, prefetch: Arc<Prefetch>) {
         self.prefetch = Some(prefetch);
-        self
     }
 
     pub(crate) fn remember(&self, id: PackageId, found: Found) {

@@ -40,8 +40,8 @@ pub const WEBC_MEDIA_TYPE: &str = "application/webc";
 #[derive(Debug)]
 pub(crate) struct WebcRoot {
     pub(crate) file: WebcFile,
-    /// Where its dependencies are looked up.
-    pub(crate) place: Place,
+    /// Where its named dependencies are looked up, in order.
+    pub(crate) places: Vec<Place>,
 }
 
 /// A webc file stored, parsed and named, before its dependencies are looked at.
@@ -187,33 +187,29 @@ impl WebcFile {
 }
 
 impl WebcRoot {
-    /// Store and read the webc file at `path`; `default_place` is the configured registry,
-    /// which a package with dependencies needs.
+    /// Store and read the webc file at `path`; `places` are the configured places, which
+    /// a package with named dependencies needs.
     pub(crate) async fn open(
         path: &Path,
         direct: &Arc<DirectPackages>,
-        default_place: Option<&Place>,
+        places: &[Place],
     ) -> Result<WebcRoot> {
         let file = WebcFile::open(path, direct).await?;
         let beside = path.parent().unwrap_or(Path::new(".")).to_owned();
-        Self::new(file, beside, default_place)
+        Self::new(file, beside, places)
     }
 
-    /// `file` as a root; its dependencies come from `default_place`, and without one it may
-    /// name none (`beside` is then a place that is never asked; dependencies by URL or path
-    /// need no place).
-    pub(crate) fn new(
-        file: WebcFile,
-        beside: PathBuf,
-        default_place: Option<&Place>,
-    ) -> Result<WebcRoot> {
-        let place = Place::for_local_root(
-            default_place,
+    /// `file` as a root; its named dependencies come from `places`, and without any it
+    /// may name none (`beside` is then a place that is never asked; dependencies by URL or
+    /// path need no place).
+    pub(crate) fn new(file: WebcFile, beside: PathBuf, places: &[Place]) -> Result<WebcRoot> {
+        let places = Place::for_local_root(
+            places,
             !file.needs_place,
             beside,
             &file.found.artifact.reference,
         )?;
-        Ok(WebcRoot { file, place })
+        Ok(WebcRoot { file, places })
     }
 }
 

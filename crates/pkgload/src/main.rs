@@ -22,11 +22,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
-    /// Registry and repository prefix for `namespace/name@REQ` references and for the
-    /// dependencies of a package directory or webc file, e.g. 127.0.0.1:5000/team; or
-    /// `dir:DIR`, a directory of webc files (DIR/ns/name/1.0.0.webc, DIR/ns--name@1.0.0.webc)
+    /// Where `namespace/name@REQ` references and the dependencies of a package directory or
+    /// webc file are looked up: a registry and repository prefix (e.g. 127.0.0.1:5000/team),
+    /// or `dir:DIR`, a directory of webc files (DIR/ns/name/1.0.0.webc, DIR/ns--name@1.0.0.webc).
+    /// Repeat it to consult several places in order, as one source
     #[arg(long, global = true, value_name = "HOST[/PREFIX]|dir:DIR")]
-    registry: Option<String>,
+    registry: Vec<String>,
 
     /// A registry host that may be spoken to over plain HTTP (loopback always may)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
@@ -80,7 +81,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Global {
     pub cache_dir: PathBuf,
-    pub registry: Option<String>,
+    pub registry: Vec<String>,
     pub insecure: Vec<String>,
     pub jobs: usize,
     pub offline: bool,

@@ -260,15 +260,14 @@ async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loade
             max_uncompressed: global.max_layer_size,
             ..vfs_overlay::LayerLimits::default()
         });
-    if let Some(dir) = global
-        .registry
-        .as_deref()
-        .and_then(|r| r.strip_prefix("dir:"))
-    {
-        builder = builder.webc_dir(dir);
-    } else if let Some(registry) = &global.registry {
-        let (host, prefix) = registry.split_once('/').unwrap_or((registry, ""));
-        builder = builder.registry(host, prefix);
+    for place in &global.registry {
+        builder = match place.strip_prefix("dir:") {
+            Some(dir) => builder.webc_dir(dir),
+            None => {
+                let (host, prefix) = place.split_once('/').unwrap_or((place, ""));
+                builder.registry(host, prefix)
+            }
+        };
     }
     for host in &global.insecure {
         builder = builder.insecure_host(host);

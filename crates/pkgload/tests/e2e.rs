@@ -621,3 +621,88 @@ fn webc_packages_travel_through_an_oci_registry() {
         "{err}"
     );
 }
+
+/// `--registry` given more than once: the places are one source, consulted in order. An
+/// OCI package from the registry depends on a webc package found only in a directory of
+/// webc files; a version both places have comes from the first place named; a place that
+/// cannot answer does not hide the others.
+#[test]
+fn several_places_are_one_source_in_order() {
+    use test_servers::webc::{Node, Package};
+    use webc::metadata::annotations::FileSystemMapping;
+    let world = World::new();
+    world.push_one_volume("leaf", None);
+    world.push(
+        "acme/mid",
+        "1.0.0",
+        "[dependencies]\nlib = { package = \"acme/lib\", version = \"^1\" }\n\
+         leaf = { package = \"acme/leaf\", version = \"^1\" }\n\
+         [[fs]]\nvolume = \"v\"\nmount = \"/mid\"\n[volumes]\nv = \"v/mid\"\n",
+        &[("v/mid/mid.txt", "mid")],
+    );
+    let webc = |name: &str, text: &str| {
+        let mut pkg = Package {
+            name: Some((format!("acme/{name}"), "1.0.0".into())),
+            files: vec![(
+                "v".into(),
+                format!("/{name}.txt"),
+                Node::File(text.as_bytes().to_vec()),
+            )],
+            ..Package::default()
+        };
+        pkg.fs = Some(vec![FileSystemMapping {
+            from: None,
+            volume_name: "v".into(),
+            host_path: None,
+            mount_path: format!("/{name}"),
+        }]);
+        pkg
+    };
+    let dir = world.work.path().join("webc-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    webc("lib", "lib from the directory").write(3, &dir.join("acme--lib@1.0.0.webc"));
+    webc("leaf", "leaf from the directory").write(3, &dir.join("acme--leaf@1.0.0.webc"));
+    let registry = format!("{}/{PREFIX}", world.proxy.host());
+    let directory = format!("dir:{}", dir.display());
+
+    let cat = |places: &[&str], path: &str| {
+        let mut args = Vec::new();
+        for place in places {
+            args.extend(["--registry", place]);
+        }
+        args.extend(["cat", "acme/mid@^1", path]);
+        ok(&world.run(&args))
+    };
+    // The registry first: acme/leaf from it, acme/lib only in the directory.
+    assert_eq!(
+        cat(&[&registry, &directory], "/lib/lib.txt"),
+        "lib from the directory"
+    );
+    assert_eq!(cat(&[&registry, &directory], "/leaf/leaf.txt"), "leaf");
+    // The directory first: its acme/leaf wins.
+    assert_eq!(
+        cat(&[&directory, &registry], "/leaf/leaf.txt"),
+        "leaf from the directory"
+    );
+
+    // A place that answers nothing useful (every path 404s) does not hide the others.
+    let nowhere = test_servers::fault::FaultServer::start("127.0.0.1".parse().unwrap()).unwrap();
+    let nowhere = format!("{}/none", nowhere.host());
+    assert_eq!(
+        cat(&[&nowhere, &registry, &directory], "/mid/mid.txt"),
+        "mid"
+    );
+    // Nothing anywhere: one error naming every place.
+    let err = failed(&world.run(&[
+        "--registry",
+        &directory,
+        "--registry",
+        &registry,
+        "load",
+        "acme/ghost@^1",
+    ]));
+    assert!(
+        err.contains("acme/ghost") && err.contains(&directory) && err.contains(&registry),
+        "{err}"
+    );
+}
