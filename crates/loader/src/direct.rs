@@ -33,18 +33,7 @@ use webc_package::{DependencySource, PackageSpec};
 use crate::error::{LoadError, Result};
 use crate::local::LocalRoot;
 use crate::remote::{Found, Remote};
-use crate::webc::{Parsed, WebcFile};
-
-/// What a relative `use` path is relative to.
-#[derive(Debug, Clone)]
-pub(crate) enum Base {
-    /// The directory of a webc file on disk.
-    Dir(PathBuf),
-    /// The URL a webc file was fetched from.
-    Url(fetch_http::Url),
-    /// Nothing: the file came from somewhere a path cannot point into (an OCI registry).
-    Nowhere,
-}
+use crate::webc::{Base, Parsed, WebcFile};
 
 /// How a webc file being read reaches the packages it names by location.
 #[derive(Clone)]
@@ -59,6 +48,13 @@ impl Links {
             direct: direct.clone(),
             base,
         }
+    }
+
+    /// The package of `parsed`, once the files its `use` entries name by location are
+    /// identified.
+    pub(crate) async fn read(&self, parsed: Parsed) -> Result<WebcFile> {
+        let direct = self.identify(&parsed.spec, &parsed.shown).await?;
+        WebcFile::from_parsed(parsed, &direct)
     }
 
     /// The name and version of every dependency of `spec` given by location, by alias;
@@ -227,6 +223,28 @@ impl DirectPackages {
         &self.remote
     }
 
+    /// The webc file at `path` (stored under its sha256) and its package.
+    pub(crate) async fn open_file(self: &Arc<Self>, path: &Path) -> Result<WebcFile> {
+        let parsed = Parsed::from_file(&self.remote.store, path).await?;
+        Links::new(self, parsed.base.clone()).read(parsed).await
+    }
+
+    /// The webc file at `url`, which must hash to `sha256` when one is given, and its
+    /// package (see [`stored_url`]).
+    pub(crate) async fn open_url(
+        self: &Arc<Self>,
+        url: &str,
+        sha256: Option<Digest>,
+    ) -> Result<WebcFile> {
+        let parsed_url = fetch_http::Url::parse(url).map_err(|e| LoadError::Reference {
+            input: url.to_owned(),
+            reason: format!("not a URL: {e}"),
+        })?;
+        let blob = stored_url(&self.remote, &parsed_url, sha256).await?;
+        let parsed = Parsed::from_url(blob, &parsed_url).await?;
+        Links::new(self, parsed.base.clone()).read(parsed).await
+    }
+
     /// The digest a lockfile pinned for the file at `url`.
     fn pinned(&self, url: &fetch_http::Url) -> Option<Digest> {
         self.locked.values().find_map(|location| match location {
@@ -351,7 +369,7 @@ impl DirectPackages {
 
     async fn summarize(self: &Arc<Self>, id: &PackageId, met: &Met) -> Result<Summary> {
         let links = Links::new(self, met.parsed.base.clone());
-        let file = Arc::new(WebcFile::from_parsed(met.parsed.clone(), &links).await?);
+        let file = Arc::new(links.read(met.parsed.clone()).await?);
         let summary = Summary {
             manifest: file.manifest.clone(),
             digest: file.blob.digest().to_string(),

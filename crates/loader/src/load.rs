@@ -347,7 +347,7 @@ impl Loader {
                 return self.resolve_webc(path, lock, &direct).await;
             }
             PackageRef::WebcUrl { url, sha256 } => {
-                let file = WebcFile::from_url(url, *sha256, &direct).await?;
+                let file = direct.open_url(url, *sha256).await?;
                 let root = WebcRoot::new(file, ".".into(), &self.places)?;
                 return self.resolve_webc_root(root, lock, &direct).await;
             }
@@ -539,7 +539,12 @@ impl Loader {
         lock: Option<&Lockfile>,
         direct: &Arc<DirectPackages>,
     ) -> Result<Resolved> {
-        let root = WebcRoot::open(path, direct, &self.places).await?;
+        let file = direct.open_file(path).await?;
+        let beside = path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        let root = WebcRoot::new(file, beside, &self.places)?;
         self.resolve_webc_root(root, lock, direct).await
     }
 

@@ -27,7 +27,6 @@ use semver::Version;
 use webc_package::{DependencySource, Identity, PackageSpec, WebcContainer};
 
 use crate::artifact::{Artifact, ArtifactKind, BlobRef};
-use crate::direct::{Base, DirectPackages, Links, stored_url};
 use crate::error::{LoadError, Result};
 use crate::local::LocalRoot;
 use crate::remote::{Found, Located, Place, blocking};
@@ -42,6 +41,17 @@ pub(crate) struct WebcRoot {
     pub(crate) file: WebcFile,
     /// Where its named dependencies are looked up, in order.
     pub(crate) places: Vec<Place>,
+}
+
+/// What a webc file's relative `use` paths are relative to.
+#[derive(Debug, Clone)]
+pub(crate) enum Base {
+    /// The directory of a webc file on disk.
+    Dir(PathBuf),
+    /// The URL a webc file was fetched from.
+    Url(fetch_http::Url),
+    /// Nothing: the file came from somewhere a path cannot point into (an OCI registry).
+    Nowhere,
 }
 
 /// A webc file stored, parsed and named, before its dependencies are looked at.
@@ -133,13 +143,6 @@ pub(crate) struct WebcFile {
 }
 
 impl WebcFile {
-    /// Store the webc file at `path` under its sha256, parse it and read its package.
-    pub(crate) async fn open(path: &Path, direct: &Arc<DirectPackages>) -> Result<WebcFile> {
-        let parsed = Parsed::from_file(&direct.remote().store, path).await?;
-        let links = Links::new(direct, parsed.base.clone());
-        Self::from_parsed(parsed, &links).await
-    }
-
     /// Where the load takes this package's volumes and atoms from.
     pub(crate) fn local_root(&self) -> LocalRoot {
         LocalRoot::Webc {
@@ -148,11 +151,13 @@ impl WebcFile {
         }
     }
 
-    /// The package of `parsed`, with the dependencies it names by URL or path identified
-    /// through `links`.
-    pub(crate) async fn from_parsed(parsed: Parsed, links: &Links) -> Result<WebcFile> {
-        let direct = links.identify(&parsed.spec, &parsed.shown).await?;
-        let manifest = to_manifest(&parsed, &direct)?;
+    /// The package of `parsed`; `direct` names the packages its `use` entries give by URL
+    /// or path, by alias (`direct.rs` identifies them).
+    pub(crate) fn from_parsed(
+        parsed: Parsed,
+        direct: &HashMap<String, PackageId>,
+    ) -> Result<WebcFile> {
+        let manifest = to_manifest(&parsed, direct)?;
         let needs_place = parsed
             .spec
             .dependencies
@@ -166,39 +171,9 @@ impl WebcFile {
             needs_place,
         })
     }
-
-    /// The webc file at `url`, which must hash to `sha256` when one is given: downloaded
-    /// into the store (streamed, verified, resumed after an interruption) unless it is
-    /// there already (see `direct.rs` for a URL without one).
-    pub(crate) async fn from_url(
-        url: &str,
-        sha256: Option<Digest>,
-        direct: &Arc<DirectPackages>,
-    ) -> Result<WebcFile> {
-        let parsed_url = fetch_http::Url::parse(url).map_err(|e| LoadError::Reference {
-            input: url.to_owned(),
-            reason: format!("not a URL: {e}"),
-        })?;
-        let blob = stored_url(direct.remote(), &parsed_url, sha256).await?;
-        let parsed = Parsed::from_url(blob, &parsed_url).await?;
-        let links = Links::new(direct, parsed.base.clone());
-        Self::from_parsed(parsed, &links).await
-    }
 }
 
 impl WebcRoot {
-    /// Store and read the webc file at `path`; `places` are the configured places, which
-    /// a package with named dependencies needs.
-    pub(crate) async fn open(
-        path: &Path,
-        direct: &Arc<DirectPackages>,
-        places: &[Place],
-    ) -> Result<WebcRoot> {
-        let file = WebcFile::open(path, direct).await?;
-        let beside = path.parent().unwrap_or(Path::new(".")).to_owned();
-        Self::new(file, beside, places)
-    }
-
     /// `file` as a root; its named dependencies come from `places`, and without any it
     /// may name none (`beside` is then a place that is never asked; dependencies by URL or
     /// path need no place).

@@ -115,7 +115,7 @@ impl WebcDirSource {
         {
             return Ok(file.clone());
         }
-        let file = Arc::new(WebcFile::open(path, &self.direct).await?);
+        let file = Arc::new(self.direct.open_file(path).await?);
         self.opened
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

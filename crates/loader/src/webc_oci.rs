@@ -25,11 +25,11 @@ use serde_json::json;
 use webc_package::Identity;
 
 use crate::artifact::{Artifact, TITLE_ANNOTATION};
-use crate::direct::{Base, DirectPackages, Links};
+use crate::direct::{DirectPackages, Links};
 use crate::error::{LoadError, Result};
 use crate::pack::{MANIFEST_MEDIA_TYPE, Packed};
 use crate::remote::{Found, Located};
-use crate::webc::{Parsed, WEBC_MEDIA_TYPE, WebcFile};
+use crate::webc::{Base, Parsed, WEBC_MEDIA_TYPE, WebcFile};
 
 /// `artifactType` of a webc package pkgload pushes.
 pub const WEBC_ARTIFACT_TYPE: &str = "application/vnd.pkgload.webc.v1";
@@ -62,8 +62,7 @@ impl WebcFile {
         let shown = format!("{}@{}", artifact.reference, layer.digest);
         // A path in its `use` would point nowhere; URLs are absolute.
         let parsed = Parsed::new(blob, shown, placed, found, Base::Nowhere).await?;
-        let links = Links::new(direct, Base::Nowhere);
-        WebcFile::from_parsed(parsed, &links).await
+        Links::new(direct, Base::Nowhere).read(parsed).await
     }
 }
 
