@@ -40,6 +40,7 @@ mod client;
 mod download;
 mod encoding;
 mod error;
+pub mod hosts;
 mod layout;
 pub mod platform;
 pub mod reference;
