@@ -58,6 +58,11 @@ pub const REQUIRED: &[Tool] = &[
         why: "pkgload wasi tests: the example package's entrypoint runs under Node's WASI",
     },
     Tool {
+        binary: "openssl",
+        package: "openssl",
+        why: "pkgload tls tests: a throwaway CA, server and client certificates",
+    },
+    Tool {
         binary: "umoci",
         package: "umoci",
         why: "vfs-overlay umoci tests: stacked layers must equal `umoci unpack`, path for path",

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{self, Challenge, Credential, Credentials, Token, TokenCache, TokenResponse};
 use crate::error::{Error, Result, redact};
+use crate::hosts::{Host, HostsDirs, RegistryHosts, TlsSettings};
 use crate::retry::{self, RetryPolicy};
 
 /// How the client behaves; build once, share the [`HttpClient`].
@@ -40,6 +41,8 @@ pub struct ClientConfig {
     pub insecure_hosts: Vec<String>,
     /// Redirects followed per request.
     pub max_redirects: usize,
+    /// Where per-registry host configuration (`hosts.toml`) is read from.
+    pub hosts: HostsDirs,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +57,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             insecure_hosts: Vec::new(),
             max_redirects: 10,
+            hosts: HostsDirs::none(),
         }
     }
 }
@@ -125,6 +129,11 @@ pub struct HttpClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// Each registry's `hosts.toml`, read once (`None`: it has none).
+    registries: Mutex<HashMap<String, Option<Arc<RegistryHosts>>>>,
+    /// Hosts a `hosts.toml` configures, by `host[:port]`: their own client (TLS settings)
+    /// and headers.
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     config: ClientConfig,
     credentials: Credentials,
     tokens: TokenCache,
@@ -147,24 +156,17 @@ impl HttpClient {
         // reqwest is built without a bundled crypto provider; ring is ours. An application
         // that installed another provider first keeps it.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            // We follow redirects ourselves: see `send`.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(config.max_per_host.max(1))
-            .tcp_nodelay(true);
-        if let Some(total) = config.request_timeout {
-            builder = builder.timeout(total);
-        }
-        let http = builder.build().map_err(|e| Error::Transport {
-            url: String::new(),
-            message: format!("cannot build the HTTP client: {e}"),
-        })?;
+        let http = base_builder(&config)
+            .build()
+            .map_err(|e| Error::Transport {
+                url: String::new(),
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
                 http,
+                registries: Mutex::new(HashMap::new()),
+                endpoints: Mutex::new(HashMap::new()),
                 global: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
                 config,
                 credentials,
@@ -179,9 +181,62 @@ impl HttpClient {
         &self.inner.config
     }
 
-    /// True when `host` (`host[:port]`) may be spoken to over plain HTTP.
+    /// True when `host` (`host[:port]`) may be spoken to over plain HTTP: loopback, a
+    /// host marked insecure, or one a `hosts.toml` names with an `http://` URL.
     pub fn allows_plain_http(&self, host: &str) -> bool {
-        is_loopback(host) || self.inner.config.insecure_hosts.iter().any(|h| h == host)
+        is_loopback(host)
+            || self.inner.config.insecure_hosts.iter().any(|h| h == host)
+            || self.endpoint(host).is_some_and(|e| e.plain_http)
+    }
+
+    /// The hosts `registry` (`host[:port]`) is configured with, read from its `hosts.toml`
+    /// once; `None` when it has none (it is then its own only host).
+    ///
+    /// # Errors
+    /// [`Error::Hosts`] for a file that cannot be used, [`Error::Transport`] when a
+    /// host's TLS settings cannot be loaded (a missing or malformed PEM file).
+    pub fn registry_hosts(&self, registry: &str) -> Result<Option<Arc<RegistryHosts>>> {
+        if let Some(known) = self
+            .inner
+            .registries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+        {
+            return Ok(known.clone());
+        }
+        let hosts = self
+            .inner
+            .config
+            .hosts
+            .for_registry(registry)?
+            .map(Arc::new);
+        if let Some(hosts) = &hosts {
+            for host in hosts.mirrors.iter().chain(std::iter::once(&hosts.origin)) {
+                let endpoint = Endpoint::new(&self.inner.config, host, &hosts.file)?;
+                self.inner
+                    .endpoints
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(host.authority.clone(), Arc::new(endpoint));
+            }
+            tracing::debug!(registry, file = %hosts.file.display(), mirrors = hosts.mirrors.len(), "host configuration");
+        }
+        self.inner
+            .registries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry.to_owned(), hosts.clone());
+        Ok(hosts)
+    }
+
+    fn endpoint(&self, authority: &str) -> Option<Arc<Endpoint>> {
+        self.inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(authority)
+            .cloned()
     }
 
     async fn permits(&self, host: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
@@ -232,11 +287,18 @@ impl HttpClient {
         let mut url = req.url.clone();
         let mut redirects = 0;
         loop {
-            let mut builder = self
-                .inner
-                .http
+            // A host a hosts.toml configures has its own client (its CA, its client
+            // certificate) and headers; any other host, the shared one.
+            let endpoint = Origin::of(&url).and_then(|o| self.endpoint(&o.host_port));
+            let http = endpoint.as_ref().map_or(&self.inner.http, |e| &e.http);
+            let mut builder = http
                 .request(method.clone(), url.clone())
                 .headers(req.headers.clone());
+            if let Some(endpoint) = &endpoint {
+                for (name, value) in &endpoint.headers {
+                    builder = builder.header(name, value);
+                }
+            }
             // Credentials go to the origin they belong to, never to a redirect target.
             if Origin::of(&url).as_ref() == Some(&origin)
                 && let Some(value) = &authorization
@@ -253,6 +315,7 @@ impl HttpClient {
             let status = resp.status();
             tracing::debug!(
                 %status,
+                version = ?resp.version(),
                 queued_ms = started.duration_since(queued).as_millis() as u64,
                 ms = started.elapsed().as_millis() as u64,
                 "response"
@@ -708,6 +771,108 @@ pub(crate) fn is_loopback(host_port: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The settings every client shares, before any host's TLS settings.
+fn base_builder(config: &ClientConfig) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.read_timeout)
+        // We follow redirects ourselves: see `send`.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(config.max_per_host.max(1))
+        .tcp_nodelay(true);
+    if let Some(total) = config.request_timeout {
+        builder = builder.timeout(total);
+    }
+    builder
+}
+
+/// A host a `hosts.toml` configures, ready to be spoken to.
+struct Endpoint {
+    http: reqwest::Client,
+    headers: Vec<(String, String)>,
+    /// Its URL says `http://`: plain HTTP was asked for explicitly.
+    plain_http: bool,
+}
+
+impl Endpoint {
+    fn new(config: &ClientConfig, host: &Host, file: &std::path::Path) -> Result<Endpoint> {
+        let failed = |message: String| Error::Transport {
+            url: host.api.to_string(),
+            message: format!("{message} (configured in {})", file.display()),
+        };
+        let http = with_tls(base_builder(config), &host.tls, &failed)?
+            .build()
+            .map_err(|e| failed(format!("cannot build its HTTP client: {e}")))?;
+        Ok(Endpoint {
+            http,
+            headers: host.headers.clone(),
+            plain_http: host.api.scheme() == "http",
+        })
+    }
+}
+
+/// `builder` trusting `tls.ca` besides the system's roots and presenting `tls.client`.
+fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsSettings,
+    failed: &dyn Fn(String) -> Error,
+) -> Result<reqwest::ClientBuilder> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| failed(format!("cannot read {}: {e}", path.display())))
+    };
+    for ca in &tls.ca {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+            .map_err(|e| failed(format!("{} is not a PEM certificate: {e}", ca.display())))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    // rustls presents one client identity; the first that loads is it.
+    if let Some((cert, key)) = tls.client.first() {
+        let mut pem = read(cert)?;
+        if let Some(key) = key {
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+        }
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            failed(format!(
+                "{} is not a PEM certificate with its private key: {e}",
+                cert.display()
+            ))
+        })?;
+        builder = builder.identity(identity);
+    }
+    if tls.skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+/// The host's certificate was refused, or ours: the words of the TLS layer, if that is
+/// what `e` is.
+fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(e);
+    while let Some(mut inner) = source {
+        // An io::Error's `source` skips the error it wraps (and the connector wraps the
+        // TLS error in two of them); look inside.
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::AlertReceived(_) => Some(tls.to_string()),
+                _ => None,
+            };
+        }
+        source = inner.source();
+    }
+    None
+}
+
 fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
     let shown = redact(url);
     // `without_url`: reqwest's own message would repeat the URL, query and all.
@@ -722,6 +887,14 @@ fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
         return Failure::Final(Error::Transport {
             url: shown,
             message,
+        });
+    }
+    // Trust is not transient: a certificate refused now is refused on every retry.
+    if let Some(refusal) = tls_refusal(&e) {
+        return Failure::Final(Error::Tls {
+            host: Origin::of(url).map(|o| o.host_port).unwrap_or_default(),
+            url: shown,
+            message: refusal,
         });
     }
     // Connect errors, timeouts, resets and broken bodies are all worth another attempt.

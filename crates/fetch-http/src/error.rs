@@ -136,6 +136,25 @@ pub enum Error {
         source: cache_core::Error,
     },
 
+    /// The server's certificate is not trusted, or ours was refused: not worth a retry.
+    #[error(
+        "{url}: TLS with {host} failed: {message}; to trust a private CA for this host, \
+         set `ca = \"ca.pem\"` in its hosts.toml (--hosts-dir DIR/{host}/hosts.toml), or \
+         point SSL_CERT_FILE at it"
+    )]
+    Tls {
+        /// The URL, without query.
+        url: String,
+        /// `host[:port]`.
+        host: String,
+        /// What the TLS layer said.
+        message: String,
+    },
+
+    /// A `hosts.toml` could not be used.
+    #[error(transparent)]
+    Hosts(#[from] crate::hosts::HostsError),
+
     /// The store failed (disk full, permissions, …).
     #[error(transparent)]
     Store(#[from] cache_core::Error),

@@ -101,8 +101,12 @@ fn push_scope(repository: &str) -> Option<String> {
 }
 
 impl HttpClient {
-    /// `http(s)://<registry>/v2/`: plain HTTP only for loopback and insecure hosts.
+    /// The registry's API root: its `hosts.toml` `server` when it has one, else
+    /// `http(s)://<registry>/v2/` (plain HTTP only for loopback and insecure hosts).
     pub fn registry_base(&self, registry: &str) -> Result<Url> {
+        if let Some(hosts) = self.registry_hosts(registry)? {
+            return Ok(hosts.origin.api.clone());
+        }
         let scheme = if self.allows_plain_http(registry) {
             "http"
         } else {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fetch_http::hosts::HostsDirs;
 use fetch_http::{ClientConfig, Credential, Credentials, HttpClient};
 
 use crate::error::{LoadError, Result};
@@ -62,6 +63,8 @@ pub struct LoaderBuilder {
     pub(crate) memory_budget: u64,
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) client: Option<ClientConfig>,
+    /// Where `hosts.toml` files are read (`None`: [`default_hosts_dirs`]).
+    pub(crate) hosts: Option<HostsDirs>,
     pub(crate) layer_limits: vfs_overlay::LayerLimits,
     pub(crate) prefetch: bool,
 }
@@ -95,6 +98,7 @@ impl Default for LoaderBuilder {
             memory_budget: 64 << 20,
             progress: None,
             client: None,
+            hosts: None,
             layer_limits: vfs_overlay::LayerLimits::default(),
             prefetch: true,
         }
@@ -131,6 +135,15 @@ impl LoaderBuilder {
     #[must_use]
     pub fn webc_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.places.push(Place::WebcDir { root: dir.into() });
+        self
+    }
+
+    /// Read each registry's host configuration (containerd's `hosts.toml`: mirrors, TLS,
+    /// headers) from exactly `dir` (`DIR/<host[:port]>/hosts.toml`, `DIR/_default/...`),
+    /// instead of [`default_hosts_dirs`].
+    #[must_use]
+    pub fn hosts_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.hosts = Some(HostsDirs::pinned(dir));
         self
     }
 
@@ -259,10 +272,36 @@ impl LoaderBuilder {
         client.max_concurrent = self.jobs;
         client.max_per_host = self.jobs;
         client.insecure_hosts.extend(self.insecure.iter().cloned());
+        client.hosts = self.hosts.clone().unwrap_or_else(default_hosts_dirs);
         let client = HttpClient::new(client, credentials)
             .map_err(|e| LoadError::fetch("starting the HTTP client", e))?;
         Ok(crate::Loader::from_parts(store, client, self))
     }
+}
+
+/// Where `hosts.toml` files are read by default: exactly `$PKGLOAD_HOSTS_DIR` when set,
+/// else, per registry, the first of `$XDG_CONFIG_HOME/pkgload/certs.d` (`~/.config/...`;
+/// `~/Library/Application Support/...` on macOS) and `/etc/containerd/certs.d` that has a
+/// file for it.
+pub fn default_hosts_dirs() -> HostsDirs {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("PKGLOAD_HOSTS_DIR") {
+        return HostsDirs::pinned(PathBuf::from(dir));
+    }
+    let home = non_empty("HOME").map(PathBuf::from);
+    let config = if cfg!(target_os = "macos") {
+        home.map(|h| h.join("Library/Application Support"))
+    } else {
+        non_empty("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.map(|h| h.join(".config")))
+    };
+    let mut dirs: Vec<PathBuf> = config
+        .map(|c| c.join("pkgload/certs.d"))
+        .into_iter()
+        .collect();
+    dirs.push(PathBuf::from("/etc/containerd/certs.d"));
+    HostsDirs::search(dirs)
 }
 
 /// `$PKGLOAD_CACHE_DIR`, else `$XDG_CACHE_HOME/pkgload`, else `~/.cache/pkgload`

@@ -62,7 +62,9 @@ pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,
     TITLE_ANNOTATION, WASM_LAYER_MEDIA_TYPES, WASM_MEDIA_TYPE, referenced_blobs,
 };
-pub use config::{LoadEvent, LoaderBuilder, ProgressSink, Validation, default_cache_dir};
+pub use config::{
+    LoadEvent, LoaderBuilder, ProgressSink, Validation, default_cache_dir, default_hosts_dirs,
+};
 pub use error::{LoadError, Result};
 pub use gc::gc_children;
 pub use load::{FetchReport, LoadedCommand, LoadedPackage, Loader, PackageInfo, Resolved};

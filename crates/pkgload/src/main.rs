@@ -29,6 +29,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "HOST[/PREFIX]|dir:DIR")]
     registry: Vec<String>,
 
+    /// Per-registry host configuration in containerd's format (DIR/<host[:port]>/hosts.toml:
+    /// mirrors, CA and client certificates, headers) [default: $PKGLOAD_HOSTS_DIR, else the
+    /// first of ~/.config/pkgload/certs.d and /etc/containerd/certs.d that has the host]
+    #[arg(long, global = true, value_name = "DIR")]
+    hosts_dir: Option<PathBuf>,
+
     /// A registry host that may be spoken to over plain HTTP (loopback always may)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     insecure: Vec<String>,
@@ -82,6 +88,7 @@ enum Command {
 pub struct Global {
     pub cache_dir: PathBuf,
     pub registry: Vec<String>,
+    pub hosts_dir: Option<PathBuf>,
     pub insecure: Vec<String>,
     pub jobs: usize,
     pub offline: bool,
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
     let global = Global {
         cache_dir,
         registry: cli.registry,
+        hosts_dir: cli.hosts_dir,
         insecure: cli.insecure,
         jobs: cli.jobs.max(1),
         offline: cli.offline,

@@ -269,6 +269,9 @@ async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loade
             }
         };
     }
+    if let Some(dir) = &global.hosts_dir {
+        builder = builder.hosts_dir(dir);
+    }
     for host in &global.insecure {
         builder = builder.insecure_host(host);
     }

@@ -17,7 +17,9 @@ fn pkgload(cache: &Path, args: &[&str]) -> Output {
         .arg(cache)
         .args(args)
         .env_remove("PKGLOAD_CACHE_DIR")
+        // The developer's Docker config and host configuration stay out of tests.
         .env("DOCKER_CONFIG", cache.join("no-docker-config"))
+        .env("PKGLOAD_HOSTS_DIR", cache.join("no-hosts-dir"))
         .output()
         .unwrap()
 }

@@ -40,6 +40,8 @@ fn pkgload(cache: &Path, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         // The developer's Docker config (and its credential helpers) stays out of tests.
         .env("DOCKER_CONFIG", cache.join("no-docker-config"))
+        // Nor does the machine's host configuration (mirrors, CAs).
+        .env("PKGLOAD_HOSTS_DIR", cache.join("no-hosts-dir"))
         .output()
         .expect("run pkgload")
 }

@@ -9,6 +9,7 @@
 //!   corrupted bytes, ranges honoured or ignored, `ETag`/`If-Range`, gzip/zstd/unknown
 //!   encodings, redirects, bearer and basic auth with a token endpoint, slow bodies. Every
 //!   request is recorded so a test can assert what the client sent.
+//! - [`tls::TestPki`]: a CA, server and client certificates made with `openssl`.
 //! - [`registry::Registry`]: a throwaway `docker-registry` (the CNCF distribution server)
 //!   on a free loopback port with its storage in a temporary directory.
 //! - [`proxy::CountingProxy`]: a forwarder that records each request line passing through,
@@ -45,4 +46,5 @@ pub mod fault;
 pub mod proxy;
 pub mod registry;
 mod text;
+pub mod tls;
 pub mod webc;

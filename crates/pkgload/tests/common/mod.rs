@@ -32,7 +32,9 @@ pub fn pkgload(cache: &Path) -> Command {
         .arg(cache)
         .env_remove("RUST_LOG")
         // The developer's Docker config (and its credential helpers) stays out of tests.
-        .env("DOCKER_CONFIG", cache.join("no-docker-config"));
+        .env("DOCKER_CONFIG", cache.join("no-docker-config"))
+        // Nor does the machine's host configuration (mirrors, CAs).
+        .env("PKGLOAD_HOSTS_DIR", cache.join("no-hosts-dir"));
     c
 }
 

@@ -131,6 +131,8 @@ pub struct PushedImage {
 pub struct Registry {
     child: Child,
     addr: SocketAddr,
+    /// Served over TLS (see [`Registry::start_tls`]).
+    tls: bool,
     // Dropped after `child` is killed (see `Drop`), so the process never sees its files go.
     dir: tempfile::TempDir,
 }
@@ -139,10 +141,22 @@ impl Registry {
     /// Starts a registry on a free `127.0.0.1` port with storage in a new temporary
     /// directory, and waits until `GET /v2/` answers `200`.
     pub fn start() -> Result<Registry, RegistryError> {
+        Registry::start_with(None)
+    }
+
+    /// Starts a registry that speaks only TLS with `tls`'s certificate (and requires a
+    /// client certificate signed by `tls.client_ca`, when given). It is filled through the
+    /// client under test: the plain-HTTP helpers below ([`Registry::push_blob`], …) do not
+    /// speak TLS.
+    pub fn start_tls(tls: &RegistryTls) -> Result<Registry, RegistryError> {
+        Registry::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&RegistryTls>) -> Result<Registry, RegistryError> {
         let binary = find_binary()?;
         let mut attempt = 1;
         loop {
-            match Registry::launch(&binary) {
+            match Registry::launch(&binary, tls) {
                 Err(RegistryError::Exited { stderr, .. })
                     if attempt < PORT_ATTEMPTS && stderr.contains("address already in use") =>
                 {
@@ -153,7 +167,7 @@ impl Registry {
         }
     }
 
-    fn launch(binary: &Path) -> Result<Registry, RegistryError> {
+    fn launch(binary: &Path, tls: Option<&RegistryTls>) -> Result<Registry, RegistryError> {
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let dir = tempfile::Builder::new()
@@ -162,7 +176,7 @@ impl Registry {
             .map_err(io_error("creating the registry's temporary directory"))?;
         let storage = dir.path().join("storage");
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&storage, addr))
+        std::fs::write(&config, config_yaml(&storage, addr, tls))
             .map_err(io_error(format!("writing {}", config.display())))?;
         let log = dir.path().join("stderr.log");
         let stderr = File::create(&log).map_err(io_error(format!("creating {}", log.display())))?;
@@ -183,7 +197,12 @@ impl Registry {
         let child = command
             .spawn()
             .map_err(io_error(format!("starting {}", binary.display())))?;
-        let mut registry = Registry { child, addr, dir };
+        let mut registry = Registry {
+            child,
+            addr,
+            tls: tls.is_some(),
+            dir,
+        };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -202,7 +221,9 @@ impl Registry {
                 });
             }
             let probe = http::send(self.addr, "GET", "/v2/", &[], b"", Duration::from_secs(1));
-            if probe.is_ok_and(|response| response.status == 200) {
+            // A TLS listener answers plain HTTP with 400: it is up.
+            let ready = if self.tls { 400 } else { 200 };
+            if probe.is_ok_and(|response| response.status == ready) {
                 return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -221,9 +242,10 @@ impl Registry {
         self.addr.to_string()
     }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    /// `http(s)://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The listening address.
@@ -377,9 +399,35 @@ fn descriptor(media_type: &str, digest: &str, size: usize) -> String {
 }
 
 /// The registry's configuration: storage in `storage`, listening on `addr`, quiet.
-fn config_yaml(storage: &Path, addr: SocketAddr) -> String {
+/// The certificate a TLS registry serves with, and the CA its clients must be signed by.
+#[derive(Debug, Clone)]
+pub struct RegistryTls {
+    /// PEM certificate.
+    pub certificate: PathBuf,
+    /// PEM key.
+    pub key: PathBuf,
+    /// When set, a client certificate signed by this CA is required.
+    pub client_ca: Option<PathBuf>,
+}
+
+fn config_yaml(storage: &Path, addr: SocketAddr, tls: Option<&RegistryTls>) -> String {
     // A JSON string is a valid YAML double-quoted scalar, whatever the path holds.
     let root = json_string(&storage.to_string_lossy());
+    let path = |p: &Path| json_string(&p.to_string_lossy());
+    let tls = match tls {
+        None => String::new(),
+        Some(tls) => {
+            let mut section = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                path(&tls.certificate),
+                path(&tls.key)
+            );
+            if let Some(ca) = &tls.client_ca {
+                section += &format!("    clientcas:\n      - {}\n", path(ca));
+            }
+            section
+        }
+    };
     format!(
         "version: 0.1
 log:
@@ -398,7 +446,7 @@ http:
   addr: {addr}
   # A fixed secret silences the warning about a generated one.
   secret: pkgload-test-registry
-health:
+{tls}health:
   storagedriver:
     enabled: false
 "
@@ -454,12 +502,24 @@ mod tests {
         let config = config_yaml(
             Path::new("/tmp/a \"b\""),
             SocketAddr::from(([127, 0, 0, 1], 5000)),
+            None,
         );
         assert!(
             config.contains(r#"rootdirectory: "/tmp/a \"b\"""#),
             "{config}"
         );
         assert!(config.contains("addr: 127.0.0.1:5000"), "{config}");
+        assert!(!config.contains("tls:"), "{config}");
+        let tls = RegistryTls {
+            certificate: "/c/s.pem".into(),
+            key: "/c/s.key".into(),
+            client_ca: Some("/c/ca.pem".into()),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 5000));
+        let config = config_yaml(Path::new("/s"), addr, Some(&tls));
+        let expected = "  tls:\n    certificate: \"/c/s.pem\"\n    key: \"/c/s.key\"\n    \
+                        clientcas:\n      - \"/c/ca.pem\"\n";
+        assert!(config.contains(expected), "{config}");
     }
 
     #[test]
