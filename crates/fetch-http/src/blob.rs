@@ -23,6 +23,10 @@ pub enum BlobSource {
     },
     /// A local file (`file://` URLs become this).
     File(PathBuf),
+    /// The same blob at several hosts, tried in order (mirrors, then the origin, with the
+    /// token scope each needs): a host that fails for good hands its partial download to
+    /// the next.
+    Hosts(Vec<(Url, Option<String>)>),
 }
 
 impl BlobSource {
@@ -53,6 +57,11 @@ impl BlobSource {
         match self {
             BlobSource::Url { url, .. } => redact(url),
             BlobSource::File(p) => p.display().to_string(),
+            BlobSource::Hosts(hosts) => hosts
+                .iter()
+                .map(|(url, _)| redact(url))
+                .collect::<Vec<_>>()
+                .join(" or "),
         }
     }
 }
@@ -172,6 +181,12 @@ impl HttpClient {
                 Begun::Present(blob) => blob,
                 Begun::Download(download) => download.run(self, url, scope.as_deref()).await?,
             },
+            BlobSource::Hosts(hosts) => match BlobDownload::begin(store, &req).await? {
+                Begun::Present(blob) => blob,
+                Begun::Download(mut download) => {
+                    self.download_from_hosts(&mut download, hosts).await?
+                }
+            },
         };
         tracing::Span::current().record("bytes", blob.len());
         req.report(Progress::Finished {
@@ -179,6 +194,44 @@ impl HttpClient {
             bytes: blob.len(),
         });
         Ok(blob)
+    }
+}
+
+impl HttpClient {
+    /// `download` from each of `hosts` in turn until one serves it; the last host's error
+    /// when none does. A host that is unreachable, answers with a final error, serves the
+    /// wrong bytes or runs out of retries hands the partial on; only a store failure (disk
+    /// full) ends the download early.
+    async fn download_from_hosts(
+        &self,
+        download: &mut BlobDownload,
+        hosts: &[(Url, Option<String>)],
+    ) -> Result<Blob> {
+        let mut last = Error::Refused {
+            url: String::new(),
+            reason: "no host to fetch the blob from".to_owned(),
+        };
+        for (index, (url, scope)) in hosts.iter().enumerate() {
+            let more = index + 1 < hosts.len();
+            match download.run_on(self, url, scope.as_deref(), more).await {
+                Ok(blob) => {
+                    tracing::info!(
+                        host = url.authority(),
+                        held = download.held(),
+                        "blob served"
+                    );
+                    return Ok(blob);
+                }
+                Err(e @ Error::Store(_)) => return Err(e),
+                Err(e) => {
+                    if more {
+                        tracing::warn!(host = url.authority(), held = download.held(), error = %e, "host failed; trying the next");
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 }
 

@@ -68,6 +68,8 @@ pub(crate) enum Failure {
     Retry {
         cause: String,
         retry_after: Option<Duration>,
+        /// No connection could be made: a mirror that is down is left at once.
+        unreachable: bool,
     },
     Final(Error),
 }
@@ -386,6 +388,7 @@ impl HttpClient {
                 return Err(Failure::Retry {
                     cause: format!("HTTP {code} from {}", redact(&url)),
                     retry_after,
+                    unreachable: false,
                 });
             }
             return Err(Failure::Final(Error::Status {
@@ -396,13 +399,16 @@ impl HttpClient {
         }
     }
 
-    /// Send with retries, for small bodies (manifests, token responses): read at most
-    /// `limit` bytes. Returns the body and the response headers.
-    pub(crate) async fn fetch_bytes(
+    /// Send with retries, for small bodies (manifests, tag lists): read at most `limit`
+    /// bytes. Returns the body and the response headers. With `leave_unreachable`, a host
+    /// no connection can be made to is given up on at once (a mirror that is down: the
+    /// next host may answer).
+    pub(crate) async fn fetch_bytes_from(
         &self,
         req: Request,
         limit: u64,
         what: &'static str,
+        leave_unreachable: bool,
     ) -> Result<(Bytes, HeaderMap, StatusCode)> {
         let policy = &self.inner.config.retry;
         let start = std::time::Instant::now();
@@ -418,7 +424,17 @@ impl HttpClient {
             };
             match failure {
                 Failure::Final(e) => return Err(e),
-                Failure::Retry { cause, retry_after } => {
+                Failure::Retry {
+                    cause,
+                    retry_after,
+                    unreachable,
+                } => {
+                    if unreachable && leave_unreachable {
+                        return Err(Error::Transport {
+                            url: redact(&req.url),
+                            message: cause,
+                        });
+                    }
                     if attempt >= policy.max_attempts || start.elapsed() >= policy.max_elapsed {
                         return Err(Error::RetriesExhausted {
                             what: what.to_owned(),
@@ -676,6 +692,7 @@ impl HttpClient {
             return Err(Failure::Retry {
                 cause: format!("HTTP {code} from the token endpoint {}", redact(&req.url)),
                 retry_after: None,
+                unreachable: false,
             });
         }
         Err(Failure::Final(Error::Auth {
@@ -713,6 +730,7 @@ pub(crate) async fn read_limited(
         let chunk = chunk.map_err(|e| Failure::Retry {
             cause: format!("reading {what} from {url}: {}", e.without_url()),
             retry_after: None,
+            unreachable: false,
         })?;
         if body.len() as u64 + chunk.len() as u64 > limit {
             return Err(too_large());
@@ -901,6 +919,7 @@ fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
     Failure::Retry {
         cause: format!("{shown}: {message}"),
         retry_after: None,
+        unreachable: e.is_connect(),
     }
 }
 

@@ -50,6 +50,8 @@ pub struct AttemptFailed {
     pub retry_after: Option<Duration>,
     /// The partial grew beyond its length when the attempt began.
     pub progressed: bool,
+    /// No connection could be made to the host.
+    pub unreachable: bool,
     /// The store's verdict when the bytes proved wrong (digest or size mismatch); the
     /// partial is gone and the next attempt starts at byte 0.
     pub corrupt: Option<cache_core::Error>,
@@ -110,12 +112,34 @@ impl BlobDownload {
         url: &Url,
         scope: Option<&str>,
     ) -> Result<Blob> {
+        self.run_on(client, url, scope, false).await
+    }
+
+    /// [`run`](Self::run) without giving the download up: when `url` fails for good (its
+    /// retries spent, a final error, or with `leave_unreachable` no connection at all),
+    /// the partial stays here for the next host to resume. The retry budget starts afresh
+    /// on each host.
+    pub async fn run_on(
+        &mut self,
+        client: &HttpClient,
+        url: &Url,
+        scope: Option<&str>,
+        leave_unreachable: bool,
+    ) -> Result<Blob> {
         let policy = client.config().retry.clone();
+        self.stalled = 0;
+        self.started = Instant::now();
         loop {
             let failed = match self.attempt(client, url, scope).await? {
                 Ok(blob) => return Ok(blob),
                 Err(failed) => failed,
             };
+            if failed.unreachable && leave_unreachable {
+                return Err(Error::Transport {
+                    url: redact(url),
+                    message: failed.cause,
+                });
+            }
             let Some(wait) = self.next_wait(&policy, &failed) else {
                 if let Some(source) = failed.corrupt {
                     return Err(Error::Corrupt {
@@ -202,6 +226,7 @@ impl BlobDownload {
                         cause: format!("{}: {e}", redact(url)),
                         retry_after: None,
                         progressed: false,
+                        unreachable: false,
                         corrupt: Some(e),
                     }))
                 }
@@ -211,6 +236,7 @@ impl BlobDownload {
                 ingest,
                 cause,
                 retry_after,
+                unreachable,
             } => {
                 let progressed = ingest.written() > before;
                 self.ingest = Some(ingest);
@@ -218,6 +244,7 @@ impl BlobDownload {
                     cause,
                     retry_after,
                     progressed,
+                    unreachable,
                     corrupt: None,
                 }))
             }
@@ -226,6 +253,7 @@ impl BlobDownload {
                 cause,
                 retry_after: None,
                 progressed: false,
+                unreachable: false,
                 corrupt: Some(e),
             })),
             Transfer::Final(e) => Err(e),
@@ -259,11 +287,16 @@ impl BlobDownload {
         }
         let resp = match client.send(request).await {
             Ok(r) => r,
-            Err(Failure::Retry { cause, retry_after }) => {
+            Err(Failure::Retry {
+                cause,
+                retry_after,
+                unreachable,
+            }) => {
                 return Transfer::Retry {
                     ingest,
                     cause,
                     retry_after,
+                    unreachable,
                 };
             }
             Err(Failure::Final(e)) => return Transfer::Final(e),
@@ -292,6 +325,7 @@ impl BlobDownload {
                         ingest,
                         cause,
                         retry_after: None,
+                        unreachable: false,
                     };
                 }
             }
@@ -337,6 +371,7 @@ impl BlobDownload {
                         ingest,
                         cause,
                         retry_after: None,
+                        unreachable: false,
                     };
                 }
             };
@@ -367,6 +402,7 @@ impl BlobDownload {
                 ingest,
                 cause,
                 retry_after: None,
+                unreachable: false,
             };
         }
         Transfer::Complete(ingest)
@@ -382,6 +418,7 @@ enum Transfer {
         ingest: Ingest,
         cause: String,
         retry_after: Option<Duration>,
+        unreachable: bool,
     },
     /// The partial is wrong and must go (the body ran past the declared size).
     Discard(String, cache_core::Error),

@@ -92,6 +92,15 @@ pub enum Pushed {
     Uploaded,
 }
 
+/// What a request needs a host to be allowed (a `hosts.toml` capability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Content by digest.
+    Pull,
+    /// A tag (its answer is trusted).
+    Resolve,
+}
+
 fn pull_scope(repository: &str) -> Option<String> {
     Some(format!("repository:{repository}:pull"))
 }
@@ -124,6 +133,38 @@ impl HttpClient {
         })
     }
 
+    /// The API roots to ask for what `need` allows, in order: the registry's mirrors that
+    /// have the capability, then the registry itself. Each comes with whether it is a
+    /// mirror. A mirror is told which registry is meant (`?ns=`, as containerd does), so
+    /// one mirror may serve several.
+    fn hosts_for(&self, registry: &str, need: Need) -> Result<Vec<(Url, bool)>> {
+        let Some(hosts) = self.registry_hosts(registry)? else {
+            return Ok(vec![(self.registry_base(registry)?, false)]);
+        };
+        let mut roots: Vec<(Url, bool)> = hosts
+            .mirrors
+            .iter()
+            .filter(|h| match need {
+                Need::Pull => h.capabilities.pull,
+                Need::Resolve => h.capabilities.resolve,
+            })
+            .map(|h| (h.api.clone(), true))
+            .collect();
+        roots.push((hosts.origin.api.clone(), false));
+        Ok(roots)
+    }
+
+    fn host_url(root: &Url, mirror: bool, registry: &str, path: &str) -> Result<Url> {
+        let mut url = root.join(path).map_err(|e| Error::Refused {
+            url: format!("{root}{path}"),
+            reason: format!("invalid registry path: {e}"),
+        })?;
+        if mirror {
+            url.query_pairs_mut().append_pair("ns", registry);
+        }
+        Ok(url)
+    }
+
     fn registry_url(&self, registry: &str, path: &str) -> Result<Url> {
         let base = self.registry_base(registry)?;
         base.join(path).map_err(|e| Error::Refused {
@@ -141,12 +182,57 @@ impl HttpClient {
         repository: &str,
         reference: &str,
     ) -> Result<Manifest> {
-        let url = self.registry_url(registry, &format!("{repository}/manifests/{reference}"))?;
+        let pinned = Digest::parse(reference).ok();
+        // A manifest by digest is verified, so any mirror may serve it; a tag's answer is
+        // trusted, so only hosts allowed to resolve are asked.
+        let need = if pinned.is_some() {
+            Need::Pull
+        } else {
+            Need::Resolve
+        };
+        let hosts = self.hosts_for(registry, need)?;
+        let path = format!("{repository}/manifests/{reference}");
+        let mut last = None;
+        for (index, (root, mirror)) in hosts.iter().enumerate() {
+            let url = Self::host_url(root, *mirror, registry, &path)?;
+            match self
+                .manifest_from(&url, repository, pinned, index + 1 < hosts.len())
+                .await
+            {
+                Ok(manifest) => {
+                    tracing::info!(host = url.authority(), "manifest served");
+                    return Ok(manifest);
+                }
+                Err(e @ Error::Store(_)) => return Err(e),
+                Err(e) => {
+                    if index + 1 < hosts.len() {
+                        tracing::warn!(host = url.authority(), error = %e, "host failed; trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Refused {
+            url: format!("{registry}/{repository}"),
+            reason: "no host to ask".to_owned(),
+        }))
+    }
+
+    /// One host's answer for a manifest; `more` when other hosts remain (an unreachable
+    /// one is then left at once).
+    async fn manifest_from(
+        &self,
+        url: &Url,
+        repository: &str,
+        pinned: Option<Digest>,
+        more: bool,
+    ) -> Result<Manifest> {
         let req = Request::get(url.clone())
             .header(header::ACCEPT, &MANIFEST_MEDIA_TYPES.join(", "))
             .scope(pull_scope(repository));
-        let (bytes, headers, _) = self.fetch_bytes(req, MANIFEST_LIMIT, "a manifest").await?;
-        let pinned = Digest::parse(reference).ok();
+        let (bytes, headers, _) = self
+            .fetch_bytes_from(req, MANIFEST_LIMIT, "a manifest", more)
+            .await?;
         let announced = headers
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
@@ -158,7 +244,7 @@ impl HttpClient {
         for expected in [pinned, announced].into_iter().flatten() {
             if expected.algorithm() == algorithm && expected != digest {
                 return Err(Error::Corrupt {
-                    url: redact(&url),
+                    url: redact(url),
                     source: cache_core::Error::DigestMismatch {
                         expected,
                         actual: digest,
@@ -170,7 +256,7 @@ impl HttpClient {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-        Manifest::new(digest, bytes, content_type.as_deref(), redact(&url))
+        Manifest::new(digest, bytes, content_type.as_deref(), redact(url))
     }
 
     /// A [`BlobRequest`] for a blob of `repository` (URL and token scope filled in).
@@ -181,15 +267,24 @@ impl HttpClient {
         digest: Digest,
         size: Option<u64>,
     ) -> Result<BlobRequest> {
-        let url = self.registry_url(registry, &format!("{repository}/blobs/{digest}"))?;
-        Ok(BlobRequest::new(
-            BlobSource::Url {
-                url,
+        let path = format!("{repository}/blobs/{digest}");
+        let hosts = self.hosts_for(registry, Need::Pull)?;
+        let source = match hosts.as_slice() {
+            [(root, mirror)] => BlobSource::Url {
+                url: Self::host_url(root, *mirror, registry, &path)?,
                 scope: pull_scope(repository),
             },
-            digest,
-            size,
-        ))
+            _ => BlobSource::Hosts(
+                hosts
+                    .iter()
+                    .map(|(root, mirror)| {
+                        let url = Self::host_url(root, *mirror, registry, &path)?;
+                        Ok((url, pull_scope(repository)))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok(BlobRequest::new(source, digest, size))
     }
 
     /// Every tag of a repository, following `Link` pagination.
@@ -205,19 +300,47 @@ impl HttpClient {
         repository: &str,
         page: usize,
     ) -> Result<Vec<String>> {
+        let page = page.max(1);
+        let hosts = self.hosts_for(registry, Need::Resolve)?;
+        let path = format!("{repository}/tags/list?n={page}");
+        let mut last = None;
+        for (index, (root, mirror)) in hosts.iter().enumerate() {
+            let url = Self::host_url(root, *mirror, registry, &path)?;
+            let more = index + 1 < hosts.len();
+            match self.tags_from(url.clone(), repository, more).await {
+                Ok(tags) => {
+                    tracing::info!(host = url.authority(), "tags served");
+                    return Ok(tags);
+                }
+                Err(e) => {
+                    if more {
+                        tracing::warn!(host = url.authority(), error = %e, "host failed; trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Refused {
+            url: format!("{registry}/{repository}"),
+            reason: "no host to ask".to_owned(),
+        }))
+    }
+
+    /// Every page of one host's tag list, starting at `url`.
+    async fn tags_from(&self, mut url: Url, repository: &str, more: bool) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
         }
         const MAX_PAGES: usize = 10_000;
-        let page = page.max(1);
-        let mut url = self.registry_url(registry, &format!("{repository}/tags/list?n={page}"))?;
         let mut tags = Vec::new();
         for _ in 0..MAX_PAGES {
             let req = Request::get(url.clone())
                 .header(header::ACCEPT, "application/json")
                 .scope(pull_scope(repository));
-            let (body, headers, _) = self.fetch_bytes(req, MANIFEST_LIMIT, "a tag list").await?;
+            let (body, headers, _) = self
+                .fetch_bytes_from(req, MANIFEST_LIMIT, "a tag list", more)
+                .await?;
             let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Refused {
                 url: redact(&url),
                 reason: format!("the tag list is not valid JSON: {e}"),

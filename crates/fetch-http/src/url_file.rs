@@ -131,7 +131,9 @@ impl Transfer<'_> {
         }
         let resp = match client.send(request).await {
             Ok(resp) => resp,
-            Err(Failure::Retry { cause, retry_after }) => {
+            Err(Failure::Retry {
+                cause, retry_after, ..
+            }) => {
                 return Ok(Attempt::Retry(cause, retry_after));
             }
             Err(Failure::Final(e)) => return Err(e),

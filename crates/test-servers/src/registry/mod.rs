@@ -141,7 +141,7 @@ impl Registry {
     /// Starts a registry on a free `127.0.0.1` port with storage in a new temporary
     /// directory, and waits until `GET /v2/` answers `200`.
     pub fn start() -> Result<Registry, RegistryError> {
-        Registry::start_with(None)
+        Registry::start_with(Mode::Plain)
     }
 
     /// Starts a registry that speaks only TLS with `tls`'s certificate (and requires a
@@ -149,14 +149,21 @@ impl Registry {
     /// client under test: the plain-HTTP helpers below ([`Registry::push_blob`], …) do not
     /// speak TLS.
     pub fn start_tls(tls: &RegistryTls) -> Result<Registry, RegistryError> {
-        Registry::start_with(Some(tls))
+        Registry::start_with(Mode::Tls(tls))
     }
 
-    fn start_with(tls: Option<&RegistryTls>) -> Result<Registry, RegistryError> {
+    /// Starts a pull-through cache (distribution's proxy mode) of the registry at `remote`
+    /// (`http://host:port`): it fetches what it lacks from there and keeps it. It refuses
+    /// pushes.
+    pub fn start_proxy(remote: &str) -> Result<Registry, RegistryError> {
+        Registry::start_with(Mode::Proxy(remote))
+    }
+
+    fn start_with(mode: Mode<'_>) -> Result<Registry, RegistryError> {
         let binary = find_binary()?;
         let mut attempt = 1;
         loop {
-            match Registry::launch(&binary, tls) {
+            match Registry::launch(&binary, mode) {
                 Err(RegistryError::Exited { stderr, .. })
                     if attempt < PORT_ATTEMPTS && stderr.contains("address already in use") =>
                 {
@@ -167,7 +174,7 @@ impl Registry {
         }
     }
 
-    fn launch(binary: &Path, tls: Option<&RegistryTls>) -> Result<Registry, RegistryError> {
+    fn launch(binary: &Path, mode: Mode<'_>) -> Result<Registry, RegistryError> {
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let dir = tempfile::Builder::new()
@@ -176,7 +183,7 @@ impl Registry {
             .map_err(io_error("creating the registry's temporary directory"))?;
         let storage = dir.path().join("storage");
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&storage, addr, tls))
+        std::fs::write(&config, config_yaml(&storage, addr, mode))
             .map_err(io_error(format!("writing {}", config.display())))?;
         let log = dir.path().join("stderr.log");
         let stderr = File::create(&log).map_err(io_error(format!("creating {}", log.display())))?;
@@ -200,7 +207,7 @@ impl Registry {
         let mut registry = Registry {
             child,
             addr,
-            tls: tls.is_some(),
+            tls: matches!(mode, Mode::Tls(_)),
             dir,
         };
         registry.wait_ready()?;
@@ -399,6 +406,15 @@ fn descriptor(media_type: &str, digest: &str, size: usize) -> String {
 }
 
 /// The registry's configuration: storage in `storage`, listening on `addr`, quiet.
+/// How a registry serves.
+#[derive(Debug, Clone, Copy)]
+enum Mode<'a> {
+    Plain,
+    Tls(&'a RegistryTls),
+    /// A pull-through cache of this remote.
+    Proxy(&'a str),
+}
+
 /// The certificate a TLS registry serves with, and the CA its clients must be signed by.
 #[derive(Debug, Clone)]
 pub struct RegistryTls {
@@ -410,13 +426,17 @@ pub struct RegistryTls {
     pub client_ca: Option<PathBuf>,
 }
 
-fn config_yaml(storage: &Path, addr: SocketAddr, tls: Option<&RegistryTls>) -> String {
+fn config_yaml(storage: &Path, addr: SocketAddr, mode: Mode<'_>) -> String {
     // A JSON string is a valid YAML double-quoted scalar, whatever the path holds.
     let root = json_string(&storage.to_string_lossy());
     let path = |p: &Path| json_string(&p.to_string_lossy());
-    let tls = match tls {
-        None => String::new(),
-        Some(tls) => {
+    let (tls, proxy) = match mode {
+        Mode::Plain => (String::new(), String::new()),
+        Mode::Proxy(remote) => (
+            String::new(),
+            format!("proxy:\n  remoteurl: {}\n", json_string(remote)),
+        ),
+        Mode::Tls(tls) => {
             let mut section = format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 path(&tls.certificate),
@@ -425,7 +445,7 @@ fn config_yaml(storage: &Path, addr: SocketAddr, tls: Option<&RegistryTls>) -> S
             if let Some(ca) = &tls.client_ca {
                 section += &format!("    clientcas:\n      - {}\n", path(ca));
             }
-            section
+            (section, String::new())
         }
     };
     format!(
@@ -446,7 +466,7 @@ http:
   addr: {addr}
   # A fixed secret silences the warning about a generated one.
   secret: pkgload-test-registry
-{tls}health:
+{tls}{proxy}health:
   storagedriver:
     enabled: false
 "
@@ -502,7 +522,7 @@ mod tests {
         let config = config_yaml(
             Path::new("/tmp/a \"b\""),
             SocketAddr::from(([127, 0, 0, 1], 5000)),
-            None,
+            Mode::Plain,
         );
         assert!(
             config.contains(r#"rootdirectory: "/tmp/a \"b\"""#),
@@ -516,7 +536,7 @@ mod tests {
             client_ca: Some("/c/ca.pem".into()),
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], 5000));
-        let config = config_yaml(Path::new("/s"), addr, Some(&tls));
+        let config = config_yaml(Path::new("/s"), addr, Mode::Tls(&tls));
         let expected = "  tls:\n    certificate: \"/c/s.pem\"\n    key: \"/c/s.key\"\n    \
                         clientcas:\n      - \"/c/ca.pem\"\n";
         assert!(config.contains(expected), "{config}");
