@@ -19,7 +19,7 @@ use crate::tools::Tool;
 use crate::{Error, Result};
 
 /// What `--only` accepts.
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "fetch",
     "curl",
     "unpack",
@@ -30,6 +30,7 @@ const NAMES: [&str; 10] = [
     "jobs",
     "resolve",
     "ingest",
+    "wasmer",
 ];
 /// Whether `--only NAME` names a criterion bench rather than an end-to-end group.
 fn is_criterion(name: &str) -> bool {
@@ -143,6 +144,11 @@ impl Options {
     }
 
     fn wants(&self, name: &str) -> bool {
+        // Only when asked for by name: it needs the wasmer-peer binary, whose first build
+        // takes about 15 minutes, which a plain `cargo xtask bench` should not start.
+        if name == "wasmer" {
+            return self.only.iter().any(|n| n == name);
+        }
         (self.only.is_empty() || self.only.iter().any(|n| n == name))
             && (self.cargo_bench || !is_criterion(name))
     }
@@ -242,6 +248,11 @@ pub fn run(options: &Options) -> Result<()> {
         attempt("rss-unpack", r);
         sync_filesystem();
     }
+    if options.wants("wasmer") {
+        let r = crate::wasmer::bench(&mut bench, scale);
+        attempt("wasmer", r);
+        sync_filesystem();
+    }
     bench.registry = None;
     if options.wants("resolve") {
         let runs = if options.quick { "1" } else { "3" };
@@ -325,7 +336,7 @@ fn ensure_tools(options: &Options) -> Result<()> {
             why: "bench: the wire-and-hash limit (curl --parallel + sha256sum)",
         });
     }
-    if options.wants("rss") {
+    if options.wants("rss") || options.wants("wasmer") {
         tools.push(Tool {
             binary: "time",
             package: "time",
@@ -339,7 +350,7 @@ fn ensure_tools(options: &Options) -> Result<()> {
 // Measuring
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Unit {
+pub(crate) enum Unit {
     Seconds,
     Mib,
     Millis,
@@ -347,7 +358,7 @@ enum Unit {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Goal {
+pub(crate) enum Goal {
     /// pkgload's median over the peer's at most this.
     RatioAtMost(f64),
     /// The peer's median over pkgload's at least this (a speed-up).
@@ -358,15 +369,15 @@ enum Goal {
 }
 
 #[derive(Debug, Clone)]
-struct Row {
-    key: &'static str,
-    what: String,
-    ours_name: String,
-    peer_name: String,
-    unit: Unit,
-    ours: Vec<f64>,
-    peer: Vec<f64>,
-    goal: Goal,
+pub(crate) struct Row {
+    pub(crate) key: &'static str,
+    pub(crate) what: String,
+    pub(crate) ours_name: String,
+    pub(crate) peer_name: String,
+    pub(crate) unit: Unit,
+    pub(crate) ours: Vec<f64>,
+    pub(crate) peer: Vec<f64>,
+    pub(crate) goal: Goal,
 }
 
 impl Row {
@@ -439,7 +450,7 @@ fn timed(command: &mut Command) -> Result<Duration> {
     Ok(took)
 }
 
-fn timed_output(command: &mut Command) -> Result<(Duration, String)> {
+pub(crate) fn timed_output(command: &mut Command) -> Result<(Duration, String)> {
     command.stdin(Stdio::null());
     let shown = format!("{command:?}");
     let started = Instant::now();
@@ -468,13 +479,13 @@ fn timed_output(command: &mut Command) -> Result<(Duration, String)> {
     Ok((took, String::from_utf8_lossy(&output.stderr).into_owned()))
 }
 
-struct Bench {
-    pkgload: PathBuf,
+pub(crate) struct Bench {
+    pub(crate) pkgload: PathBuf,
     fixtures: Fixtures,
-    work: PathBuf,
-    runs: usize,
+    pub(crate) work: PathBuf,
+    pub(crate) runs: usize,
     registry: Option<Registry>,
-    rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
     captured: Vec<(String, String)>,
     /// How many directories [`Bench::discard`] has set aside.
     discarded: std::cell::Cell<u64>,
@@ -502,12 +513,13 @@ impl Bench {
             .arg(cache)
             .arg("--quiet")
             // A credential helper of the user's Docker config has no place in a timing.
-            .env("DOCKER_CONFIG", self.work.join("no-docker-config"));
+            .env("DOCKER_CONFIG", self.work.join("no-docker-config"))
+            .env("PKGLOAD_HOSTS_DIR", self.work.join("no-hosts-dir"));
         command
     }
 
     /// A fresh, empty directory under the work directory (an old one is discarded).
-    fn fresh(&self, name: &str) -> Result<PathBuf> {
+    pub(crate) fn fresh(&self, name: &str) -> Result<PathBuf> {
         let dir = self.work.join(name);
         self.discard(&dir)?;
         Ok(dir)
@@ -521,7 +533,7 @@ impl Bench {
     /// is dirty), and skips such inodes one probe at a time on every file creation. That
     /// made a cold 200-package load up to 3× slower. A rename frees nothing. The cost is
     /// disk space: a full run keeps about 30 GB until it ends.
-    fn discard(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn discard(&self, dir: &Path) -> Result<()> {
         if !dir.exists() {
             return Ok(());
         }
@@ -1142,7 +1154,7 @@ fn count_files(dir: &Path) -> usize {
     n
 }
 
-fn max_rss_mib(stderr: &str) -> Result<f64> {
+pub(crate) fn max_rss_mib(stderr: &str) -> Result<f64> {
     stderr
         .lines()
         .find_map(|line| {
@@ -1324,6 +1336,19 @@ impl Report<'_> {
              bound by the CPU both use, not by latency.",
             SETTLE.as_secs(),
         );
+        if self.rows.iter().any(|r| r.key.starts_with("wasmer-")) {
+            let _ = writeln!(
+                md,
+                "\nThe `wasmer-` rows compare pkgload with Wasmer's own loader (wasmer-wasix \
+                 0.704 in `wasmer-peer`, resolve + `load_package_tree`), each sample a fresh \
+                 process under `/usr/bin/time -v`, the two alternating. Directory case: \
+                 pkgload with an empty cache vs Wasmer on a fresh copy of the directory (it \
+                 writes `.webc.sha256` sidecars there); warm = the same cache or copy again. \
+                 URL case: the tree served by `wasmer-peer serve` with the latency named; \
+                 cold = empty caches (pkgload's, Wasmer's web source and package loader \
+                 caches), warm = the same caches again."
+            );
+        }
         for (title, text) in self.captured {
             let _ = writeln!(md, "\n## `{title}`\n\n```text\n{}\n```", text.trim_end());
         }

@@ -10,6 +10,7 @@ mod fuzz;
 mod test_task;
 mod tools;
 mod wasm;
+mod wasmer;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -21,7 +22,7 @@ cargo xtask: pkgload's repository tooling
 usage: cargo xtask <command> [arguments]
 
 commands:
-  test [--no-lint] [-- <args>...]
+  test [--no-lint] [--wasmer] [-- <args>...]
       The one test command; CI runs it. In order: installs the external programs the
       tests need (apt-get, when missing), runs the workspace tests (cargo-nextest if
       installed, else cargo test), runs the doctests, a short fuzz pass (saved fuzz
@@ -29,6 +30,8 @@ commands:
       rustfmt --check and cargo-deny (licenses, bans, sources; skipped with a notice
       when cargo-deny is not installed). Stops at the first failing step.
         --no-lint    skip clippy, rustfmt, cargo-deny and the fuzz pass while iterating
+        --wasmer     then also the Wasmer oracle (see wasmer-oracle below); builds
+                     wasmer-peer, about 15 minutes the first time
         -- <args>    passed to the test runner, e.g. a test-name filter or `-p <crate>`
                      (with `-p`/`--package` the runner is not given `--workspace`)
 
@@ -51,7 +54,11 @@ commands:
       runs (default 3; --quick: scale 0.125 and 1 run); captures the resolver and
       sha256-ingest figures of `cargo bench -p resolve-graph` / `-p cache-core`. Writes
       target/bench/report.md and target/bench/report.json. NAME is one of fetch, curl,
-      unpack, warm-ls, warm-load, rss, jobs, resolve, ingest.
+      unpack, warm-ls, warm-load, rss, rss-unpack, jobs, resolve, ingest, wasmer.
+      `wasmer` runs only when named (it builds wasmer-peer, Wasmer's own loader, about
+      15 minutes the first time): a 50-package webc v3 tree on 6 levels (2 MiB volume and
+      1 MiB atom each, times the scale) loaded by pkgload and by Wasmer, from a directory
+      and over HTTP (10 ms per response), cold and warm, wall time and peak RSS.
         --micro      instead, run every crate's criterion micro-benchmarks
                      (cargo bench --workspace; arguments after -- reach criterion)
 
@@ -63,6 +70,16 @@ commands:
       written to fuzz/artifacts/TARGET/crash-HASH with the command that replays it, and
       the command fails. --list names the targets, --regressions replays every input in
       fuzz/regressions/ and fuzz/corpus/, --replay runs one file with full panic output.
+
+  wasmer-oracle
+      The step `test --wasmer` adds, alone: builds pkgload and wasmer-peer (release;
+      wasmer-peer/ is its own workspace, target in wasmer-peer/target; $WASMER_PEER_BIN
+      names a binary to use instead), generates small webc v3 trees (dependencies by
+      registry name, by URL served on loopback, and two with a command several packages
+      declare), loads each with Wasmer's loader and with pkgload (load --json + unpack)
+      and compares packages, commands (atom sha256), entrypoint and every file (path,
+      kind, size, sha256). Any difference fails, except which dependency's command wins
+      when the root does not declare it (undecided; printed as a NOTICE).
 
   wasm
       Compiles the examples' WebAssembly text (examples/*/*.wat) into the .wasm files
@@ -136,6 +153,7 @@ fn run(args: Vec<OsString>) -> Result<()> {
             }
         },
         Some("wasm") => wasm::run(),
+        Some("wasmer-oracle") => wasmer::oracle_checked().map(|_| ()),
         Some("help" | "-h" | "--help") => {
             print!("{HELP}");
             Ok(())

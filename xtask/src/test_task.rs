@@ -17,6 +17,8 @@ pub struct Options {
     pub lint: bool,
     /// Everything after `--`, for the test runner.
     pub runner_args: Vec<OsString>,
+    /// Then also compare pkgload with Wasmer's own loader (`--wasmer`).
+    pub wasmer: bool,
 }
 
 impl Options {
@@ -25,6 +27,7 @@ impl Options {
         let mut options = Self {
             lint: true,
             runner_args: Vec::new(),
+            wasmer: false,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -34,6 +37,7 @@ impl Options {
                     break;
                 }
                 Some("--no-lint") => options.lint = false,
+                Some("--wasmer") => options.wasmer = true,
                 Some("-h" | "--help") => return Ok(None),
                 _ => {
                     return Err(Error::new(format!(
@@ -60,6 +64,8 @@ enum Step {
     Clippy,
     Fmt,
     Deny,
+    /// Not in [`Step::ALL`]: runs last, only with `--wasmer`.
+    Wasmer,
 }
 
 impl Step {
@@ -82,6 +88,7 @@ impl Step {
             Self::Clippy => "clippy",
             Self::Fmt => "fmt",
             Self::Deny => "cargo-deny",
+            Self::Wasmer => "wasmer",
         }
     }
 
@@ -135,6 +142,18 @@ impl Step {
                 Ok(Outcome::Passed(String::new()))
             }
             Self::Deny => run_deny(),
+            Self::Wasmer => {
+                // Each oracle case counts as a test in the closing line.
+                let (passed, failed) = crate::wasmer::oracle()?;
+                counts.add(passed, failed);
+                if failed > 0 {
+                    return Err(Error::new(format!(
+                        "{failed} Wasmer oracle case(s) failed: pkgload and Wasmer loaded \
+                         different trees (the differences are printed above)"
+                    )));
+                }
+                Ok(Outcome::Passed(format!("{passed} cases")))
+            }
         }
     }
 }
@@ -171,9 +190,10 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 fn run_steps(options: &Options, counts: &Counts) -> Result<()> {
-    let mut outcomes = Vec::with_capacity(Step::ALL.len());
+    let mut outcomes = Vec::with_capacity(Step::ALL.len() + 1);
     let mut failure: Option<(Step, Error)> = None;
-    for step in Step::ALL {
+    let wasmer = options.wasmer.then_some(Step::Wasmer);
+    for step in Step::ALL.into_iter().chain(wasmer) {
         let outcome = if failure.is_some() {
             Outcome::NotRun
         } else if step.is_lint() && !options.lint {
@@ -247,6 +267,12 @@ impl Counts {
             totals.0 += passed;
             totals.1 += failed;
         }
+    }
+
+    fn add(&self, passed: u64, failed: u64) {
+        let mut totals = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        totals.0 += passed;
+        totals.1 += failed;
     }
 
     fn totals(&self) -> (u64, u64) {
@@ -351,6 +377,8 @@ mod tests {
     fn no_arguments_means_everything() {
         let options = parse(&[]).unwrap().unwrap();
         assert!(options.lint);
+        assert!(!options.wasmer);
+        assert!(parse(&["--wasmer"]).unwrap().unwrap().wasmer);
         assert!(options.runner_args.is_empty());
     }
 
