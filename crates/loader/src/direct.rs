@@ -241,7 +241,7 @@ impl DirectPackages {
             reason: format!("not a URL: {e}"),
         })?;
         let blob = stored_url(&self.remote, &parsed_url, sha256).await?;
-        let parsed = Parsed::from_url(blob, &parsed_url).await?;
+        let parsed = Parsed::from_url(&self.remote.store, blob, &parsed_url).await?;
         Links::new(self, parsed.base.clone()).read(parsed).await
     }
 
@@ -298,7 +298,7 @@ impl DirectPackages {
         let parsed = match location {
             Location::Url { url, sha256 } => {
                 let blob = stored_url(&self.remote, url, *sha256).await?;
-                Parsed::from_url(blob, url).await?
+                Parsed::from_url(&self.remote.store, blob, url).await?
             }
             Location::File(path) => Parsed::from_file(&self.remote.store, path).await?,
         };

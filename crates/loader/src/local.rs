@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cache_core::{Algorithm, Blob, Digest, Store};
 use resolve_graph::PackageId;
 use vfs_overlay::{DirVolume, FileSystem};
-use webc_package::WebcContainer;
+use webc_package::{Checked, WebcContainer};
 
 use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
@@ -19,10 +19,11 @@ use crate::remote::blocking;
 pub(crate) enum LocalRoot {
     /// A directory holding `pkgload.toml`.
     Directory(PackageDir),
-    /// A webc file, and its copy in the store.
+    /// A webc file, its copy in the store, and what earlier loads had checked in it.
     Webc {
         container: WebcContainer,
         blob: Blob,
+        recorded: Checked,
     },
 }
 
@@ -57,30 +58,34 @@ impl LocalParts {
                     reason: "not a local package (a loader bug)".to_owned(),
                 })
         };
-        for key in volumes {
-            let volume: Arc<dyn FileSystem> = match &*package(&key.0)? {
-                LocalRoot::Directory(dir) => {
-                    let Some(path) = dir.volumes.get(&key.1) else {
-                        continue;
-                    };
-                    Arc::new(
-                        DirVolume::open(path).map_err(|e| LoadError::io("open volume", path, e))?,
-                    )
-                }
-                LocalRoot::Webc { container, .. } => {
-                    // Indexing reads the volume's header and, for v3, hashes every file.
-                    let (container, name) = (container.clone(), key.1.clone());
-                    Arc::new(
-                        blocking(
-                            "opening a webc volume",
-                            move || Ok(container.volume(&name)?),
-                        )
-                        .await?,
-                    )
-                }
-            };
-            parts.volumes.insert(key, volume);
-        }
+        // Volumes open side by side: a v3 volume's first opening hashes every file.
+        let opened = futures::future::try_join_all(volumes.into_iter().map(|key| {
+            let root = package(&key.0);
+            async move {
+                let volume: Option<Arc<dyn FileSystem>> = match &*root? {
+                    LocalRoot::Directory(dir) => match dir.volumes.get(&key.1) {
+                        Some(path) => Some(Arc::new(
+                            DirVolume::open(path)
+                                .map_err(|e| LoadError::io("open volume", path, e))?,
+                        )),
+                        None => None,
+                    },
+                    LocalRoot::Webc { container, .. } => {
+                        let (container, name) = (container.clone(), key.1.clone());
+                        Some(Arc::new(
+                            blocking(
+                                "opening a webc volume",
+                                move || Ok(container.volume(&name)?),
+                            )
+                            .await?,
+                        ))
+                    }
+                };
+                Ok::<_, LoadError>(volume.map(|v| (key, v)))
+            }
+        }))
+        .await?;
+        parts.volumes.extend(opened.into_iter().flatten());
         for key in atoms {
             let blob = match &*package(&key.0)? {
                 LocalRoot::Directory(dir) => {
@@ -89,7 +94,9 @@ impl LocalParts {
                     };
                     store.import_file(file, Algorithm::Sha256).await?
                 }
-                LocalRoot::Webc { container, blob } => {
+                LocalRoot::Webc {
+                    container, blob, ..
+                } => {
                     let (container, blob, name) = (container.clone(), blob.clone(), key.1.clone());
                     blocking("opening a webc atom", move || {
                         let atom = container.atom(&name)?;
@@ -107,6 +114,55 @@ impl LocalParts {
             };
             parts.atoms.insert(key, blob);
         }
+        // What was checked now need not be checked by the next load of the same bytes.
+        futures::future::try_join_all(packages.values().map(|root| async move {
+            match &**root {
+                LocalRoot::Webc {
+                    container,
+                    blob,
+                    recorded,
+                } => record_checks(store, blob.digest(), container, recorded).await,
+                LocalRoot::Directory(_) => Ok(()),
+            }
+        }))
+        .await?;
         Ok(parts)
     }
+}
+
+/// The derived entry that records what was checked in a stored webc blob (atoms against
+/// their signatures, v3 volumes' files against their hashes). The blob is content-
+/// addressed, so what held for its bytes once holds for good: a warm load vouches for it
+/// instead of hashing every atom and file again.
+const CHECKED_KIND: &str = "webcchecked";
+
+/// What earlier loads checked in the blob `digest` (nothing when no record, or an
+/// unreadable one).
+pub(crate) fn recorded_checks(store: &Store, digest: &Digest) -> Checked {
+    cache_core::DerivedKind::new(CHECKED_KIND)
+        .ok()
+        .and_then(|kind| store.get_derived(digest, &kind).ok().flatten())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Records what has been checked in `container` (the stored blob `digest`) when it is more
+/// than `recorded`.
+async fn record_checks(
+    store: &Store,
+    digest: &Digest,
+    container: &WebcContainer,
+    recorded: &Checked,
+) -> Result<()> {
+    let checked = container.checked();
+    if checked == *recorded {
+        return Ok(());
+    }
+    let kind = cache_core::DerivedKind::new(CHECKED_KIND)?;
+    let json = serde_json::to_vec(&checked).map_err(|e| LoadError::Inconsistent {
+        reference: container.origin().to_owned(),
+        reason: format!("cannot record its checks: {e}"),
+    })?;
+    store.put_derived(digest, &kind, json).await?;
+    Ok(())
 }

@@ -24,11 +24,11 @@ use bytes::Bytes;
 use cache_core::{Algorithm, Blob, Digest, Store};
 use resolve_graph::{AbsPath, PackageId, PackageName};
 use semver::Version;
-use webc_package::{DependencySource, Identity, PackageSpec, WebcContainer};
+use webc_package::{Checked, DependencySource, Identity, PackageSpec, WebcContainer};
 
 use crate::artifact::{Artifact, ArtifactKind, BlobRef};
 use crate::error::{LoadError, Result};
-use crate::local::LocalRoot;
+use crate::local::{LocalRoot, recorded_checks};
 use crate::remote::{Found, Located, Place, blocking};
 
 /// The media type pkgload gives a webc file wherever it names one (an OCI layer, a
@@ -69,6 +69,8 @@ pub(crate) struct Parsed {
     pub(crate) shown: String,
     /// What its `use` paths are relative to.
     pub(crate) base: Base,
+    /// What earlier loads checked in these bytes (atoms, volumes), vouched for.
+    pub(crate) checked: Checked,
 }
 
 impl Parsed {
@@ -76,6 +78,7 @@ impl Parsed {
     /// is the identity where it was found (a file name, a tag), which an annotation must
     /// agree with; `found` is where it lives.
     pub(crate) async fn new(
+        store: &Store,
         blob: Blob,
         shown: String,
         placed: Option<(PackageName, Version)>,
@@ -83,6 +86,16 @@ impl Parsed {
         base: Base,
     ) -> Result<Parsed> {
         let (container, spec) = parse(blob.bytes().clone(), &shown).await?;
+        let checked = recorded_checks(store, blob.digest());
+        if checked != Checked::default() {
+            tracing::info!(
+                file = %shown,
+                atoms = checked.atoms.len(),
+                volumes = checked.volumes.len(),
+                "checked by an earlier load; not hashed again"
+            );
+        }
+        container.vouch(&checked);
         let (name, version) = identity(spec.identity.clone(), placed, blob.digest(), &shown)?;
         Ok(Parsed {
             container,
@@ -93,6 +106,7 @@ impl Parsed {
             found,
             shown,
             base,
+            checked,
         })
     }
 
@@ -103,6 +117,7 @@ impl Parsed {
         let found = found_as_file(&shown, Located::Layout(path.to_owned()), &blob);
         let beside = path.parent().unwrap_or(Path::new(".")).to_owned();
         Self::new(
+            store,
             blob,
             shown,
             identity_of_place(path),
@@ -113,14 +128,18 @@ impl Parsed {
     }
 
     /// The webc file `blob`, fetched from `url`.
-    pub(crate) async fn from_url(blob: Blob, url: &fetch_http::Url) -> Result<Parsed> {
+    pub(crate) async fn from_url(
+        store: &Store,
+        blob: Blob,
+        url: &fetch_http::Url,
+    ) -> Result<Parsed> {
         let shown = url.to_string();
         let found = found_as_file(&shown, Located::Layout(PathBuf::from(&shown)), &blob);
         let placed = url
             .path_segments()
             .and_then(|mut segments| segments.next_back())
             .and_then(|name| identity_of_place(Path::new(name)));
-        Self::new(blob, shown, placed, found, Base::Url(url.clone())).await
+        Self::new(store, blob, shown, placed, found, Base::Url(url.clone())).await
     }
 
     pub(crate) fn id(&self) -> PackageId {
@@ -140,6 +159,8 @@ pub(crate) struct WebcFile {
     pub(crate) found: Found,
     /// Whether some dependency is named (`namespace/name@req`) and so needs a place.
     pub(crate) needs_place: bool,
+    /// What earlier loads had checked in it.
+    pub(crate) checked: Checked,
 }
 
 impl WebcFile {
@@ -148,6 +169,7 @@ impl WebcFile {
         LocalRoot::Webc {
             container: self.container.clone(),
             blob: self.blob.clone(),
+            recorded: self.checked.clone(),
         }
     }
 
@@ -169,6 +191,7 @@ impl WebcFile {
             manifest,
             found: parsed.found,
             needs_place,
+            checked: parsed.checked,
         })
     }
 }

@@ -61,7 +61,8 @@ impl WebcFile {
         };
         let shown = format!("{}@{}", artifact.reference, layer.digest);
         // A path in its `use` would point nowhere; URLs are absolute.
-        let parsed = Parsed::new(blob, shown, placed, found, Base::Nowhere).await?;
+        let store = &direct.remote().store;
+        let parsed = Parsed::new(store, blob, shown, placed, found, Base::Nowhere).await?;
         Links::new(direct, Base::Nowhere).read(parsed).await
     }
 }

@@ -519,8 +519,9 @@ fn a_webc_file_loads_from_a_url_with_its_sha256() {
     assert!(err.contains("#sha256="), "{err}");
 }
 
-/// A webc file unchanged since a load is not hashed or copied again; a changed one (even
-/// to the same size) is, and its new content is what is served.
+/// A webc file unchanged since a load is not hashed or copied again, nor are its atoms
+/// and files checked again; a changed one (even to the same size) is, and its new content
+/// is what is served.
 #[test]
 fn an_unchanged_webc_file_is_not_read_again() {
     let work = tempfile::tempdir().unwrap();
@@ -536,6 +537,9 @@ fn an_unchanged_webc_file_is_not_read_again() {
     let second = cat(&["-v", "cat", f, "/etc/motd"]);
     assert_eq!(stdout(&second), "hi there\n");
     assert!(String::from_utf8_lossy(&second.stderr).contains("using the stored copy"));
+    // Nor are its volumes' files hashed again: the first load recorded its checks.
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("not hashed again"));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("not hashed again"));
 
     // Same size, other bytes: read again.
     let mut bytes = std::fs::read(&file).unwrap();

@@ -2,7 +2,7 @@
 //! blob): checked framing, the `webc` crate's parse behind a panic guard, atoms verified
 //! against their manifest signatures before they are handed out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -34,6 +34,21 @@ pub struct WebcContainer {
     container: Container,
     /// Atoms whose signature has been checked, with their sha256.
     verified: Arc<Mutex<HashMap<String, [u8; 32]>>>,
+    /// Volumes whose files have been checked against their hashes (v3), or were vouched
+    /// for (see [`WebcContainer::vouch`]).
+    checked_volumes: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// What has been checked in one container: atoms against their signatures (with their
+/// sha256, hex), volumes' files against their hashes. A record of it kept beside a
+/// content-addressed copy of the container spares the next reader the hashing (see
+/// [`WebcContainer::vouch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checked {
+    /// Atom name → sha256 (lowercase hex).
+    pub atoms: BTreeMap<String, String>,
+    /// Volume names.
+    pub volumes: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for WebcContainer {
@@ -105,7 +120,46 @@ impl WebcContainer {
             version,
             container,
             verified: Arc::default(),
+            checked_volumes: Arc::default(),
         })
+    }
+
+    /// What has been checked so far (atoms handed out, volumes indexed).
+    pub fn checked(&self) -> Checked {
+        let atoms = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, sha256)| (name.clone(), hex(sha256)))
+            .collect();
+        let volumes = self
+            .checked_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Checked { atoms, volumes }
+    }
+
+    /// Takes `checked` as already done for exactly these bytes: those atoms are handed out
+    /// with the recorded sha256 and those volumes indexed without hashing their files.
+    ///
+    /// Only a caller that knows the bytes are the ones checked may vouch, e.g. with a
+    /// record kept under the sha256 of the whole container in a content-addressed store;
+    /// a record for other bytes would let mismatched atoms or files through. Entries that
+    /// are not well-formed are ignored (they are checked again).
+    pub fn vouch(&self, checked: &Checked) {
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, sha256) in &checked.atoms {
+            if let Some(raw) = unhex32(sha256) {
+                verified.insert(name.clone(), raw);
+            }
+        }
+        drop(verified);
+        self.checked_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(checked.volumes.iter().cloned());
     }
 
     /// The file or URL this came from.
@@ -213,7 +267,17 @@ impl WebcContainer {
                 name: name.to_owned(),
                 available: self.volume_names().join(", "),
             })?;
-        crate::volume::index(self, name, &volume)
+        let vouched = self
+            .checked_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name);
+        let indexed = crate::volume::index(self, name, &volume, !vouched)?;
+        self.checked_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
+        Ok(indexed)
     }
 
     /// `part` as a slice of [`Self::bytes`], if that is where it lies (the `webc` crate
@@ -253,4 +317,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 64 hex digits as 32 bytes.
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        let value = digit(*pair.first()?)? * 16 + digit(*pair.get(1)?)?;
+        *out.get_mut(i)? = u8::try_from(value).ok()?;
+    }
+    Some(out)
 }

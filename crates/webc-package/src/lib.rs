@@ -53,7 +53,7 @@ mod model;
 mod volume;
 mod write;
 
-pub use container::{Atom, WebcContainer};
+pub use container::{Atom, Checked, WebcContainer};
 pub use error::WebcError;
 pub use model::{
     AtomRef, CommandSpec, Dependency, DependencySource, Identity, Mount, PackageSpec, parse_use,

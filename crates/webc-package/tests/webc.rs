@@ -10,7 +10,7 @@ use vfs_overlay::{FileSystem, FileType, VfsPath};
 use webc::metadata::Command;
 use webc::metadata::annotations::{Atom as AtomAnnotation, FileSystemMapping, Wasi};
 use webc_package::{
-    AtomRef, DependencySource, Identity, Mount, PackageSpec, WebcContainer, WebcError,
+    AtomRef, Checked, DependencySource, Identity, Mount, PackageSpec, WebcContainer, WebcError,
 };
 
 fn p(path: &str) -> VfsPath {
@@ -332,4 +332,41 @@ proptest! {
             let _ = spec_of(&c);
         }
     }
+}
+
+/// What a container checked can be recorded and vouched for on the next open of the same
+/// bytes: atoms keep their sha256, volumes open without hashing their files. Vouching is
+/// the caller's promise, so a record applied to other bytes lets them through (which is
+/// why pkgload keeps records only under a container's own sha256).
+#[test]
+fn checks_are_recorded_and_can_be_vouched_for() {
+    let bytes = Package::hello().build(3);
+    let c = WebcContainer::parse(bytes.clone(), "hello.webc").unwrap();
+    assert_eq!(c.checked(), Checked::default());
+    let atom = c.atom("hello").unwrap();
+    c.volume("atom").unwrap();
+    let checked = c.checked();
+    assert_eq!(checked.volumes.iter().collect::<Vec<_>>(), ["atom"]);
+    assert_eq!(checked.atoms.len(), 1);
+
+    let again = WebcContainer::parse(bytes.clone(), "hello.webc").unwrap();
+    again.vouch(&checked);
+    assert_eq!(again.atom("hello").unwrap().sha256, atom.sha256);
+
+    let mut tampered = bytes.to_vec();
+    let at = find(&tampered, b"hi there");
+    tampered[at] = b'H';
+    let unvouched = WebcContainer::parse(Bytes::from(tampered.clone()), "t.webc").unwrap();
+    assert!(unvouched.volume("atom").is_err());
+    let vouched = WebcContainer::parse(Bytes::from(tampered), "t.webc").unwrap();
+    vouched.vouch(&checked);
+    assert!(vouched.volume("atom").is_ok());
+
+    // A record with malformed entries vouches for nothing of them.
+    let mut garbage = checked.clone();
+    garbage.atoms.insert("hello".into(), "not hex".into());
+    garbage.volumes.clear();
+    let fresh = WebcContainer::parse(bytes, "hello.webc").unwrap();
+    fresh.vouch(&garbage);
+    assert_eq!(fresh.checked(), Checked::default());
 }
