@@ -591,6 +591,25 @@ impl Store {
         self.write_atomic(path, data.into()).await
     }
 
+    /// [`put_derived`](Self::put_derived) without the fsync, for a record whose loss costs
+    /// only work done again (a memo of a check, of which file was which blob). After a
+    /// power cut it may be missing, empty or cut short but never half of another record:
+    /// it is still renamed into place whole. Its reader must reject what it cannot parse,
+    /// as every reader of derived data must.
+    pub async fn put_memo(
+        &self,
+        digest: &Digest,
+        kind: &crate::DerivedKind,
+        data: impl Into<bytes::Bytes>,
+    ) -> Result<()> {
+        let path = self.inner.layout.derived(digest, kind);
+        let temp = self.inner.layout.temp();
+        let data: bytes::Bytes = data.into();
+        tokio::task::spawn_blocking(move || write_renamed_blocking(&temp, &path, &data, false))
+            .await
+            .map_err(|e| Error::task("write", e))?
+    }
+
     /// A derived entry, if present (memory-mapped when large). Derived data is not verified
     /// by digest: its reader must validate what it parses.
     pub fn get_derived(
@@ -634,13 +653,20 @@ fn source_error(digest: Digest, e: impl Into<Box<dyn std::error::Error + Send + 
 }
 
 pub(crate) fn write_atomic_blocking(temp: &Path, path: &Path, data: &[u8]) -> Result<()> {
+    write_renamed_blocking(temp, path, data, true)
+}
+
+/// Write `data` to `temp` (fsynced when `sync`), then rename it to `path`.
+fn write_renamed_blocking(temp: &Path, path: &Path, data: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
     let parent = path.parent().unwrap_or(Path::new("."));
     ingest::ensure_dir(parent)?;
     let result = (|| {
         let mut file = std::fs::File::create(temp).at("create", temp)?;
         file.write_all(data).at("write", temp)?;
-        file.sync_data().at("fsync", temp)?;
+        if sync {
+            file.sync_data().at("fsync", temp)?;
+        }
         std::fs::rename(temp, path).at("rename into", path)
     })();
     if result.is_err() {

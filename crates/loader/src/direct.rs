@@ -518,7 +518,7 @@ pub(crate) async fn stored_url(
         etag,
         checked: SystemTime::now(),
     };
-    remote.store.put_derived(&key, &kind, memo.encode()).await?;
+    remote.store.put_memo(&key, &kind, memo.encode()).await?;
     Ok(blob)
 }
 

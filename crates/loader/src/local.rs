@@ -163,6 +163,6 @@ async fn record_checks(
         reference: container.origin().to_owned(),
         reason: format!("cannot record its checks: {e}"),
     })?;
-    store.put_derived(digest, &kind, json).await?;
+    store.put_memo(digest, &kind, json).await?;
     Ok(())
 }

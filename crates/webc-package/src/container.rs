@@ -37,6 +37,10 @@ pub struct WebcContainer {
     /// Volumes whose files have been checked against their hashes (v3), or were vouched
     /// for (see [`WebcContainer::vouch`]).
     checked_volumes: Arc<Mutex<BTreeSet<String>>>,
+    /// The file `bytes` were mapped from, when known: hashing reads it with `pread`
+    /// instead of touching the map, so checking a large container does not make its every
+    /// page resident in this process.
+    file: Option<Arc<std::fs::File>>,
 }
 
 /// What has been checked in one container: atoms against their signatures (with their
@@ -121,7 +125,27 @@ impl WebcContainer {
             container,
             verified: Arc::default(),
             checked_volumes: Arc::default(),
+            file: None,
         })
+    }
+
+    /// Declares that the container's bytes are exactly the contents of `file` (from
+    /// offset 0): checks then hash by reading the file rather than the memory map.
+    #[must_use]
+    pub fn with_file(mut self, file: std::fs::File) -> Self {
+        self.file = Some(Arc::new(file));
+        self
+    }
+
+    /// The sha256 of `part`, a slice of the container: read from the file when there is
+    /// one (see [`WebcContainer::with_file`]), else hashed in place.
+    pub(crate) fn sha256_of(&self, part: &[u8]) -> [u8; 32] {
+        if let (Some(file), Some(offset)) = (&self.file, self.offset_of(part))
+            && let Ok(digest) = sha256_of_range(file, offset, part.len())
+        {
+            return digest;
+        }
+        Sha256::digest(part).into()
     }
 
     /// What has been checked so far (atoms handed out, volumes indexed).
@@ -229,7 +253,7 @@ impl WebcContainer {
             .get(name)
             .map(|a| a.signature.clone())
             .ok_or_else(missing)?;
-        let actual: [u8; 32] = Sha256::digest(&bytes).into();
+        let actual: [u8; 32] = self.sha256_of(&bytes);
         let matches = match self.manifest().atom_signature(name) {
             Ok(AtomSignature::Sha256(expected)) => expected == actual,
             Err(_) => false,
@@ -332,4 +356,25 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
         *out.get_mut(i)? = u8::try_from(value).ok()?;
     }
     Some(out)
+}
+
+/// The sha256 of `len` bytes of `file` from `offset`, read through a bounded buffer.
+fn sha256_of_range(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt as _;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; len.clamp(1, 256 << 10)];
+    let mut done = 0usize;
+    while done < len {
+        let want = (len - done).min(buffer.len());
+        let chunk = buffer
+            .get_mut(..want)
+            .ok_or_else(|| std::io::Error::other("buffer too small"))?;
+        let read = file.read_at(chunk, offset + done as u64)?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        hasher.update(chunk.get(..read).unwrap_or_default());
+        done += read;
+    }
+    Ok(hasher.finalize().into())
 }

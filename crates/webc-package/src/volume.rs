@@ -17,7 +17,6 @@
 //! v3 modification times are kept (v1 and v2 have none).
 
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use vfs_overlay::{TarEntry, TarEntryKind, TarIndex, TarVolume, VfsPath};
 use webc::Metadata as WebcMetadata;
 
@@ -133,7 +132,7 @@ fn walk(
                         .ok_or_else(|| err(format!("file {path} does not lie inside the file")))?;
                     if check_hashes
                         && let Some(expected) = hash
-                        && <[u8; 32]>::from(Sha256::digest(&data)) != expected
+                        && container.sha256_of(&data) != expected
                     {
                         return Err(WebcError::FileHash {
                             origin: origin.to_owned(),

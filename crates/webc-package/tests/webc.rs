@@ -370,3 +370,30 @@ fn checks_are_recorded_and_can_be_vouched_for() {
     fresh.vouch(&garbage);
     assert_eq!(fresh.checked(), Checked::default());
 }
+
+/// With the file the bytes came from, checks read the file (so they do not fault the whole
+/// map in): the same verdicts, from the file's contents.
+#[test]
+fn checks_read_the_file_the_bytes_came_from() {
+    let bytes = Package::hello().build(3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hello.webc");
+    std::fs::write(&path, &bytes).unwrap();
+    let c = WebcContainer::parse(bytes.clone(), "hello.webc")
+        .unwrap()
+        .with_file(std::fs::File::open(&path).unwrap());
+    let atom = c.atom("hello").unwrap();
+    assert!(c.volume("atom").is_ok());
+    let plain = WebcContainer::parse(bytes.clone(), "hello.webc").unwrap();
+    assert_eq!(plain.atom("hello").unwrap().sha256, atom.sha256);
+
+    // The file says other bytes than the map: the file's are what is checked.
+    let mut tampered = bytes.to_vec();
+    let at = find(&tampered, b"hi there");
+    tampered[at] = b'H';
+    std::fs::write(&path, &tampered).unwrap();
+    let c = WebcContainer::parse(bytes, "hello.webc")
+        .unwrap()
+        .with_file(std::fs::File::open(&path).unwrap());
+    assert!(c.volume("atom").is_err());
+}
