@@ -5,21 +5,19 @@
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::Cmd;
+use crate::delay_proxy::DelayProxy;
 use crate::fixtures::{self, Fixtures, IMAGE_TAG, Registry, io_err, remove_dir};
 use crate::tools::Tool;
 use crate::{Error, Result};
 
 /// What `--only` accepts.
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "fetch",
     "curl",
     "unpack",
@@ -28,6 +26,7 @@ const NAMES: [&str; 11] = [
     "rss",
     "rss-unpack",
     "jobs",
+    "fleet",
     "resolve",
     "ingest",
     "wasmer",
@@ -176,7 +175,7 @@ pub fn run(options: &Options) -> Result<()> {
             .any(|n| options.wants(n)),
         "image-1g" => options.wants("rss"),
         "image-2g-zeros" => options.wants("rss-unpack"),
-        "tree-200" => options.wants("jobs"),
+        "tree-200" => options.wants("jobs") || options.wants("fleet"),
         _ => false,
     };
     let fixtures = fixtures::generate(scale, Some(&pkgload), &needs)?;
@@ -195,7 +194,7 @@ pub fn run(options: &Options) -> Result<()> {
         captured: Vec::new(),
         discarded: std::cell::Cell::new(0),
     };
-    if ["fetch", "curl", "warm-load", "rss", "jobs"]
+    if ["fetch", "curl", "warm-load", "rss", "jobs", "fleet"]
         .iter()
         .any(|n| options.wants(n))
     {
@@ -221,6 +220,11 @@ pub fn run(options: &Options) -> Result<()> {
     if options.wants("jobs") {
         let r = bench.jobs();
         attempt("jobs", r);
+        sync_filesystem();
+    }
+    if options.wants("fleet") {
+        let r = crate::fleet::bench(&mut bench);
+        attempt("fleet", r);
         sync_filesystem();
     }
     if options.wants("fetch") || options.wants("curl") {
@@ -423,7 +427,7 @@ fn sorted(values: &[f64]) -> Vec<f64> {
     v
 }
 
-fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let v = sorted(values);
     let n = v.len();
     if n == 0 {
@@ -498,6 +502,11 @@ impl Bench {
             .ok_or_else(|| Error::new("the registry is not running"))
     }
 
+    /// Where the bench's loopback registry listens.
+    pub(crate) fn registry_addr(&self) -> Result<SocketAddr> {
+        Ok(self.registry()?.addr)
+    }
+
     fn image_ref(&self, name: &str) -> Result<String> {
         Ok(format!(
             "{}/{}:{IMAGE_TAG}",
@@ -506,7 +515,7 @@ impl Bench {
         ))
     }
 
-    fn pkgload(&self, cache: &Path) -> Command {
+    pub(crate) fn pkgload(&self, cache: &Path) -> Command {
         let mut command = Command::new(&self.pkgload);
         command
             .arg("--cache-dir")
@@ -545,7 +554,7 @@ impl Bench {
         fs::rename(dir, &to).map_err(io_err(dir))
     }
 
-    fn note(&self, what: &str, run: usize, took: Duration) {
+    pub(crate) fn note(&self, what: &str, run: usize, took: Duration) {
         eprintln!(
             "bench {what}: run {}/{}: {:.3} s",
             run + 1,
@@ -1164,79 +1173,6 @@ pub(crate) fn max_rss_mib(stderr: &str) -> Result<f64> {
         })
         .map(|kib| kib / 1024.0)
         .ok_or_else(|| Error::new("no `Maximum resident set size` in the output of time -v"))
-}
-
-// ---------------------------------------------------------------------------------------
-// A delaying proxy
-
-/// A loopback TCP proxy that holds every chunk the client sends for `delay` before passing
-/// it on: each HTTP request arrives `delay` late, as over a slower network.
-#[derive(Debug)]
-struct DelayProxy {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl DelayProxy {
-    fn start(upstream: SocketAddr, delay: Duration) -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| Error::new(format!("proxy: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::new(format!("proxy: {e}")))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                std::thread::spawn(move || {
-                    let _ = relay(client, upstream, delay);
-                });
-            }
-        });
-        Ok(Self { addr, stop })
-    }
-}
-
-impl Drop for DelayProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn relay(client: TcpStream, upstream: SocketAddr, delay: Duration) -> io::Result<()> {
-    let server = TcpStream::connect(upstream)?;
-    client.set_nodelay(true)?;
-    server.set_nodelay(true)?;
-    let (mut client_read, mut server_write) = (client.try_clone()?, server.try_clone()?);
-    let up = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match client_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    std::thread::sleep(delay);
-                    if server_write
-                        .write_all(buf.get(..n).unwrap_or_default())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = server_write.shutdown(Shutdown::Write);
-    });
-    let (mut server_read, mut client_write) = (server, client);
-    let _ = io::copy(&mut server_read, &mut client_write);
-    let _ = client_write.shutdown(Shutdown::Both);
-    let _ = up.join();
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

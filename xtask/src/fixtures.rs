@@ -890,6 +890,16 @@ pub struct Registry {
 impl Registry {
     /// Starts one with its storage and config under `dir` (emptied first).
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, None)
+    }
+
+    /// Starts a pull-through cache of the registry at `remote` (`http://host:port`):
+    /// distribution's proxy mode, as a mirror in front of a fleet.
+    pub fn start_proxy(dir: &Path, remote: &str) -> Result<Self> {
+        Self::start_with(dir, Some(remote))
+    }
+
+    fn start_with(dir: &Path, remote: Option<&str>) -> Result<Self> {
         let binary = crate::tools::locate("docker-registry")
             .or_else(|| Some(PathBuf::from("/usr/bin/docker-registry")).filter(|p| p.is_file()))
             .ok_or_else(|| {
@@ -906,7 +916,7 @@ impl Registry {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let config = dir.join("config.yml");
             let storage = dir.join("storage");
-            fs::write(&config, config_yaml(&storage, addr)).map_err(io_err(&config))?;
+            fs::write(&config, config_yaml(&storage, addr, remote)).map_err(io_err(&config))?;
             let log = dir.join("stderr.log");
             let stderr = File::create(&log).map_err(io_err(&log))?;
             let mut command = Command::new(&binary);
@@ -983,11 +993,12 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> io::Result<u16> {
         .ok_or_else(|| io::Error::other("not an HTTP response"))
 }
 
-fn config_yaml(storage: &Path, addr: SocketAddr) -> String {
-    let root = storage
-        .to_string_lossy()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+fn config_yaml(storage: &Path, addr: SocketAddr, remote: Option<&str>) -> String {
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let root = quote(&storage.to_string_lossy());
+    let proxy = remote
+        .map(|r| format!("proxy:\n  remoteurl: \"{}\"\n", quote(r)))
+        .unwrap_or_default();
     format!(
         "version: 0.1
 log:
@@ -1007,7 +1018,7 @@ storage:
 http:
   addr: {addr}
   secret: pkgload-xtask-registry
-"
+{proxy}"
     )
 }
 

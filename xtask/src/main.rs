@@ -5,7 +5,9 @@
 
 mod bench;
 mod cmd;
+mod delay_proxy;
 mod fixtures;
+mod fleet;
 mod fuzz;
 mod test_task;
 mod tools;
@@ -54,7 +56,7 @@ commands:
       runs (default 3; --quick: scale 0.125 and 1 run); captures the resolver and
       sha256-ingest figures of `cargo bench -p resolve-graph` / `-p cache-core`. Writes
       target/bench/report.md and target/bench/report.json. NAME is one of fetch, curl,
-      unpack, warm-ls, warm-load, rss, rss-unpack, jobs, resolve, ingest, wasmer.
+      unpack, warm-ls, warm-load, rss, rss-unpack, jobs, fleet, resolve, ingest, wasmer.
       `wasmer` runs only when named (it builds wasmer-peer, Wasmer's own loader, about
       15 minutes the first time): a 50-package webc v3 tree on 6 levels (2 MiB volume and
       1 MiB atom each, times the scale) loaded by pkgload and by Wasmer, from a directory

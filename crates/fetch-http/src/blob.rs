@@ -102,6 +102,9 @@ pub enum Progress {
         digest: Digest,
         /// Its size.
         bytes: u64,
+        /// The host (`host[:port]`) whose bytes completed it; `None` when the store already
+        /// held it or it came from a local file.
+        from: Option<String>,
     },
 }
 
@@ -175,16 +178,20 @@ impl HttpClient {
     #[tracing::instrument(level = "info", name = "fetch_blob", skip_all,
         fields(source = %req.source.shown(), digest = %req.digest, bytes = tracing::field::Empty))]
     async fn download(&self, req: BlobRequest, store: &Store) -> Result<Blob> {
-        let blob = match &req.source {
-            BlobSource::File(path) => copy_file(path.clone(), &req, store).await?,
+        let (blob, from) = match &req.source {
+            BlobSource::File(path) => (copy_file(path.clone(), &req, store).await?, None),
             BlobSource::Url { url, scope } => match BlobDownload::begin(store, &req).await? {
-                Begun::Present(blob) => blob,
-                Begun::Download(download) => download.run(self, url, scope.as_deref()).await?,
+                Begun::Present(blob) => (blob, None),
+                Begun::Download(download) => (
+                    download.run(self, url, scope.as_deref()).await?,
+                    Some(url.authority().to_owned()),
+                ),
             },
             BlobSource::Hosts(hosts) => match BlobDownload::begin(store, &req).await? {
-                Begun::Present(blob) => blob,
+                Begun::Present(blob) => (blob, None),
                 Begun::Download(mut download) => {
-                    self.download_from_hosts(&mut download, hosts).await?
+                    let (blob, from) = self.download_from_hosts(&mut download, hosts).await?;
+                    (blob, Some(from))
                 }
             },
         };
@@ -192,21 +199,22 @@ impl HttpClient {
         req.report(Progress::Finished {
             digest: req.digest,
             bytes: blob.len(),
+            from,
         });
         Ok(blob)
     }
 }
 
 impl HttpClient {
-    /// `download` from each of `hosts` in turn until one serves it; the last host's error
-    /// when none does. A host that is unreachable, answers with a final error, serves the
+    /// `download` from each of `hosts` in turn until one serves it (the blob, and the
+    /// `host[:port]` that completed it); the last host's error when none does. A host that is unreachable, answers with a final error, serves the
     /// wrong bytes or runs out of retries hands the partial on; only a store failure (disk
     /// full) ends the download early.
     async fn download_from_hosts(
         &self,
         download: &mut BlobDownload,
         hosts: &[(Url, Option<String>)],
-    ) -> Result<Blob> {
+    ) -> Result<(Blob, String)> {
         let mut last = Error::Refused {
             url: String::new(),
             reason: "no host to fetch the blob from".to_owned(),
@@ -220,7 +228,7 @@ impl HttpClient {
                         held = download.held(),
                         "blob served"
                     );
-                    return Ok(blob);
+                    return Ok((blob, url.authority().to_owned()));
                 }
                 Err(e @ Error::Store(_)) => return Err(e),
                 Err(e) => {

@@ -7,6 +7,7 @@
 mod cache;
 mod package;
 mod progress;
+mod served;
 mod size;
 
 use std::path::PathBuf;
@@ -153,7 +154,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` (`target=level,…` or a level) wins over -v/-q.
+/// Logs go to stderr, coloured only on a terminal (a pipe or file gets plain text to grep);
+/// `RUST_LOG` (`target=level,…` or a level) wins over -v/-q.
 fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     let level = match (quiet, verbose) {
@@ -172,6 +174,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false),
         )
         .with(filter)

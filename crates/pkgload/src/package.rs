@@ -12,6 +12,7 @@ use serde_json::json;
 use vfs_overlay::{FileSystem, FileType, VfsPath};
 
 use crate::Global;
+use crate::served::Served;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -162,10 +163,16 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             json,
             lock,
         } => {
-            let loaded = load(global, &reference, lock.as_deref()).await?;
+            let served = json.then(Served::default);
+            let loaded =
+                load_counting(global, &reference, lock.as_deref(), served.as_ref()).await?;
             let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", loaded_json(&loaded))?;
+            if let Some(served) = served {
+                let mut report = loaded_json(&loaded);
+                if let Some(fields) = report.as_object_mut() {
+                    fields.insert("served".to_owned(), served.json());
+                }
+                writeln!(out, "{report}")?;
             } else {
                 describe(&mut out, &loaded)?;
             }
@@ -250,6 +257,16 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
 
 /// The loader for one command; `prefetch` for commands that go on to fetch.
 async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loader> {
+    loader_counting(global, progress, prefetch, None).await
+}
+
+/// [`loader`], counting in `served` which host sent each blob.
+async fn loader_counting(
+    global: &Global,
+    progress: bool,
+    prefetch: bool,
+    served: Option<&Served>,
+) -> Result<Loader> {
     let mut builder = Loader::builder()
         .cache_dir(&global.cache_dir)
         .prefetch(prefetch)
@@ -275,12 +292,16 @@ async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loade
     for host in &global.insecure {
         builder = builder.insecure_host(host);
     }
-    if progress
-        && !global.quiet
-        && let Some(sink) = crate::progress::bar()
-    {
-        builder = builder.progress(sink);
-    }
+    let bar = if progress && !global.quiet {
+        crate::progress::bar()
+    } else {
+        None
+    };
+    builder = match (served, bar) {
+        (Some(served), bar) => builder.progress(served.sink(bar)),
+        (None, Some(bar)) => builder.progress(bar),
+        (None, None) => builder,
+    };
     Ok(builder.build().await?)
 }
 
@@ -303,7 +324,16 @@ async fn resolve(loader: &Loader, reference: &str, lock: Option<&Path>) -> Resul
 }
 
 async fn load(global: &Global, reference: &str, lock: Option<&Path>) -> Result<LoadedPackage> {
-    let loader = loader(global, true, true).await?;
+    load_counting(global, reference, lock, None).await
+}
+
+async fn load_counting(
+    global: &Global,
+    reference: &str,
+    lock: Option<&Path>,
+    served: Option<&Served>,
+) -> Result<LoadedPackage> {
+    let loader = loader_counting(global, true, true, served).await?;
     let resolved = resolve(&loader, reference, lock).await?;
     Ok(loader.load_resolved(resolved).await?)
 }

@@ -35,7 +35,7 @@ pub fn bar() -> Option<ProgressSink> {
             let (digest, now) = match p {
                 Progress::Started { digest, offset, .. } => (digest, offset),
                 Progress::Advanced { digest, done, .. } => (digest, done),
-                Progress::Finished { digest, bytes } => (digest, bytes),
+                Progress::Finished { digest, bytes, .. } => (digest, bytes),
                 Progress::Retrying { .. } => return,
             };
             let mut map = done.lock().unwrap_or_else(|e| e.into_inner());

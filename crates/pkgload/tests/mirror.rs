@@ -17,11 +17,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{E, gzip, layer, sha256};
 use test_servers::proxy::CountingProxy;
-use test_servers::registry::Registry;
+use test_servers::registry::{PushedImage, Registry};
 
 const LAYERS: usize = 16;
 
@@ -73,15 +74,13 @@ impl Origin {
             .count()
     }
 
-    /// An image of 16 small gzip layers, one file each, tagged `acme/image:1.0`. Returns
-    /// the layers' digests.
-    fn push_image(&self) -> Vec<String> {
+    /// An image of 16 small gzip layers, one file each ([`layer_data`] at
+    /// `/layerNN/data.bin`), tagged `acme/image:1.0`.
+    fn push_image_full(&self) -> PushedImage {
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
         for i in 0..LAYERS {
-            let data: Vec<u8> = (0..64 * 1024u32)
-                .map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(i as u32) >> 13) as u8)
-                .collect();
+            let data = layer_data(i);
             let name = format!("layer{i:02}/data.bin");
             let tar = layer(&[E::File(&name, 0o644, &data)]);
             diff_ids.push(sha256(&tar));
@@ -102,7 +101,11 @@ impl Origin {
         self.registry
             .push_image("acme/image", "1.0", config.as_bytes(), &typed)
             .unwrap()
-            .layer_digests
+    }
+
+    /// [`push_image_full`](Self::push_image_full), returning the layers' digests.
+    fn push_image(&self) -> Vec<String> {
+        self.push_image_full().layer_digests
     }
 
     /// A package tree: acme/app 1.0.0 needs acme/lib ^1, each with one volume.
@@ -135,6 +138,13 @@ impl Origin {
             .unwrap());
         }
     }
+}
+
+/// The file of layer `i`: 64 KiB that compress poorly, different in every layer.
+fn layer_data(i: usize) -> Vec<u8> {
+    (0..64 * 1024u32)
+        .map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(i as u32) >> 13) as u8)
+        .collect()
 }
 
 /// `DIR/<origin>/hosts.toml`: the origin, and `mirrors` (URL, capabilities) in order.
@@ -182,6 +192,7 @@ fn a_fleet_behind_a_pull_through_mirror_takes_blobs_from_the_origin_once() {
     let load = |host: usize| {
         let cache = work.path().join(format!("host-{host}"));
         let image_load = pkgload(&cache, &hosts, &["load", "--json", &image])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let app_load = pkgload(&cache, &hosts, &["cat", &app, "/lib/lib.txt"])
@@ -192,7 +203,13 @@ fn a_fleet_behind_a_pull_through_mirror_takes_blobs_from_the_origin_once() {
     };
     let finish =
         |(cache, image_load, app_load): (PathBuf, std::process::Child, std::process::Child)| {
-            ok(image_load.wait_with_output().unwrap());
+            // `load --json` says who served the blobs: the mirror, all of them.
+            let report: serde_json::Value =
+                serde_json::from_str(&ok(image_load.wait_with_output().unwrap())).unwrap();
+            let served = report["served"].as_array().expect("a served list");
+            assert_eq!(served.len(), 1, "{served:?}");
+            assert_eq!(served[0]["host"], mirror_seen.host().as_str(), "{served:?}");
+            assert_eq!(served[0]["blobs"], (LAYERS + 1) as u64, "{served:?}");
             assert_eq!(ok(app_load.wait_with_output().unwrap()), "lib");
             verify_clean(&cache, &hosts);
         };
@@ -321,6 +338,159 @@ fn a_mirror_serving_a_corrupt_blob_is_caught_and_the_origin_serves_it() {
     )
     .unwrap();
     assert_eq!(sha256(&stored), *victim);
+}
+
+#[test]
+fn a_mirror_killed_mid_load_leaves_every_load_to_finish_from_the_origin() {
+    let origin = Origin::start();
+    origin.push_image();
+    let mirror = Registry::start_proxy(&format!("http://{}", origin.host()))
+        .expect("docker-registry in proxy mode");
+    // The mirror passes bodies on at 4 KiB every 10 ms (a layer takes about 160 ms), so
+    // that it dies with blobs on the wire.
+    let front = CountingProxy::throttled(mirror.addr(), 4096, Duration::from_millis(10)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir(
+        &work.path().join("hosts.d"),
+        &origin.host(),
+        &[(
+            &format!("http://{}", front.host()),
+            "[\"pull\", \"resolve\"]",
+        )],
+    );
+    let image = format!("{}/acme/image:1.0", origin.host());
+    let caches: Vec<PathBuf> = (1..=3)
+        .map(|h| work.path().join(format!("host-{h}")))
+        .collect();
+    let loads: Vec<_> = caches
+        .iter()
+        .map(|cache| {
+            pkgload(cache, &hosts, &["-v", "load", &image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Stop it once bodies are flowing: 256 KiB of the 3 MiB the loads need.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while front.bytes_passed() < 256 * 1024 {
+        assert!(Instant::now() < deadline, "{:?}", front.requests());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let origin_before = origin.blob_gets();
+    drop(front);
+    drop(mirror);
+
+    let mut logs = String::new();
+    for (cache, load) in caches.iter().zip(loads) {
+        let out = load.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        ok(out);
+        assert!(log.contains("trying the next"), "{log}");
+        logs += &log;
+        verify_clean(cache, &hosts);
+        for i in [0, 7, LAYERS - 1] {
+            let out = pkgload(
+                cache,
+                &hosts,
+                &["cat", &image, &format!("/layer{i:02}/data.bin")],
+            )
+            .output()
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.stdout == layer_data(i), "layer {i} differs");
+        }
+    }
+    // Some blob was cut mid-body, and its partial was handed on to the origin.
+    let handed_on = logs
+        .lines()
+        .filter(|l| l.contains("trying the next") && l.contains("held="))
+        .any(|l| !l.contains("held=0"));
+    assert!(handed_on, "{logs}");
+    // What the mirror did not deliver came from the origin.
+    assert!(
+        origin.blob_gets() > origin_before,
+        "{:?}",
+        origin.proxy.requests()
+    );
+}
+
+#[test]
+fn a_mirror_gets_only_its_own_credentials_even_when_it_asks() {
+    use test_servers::fault::{FaultServer, Route};
+    let origin = Origin::start();
+    let pushed = origin.push_image_full();
+    // The mirror serves every blob of the image, to bob only; anyone else gets a 401.
+    let mirror = FaultServer::start("127.0.0.1".parse().unwrap()).unwrap();
+    for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+        let path = format!("/v2/acme/image/blobs/{digest}");
+        let body = origin.registry.get(&path).unwrap().body;
+        mirror.route(
+            &path,
+            Route::new(body).require_basic("bob", "mirror-secret"),
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir(
+        &work.path().join("hosts.d"),
+        &origin.host(),
+        &[(&mirror.base_url(), "[\"pull\"]")],
+    );
+    let image = format!("{}/acme/image:1.0", origin.host());
+    let docker_config = |entries: &[(String, &str, &str)]| {
+        let dir = work.path().join(format!("docker-{}", entries.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auths: Vec<String> = entries
+            .iter()
+            .map(|(host, user, password)| {
+                format!(r#""{host}": {{"username": "{user}", "password": "{password}"}}"#)
+            })
+            .collect();
+        std::fs::write(
+            dir.join("config.json"),
+            format!(r#"{{"auths": {{{}}}}}"#, auths.join(", ")),
+        )
+        .unwrap();
+        dir
+    };
+
+    // Credentials for the origin only: the mirror's 401 gets nothing; the origin serves.
+    let origin_only = docker_config(&[(origin.host(), "alice", "origin-secret")]);
+    let cache = work.path().join("origin-only");
+    let out = pkgload(&cache, &hosts, &["-v", "load", &image])
+        .env("DOCKER_CONFIG", &origin_only)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    assert!(!mirror.requests().is_empty(), "the mirror was never asked");
+    assert!(!mirror.saw_authorization(), "{:?}", mirror.requests());
+    assert!(log.contains("trying the next"), "{log}");
+    verify_clean(&cache, &hosts);
+
+    // With the mirror's own credentials configured too, the mirror serves every blob.
+    let both = docker_config(&[
+        (origin.host(), "alice", "origin-secret"),
+        (mirror.host(), "bob", "mirror-secret"),
+    ]);
+    let origin_before = origin.blob_gets();
+    let cache = work.path().join("both");
+    ok(pkgload(&cache, &hosts, &["load", &image])
+        .env("DOCKER_CONFIG", &both)
+        .output()
+        .unwrap());
+    assert_eq!(
+        origin.blob_gets(),
+        origin_before,
+        "{:?}",
+        origin.proxy.requests()
+    );
+    verify_clean(&cache, &hosts);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -11,6 +11,9 @@
 //! body truncated behind a full `Content-Length`, one byte flipped, or a `503` with
 //! `Retry-After: 1` instead of the answer. A client that survives it retried and resumed.
 //!
+//! Started with [`CountingProxy::throttled`], it passes responses on slowly, so that a test
+//! can stop it (as a mirror that dies) while bodies are still on the wire.
+//!
 //! Started with [`CountingProxy::with_fault_mix`], it damages blob responses at random
 //! instead, in the proportions of a [`FaultMix`] and at random places in the body. The
 //! dice are a hash of the seed, the path and how many responses that path had before, so a
@@ -163,6 +166,13 @@ impl Faults {
     }
 }
 
+/// How fast responses are passed on: at most `bytes` every `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pace {
+    bytes: usize,
+    every: std::time::Duration,
+}
+
 /// Requests forwarded whose response has not started yet, and the most there ever were.
 #[derive(Debug, Default)]
 struct InFlight {
@@ -178,6 +188,8 @@ pub struct CountingProxy {
     in_flight: Arc<Mutex<InFlight>>,
     faults: Arc<Mutex<Faults>>,
     connections: Arc<Mutex<u64>>,
+    /// Response bytes passed on (throttled proxies only).
+    passed: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -188,6 +200,22 @@ impl CountingProxy {
         CountingProxy::with_faults(upstream, &[])
     }
 
+    /// Forward to `upstream`, passing responses on at most `bytes` every `every`.
+    pub fn throttled(
+        upstream: SocketAddr,
+        bytes: usize,
+        every: std::time::Duration,
+    ) -> std::io::Result<CountingProxy> {
+        CountingProxy::spawn(
+            upstream,
+            Faults::default(),
+            Some(Pace {
+                bytes: bytes.max(1),
+                every,
+            }),
+        )
+    }
+
     /// Forward to `upstream`, damaging blob responses per `schedule` (see [`Fault`]).
     pub fn with_faults(upstream: SocketAddr, schedule: &[Fault]) -> std::io::Result<CountingProxy> {
         CountingProxy::spawn(
@@ -196,6 +224,7 @@ impl CountingProxy {
                 schedule: schedule.to_vec(),
                 ..Faults::default()
             },
+            None,
         )
     }
 
@@ -207,10 +236,15 @@ impl CountingProxy {
                 mix: Some(mix),
                 ..Faults::default()
             },
+            None,
         )
     }
 
-    fn spawn(upstream: SocketAddr, faults: Faults) -> std::io::Result<CountingProxy> {
+    fn spawn(
+        upstream: SocketAddr,
+        faults: Faults,
+        pace: Option<Pace>,
+    ) -> std::io::Result<CountingProxy> {
         let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -225,6 +259,8 @@ impl CountingProxy {
             .build()?;
         let (reqs, conns, damage) = (requests.clone(), connections.clone(), faults.clone());
         let flying = in_flight.clone();
+        let passed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = passed.clone();
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let Ok(listener) = TcpListener::from_std(std_listener) else {
@@ -244,7 +280,13 @@ impl CountingProxy {
                                 damage.clone(),
                             ));
                         } else {
-                            tokio::spawn(forward(client, upstream, reqs.clone(), flying.clone()));
+                            tokio::spawn(forward(
+                                client,
+                                upstream,
+                                reqs.clone(),
+                                flying.clone(),
+                                pace.map(|pace| (pace, counted.clone())),
+                            ));
                         }
                     }
                 };
@@ -260,6 +302,7 @@ impl CountingProxy {
             in_flight,
             faults,
             connections,
+            passed,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -292,6 +335,12 @@ impl CountingProxy {
     /// a time never exceeds 1: it cannot send the next before this one's answer started.
     pub fn max_in_flight(&self) -> usize {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).max
+    }
+
+    /// Response bytes passed on so far by a [`throttled`](Self::throttled) proxy (0 for
+    /// others): a test waits on it to stop the proxy while bodies are on the wire.
+    pub fn bytes_passed(&self) -> u64 {
+        self.passed.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -327,6 +376,7 @@ async fn forward(
     upstream: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
     in_flight: Arc<Mutex<InFlight>>,
+    pace: Option<(Pace, Arc<std::sync::atomic::AtomicU64>)>,
 ) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
@@ -343,12 +393,16 @@ async fn forward(
         }
     };
     let upstream_to_client = async {
-        let mut chunk = vec![0u8; 64 << 10];
+        let mut chunk = vec![0u8; pace.as_ref().map_or(64 << 10, |(p, _)| p.bytes)];
         loop {
             match server_read.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     answered();
+                    if let Some((pace, passed)) = &pace {
+                        tokio::time::sleep(pace.every).await;
+                        passed.fetch_add(n as u64, Ordering::SeqCst);
+                    }
                     if client_write
                         .write_all(chunk.get(..n).unwrap_or_default())
                         .await
