@@ -165,12 +165,17 @@ impl HttpClient {
         Ok(url)
     }
 
-    fn registry_url(&self, registry: &str, path: &str) -> Result<Url> {
-        let base = self.registry_base(registry)?;
-        base.join(path).map_err(|e| Error::Refused {
-            url: format!("{base}{path}"),
-            reason: format!("invalid registry path: {e}"),
-        })
+    /// Where pushes for `registry` go, joined with `path`: the first mirror with the
+    /// `push` capability (told the registry with `?ns=`), else the registry itself. One
+    /// host only, as containerd does: an upload is not split across hosts.
+    fn push_url(&self, registry: &str, path: &str) -> Result<Url> {
+        if let Some(hosts) = self.registry_hosts(registry)?
+            && let Some(mirror) = hosts.mirrors.iter().find(|h| h.capabilities.push)
+        {
+            tracing::info!(host = mirror.authority, "pushing to a mirror");
+            return Self::host_url(&mirror.api, true, registry, path);
+        }
+        Self::host_url(&self.registry_base(registry)?, false, registry, path)
     }
 
     /// Pull a manifest by tag or digest. A digest reference is verified against the body;
@@ -364,7 +369,7 @@ impl HttpClient {
         repository: &str,
         digest: &Digest,
     ) -> Result<bool> {
-        let url = self.registry_url(registry, &format!("{repository}/blobs/{digest}"))?;
+        let url = self.push_url(registry, &format!("{repository}/blobs/{digest}"))?;
         let mut req = Request::get(url).scope(push_scope(repository));
         req.method = Method::HEAD;
         match self.send(req).await {
@@ -394,7 +399,7 @@ impl HttpClient {
         if self.blob_exists(registry, repository, digest).await? {
             return Ok(Pushed::Existed);
         }
-        let mut start = self.registry_url(registry, &format!("{repository}/blobs/uploads/"))?;
+        let mut start = self.push_url(registry, &format!("{repository}/blobs/uploads/"))?;
         if let Some(from) = mount_from {
             start
                 .query_pairs_mut()
@@ -470,7 +475,7 @@ impl HttpClient {
             });
         }
         let digest = Algorithm::Sha256.digest(&bytes);
-        let url = self.registry_url(registry, &format!("{repository}/manifests/{reference}"))?;
+        let url = self.push_url(registry, &format!("{repository}/manifests/{reference}"))?;
         let mut put = Request::get(url.clone()).scope(push_scope(repository));
         put.method = Method::PUT;
         put.body = Some(bytes);

@@ -493,6 +493,61 @@ fn a_mirror_gets_only_its_own_credentials_even_when_it_asks() {
     verify_clean(&cache, &hosts);
 }
 
+#[test]
+fn pushes_go_to_the_first_mirror_allowed_to_take_them() {
+    let origin = Origin::start();
+    // A plain registry that takes the pushes (a staging area in front of the origin).
+    let staging = Registry::start().expect("docker-registry");
+    let work = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A pull-only mirror first (down: a push that went there would fail), then staging.
+    let hosts = hosts_dir(
+        &work.path().join("push.d"),
+        &origin.host(),
+        &[
+            (&format!("http://{closed}"), "[\"pull\"]"),
+            (&staging.url(), "[\"push\"]"),
+        ],
+    );
+    origin.push_packages(work.path(), &hosts);
+    for name in ["lib", "app"] {
+        let tags = staging.get(&format!("/v2/acme/{name}/tags/list")).unwrap();
+        assert_eq!(tags.status, 200, "{}", tags.text());
+        assert!(tags.text().contains("1.0.0"), "{}", tags.text());
+        let at_origin = origin
+            .registry
+            .get(&format!("/v2/acme/{name}/tags/list"))
+            .unwrap();
+        assert_eq!(at_origin.status, 404, "{}", at_origin.text());
+    }
+    let writes: Vec<_> = origin
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| !r.starts_with("GET ") && !r.starts_with("HEAD "))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+
+    // What staging took loads from it, when it may resolve.
+    let hosts = hosts_dir(
+        &work.path().join("pull.d"),
+        &origin.host(),
+        &[(&staging.url(), "[\"pull\", \"resolve\"]")],
+    );
+    let app = format!("{}/acme/app:1.0.0", origin.host());
+    let out = ok(pkgload(
+        &work.path().join("cache"),
+        &hosts,
+        &["cat", &app, "/lib/lib.txt"],
+    )
+    .output()
+    .unwrap());
+    assert_eq!(out, "lib");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_owned()];
