@@ -678,7 +678,7 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
     let tree = home.join("tree-names");
     let root = gen_tree(&peer, &tree, BENCH_PACKAGES, BENCH_DEPTH, volume, atom, &[])?;
     let registry = format!("dir:{}", tree.display());
-    let (mut ours_cold, mut ours_warm, mut theirs_cold, mut theirs_warm) = Default::default();
+    let (mut ours, mut theirs): ([Samples; 2], [Samples; 2]) = Default::default();
     for run in 0..bench.runs {
         let cache = bench.fresh("wasmer-pkgload-cache")?;
         let pkgload_args: Vec<&std::ffi::OsStr> = vec![
@@ -701,31 +701,13 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
             copy.as_os_str(),
             copy_root.as_os_str(),
         ];
-        note(
+        cold_then_warm(
             run,
             bench.runs,
-            "directory, cold",
-            &mut ours_cold,
-            &mut theirs_cold,
-            || {
-                Ok((
-                    measure(&bench.pkgload, &pkgload_args)?,
-                    measure(&peer, &wasmer_args)?,
-                ))
-            },
-        )?;
-        note(
-            run,
-            bench.runs,
-            "directory, warm",
-            &mut ours_warm,
-            &mut theirs_warm,
-            || {
-                Ok((
-                    measure(&bench.pkgload, &pkgload_args)?,
-                    measure(&peer, &wasmer_args)?,
-                ))
-            },
+            "directory",
+            (&bench.pkgload, &pkgload_args),
+            (&peer, &wasmer_args),
+            (&mut ours, &mut theirs),
         )?;
         bench.discard(&cache)?;
         bench.discard(&copy)?;
@@ -737,8 +719,8 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
         &format!("{shape} from a directory of webc files"),
         "pkgload --registry dir: load",
         dir_peer,
-        [ours_cold, ours_warm],
-        [theirs_cold, theirs_warm],
+        ours,
+        theirs,
         (Goal::RatioAtMost(1.0), Goal::None, Goal::RatioAtMost(0.5)),
     );
 
@@ -755,7 +737,7 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
         &["--url-base", &server.url("")],
     )?;
     let url = server.url(ROOT_FILE);
-    let (mut ours_cold, mut ours_warm, mut theirs_cold, mut theirs_warm) = Default::default();
+    let (mut ours, mut theirs): ([Samples; 2], [Samples; 2]) = Default::default();
     for run in 0..bench.runs {
         let cache = bench.fresh("wasmer-pkgload-cache")?;
         let wasmer_cache = bench.fresh("wasmer-web-cache")?;
@@ -772,31 +754,13 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
             wasmer_cache.as_os_str(),
             url.as_ref(),
         ];
-        note(
+        cold_then_warm(
             run,
             bench.runs,
-            "URLs, cold",
-            &mut ours_cold,
-            &mut theirs_cold,
-            || {
-                Ok((
-                    measure(&bench.pkgload, &pkgload_args)?,
-                    measure(&peer, &wasmer_args)?,
-                ))
-            },
-        )?;
-        note(
-            run,
-            bench.runs,
-            "URLs, warm",
-            &mut ours_warm,
-            &mut theirs_warm,
-            || {
-                Ok((
-                    measure(&bench.pkgload, &pkgload_args)?,
-                    measure(&peer, &wasmer_args)?,
-                ))
-            },
+            "URLs",
+            (&bench.pkgload, &pkgload_args),
+            (&peer, &wasmer_args),
+            (&mut ours, &mut theirs),
         )?;
         bench.discard(&cache)?;
         bench.discard(&wasmer_cache)?;
@@ -808,8 +772,8 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
         &format!("{shape}, all URLs, {BENCH_DELAY_MS} ms per response"),
         "pkgload load URL",
         "wasmer-wasix: WebSource + BuiltinPackageLoader",
-        [ours_cold, ours_warm],
-        [theirs_cold, theirs_warm],
+        ours,
+        theirs,
         (
             Goal::RatioAtMost(0.3),
             Goal::RatioAtMost(0.5),
@@ -820,6 +784,25 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
 }
 
 /// Runs one sample of both loaders (pkgload first: the two alternate) and logs it.
+/// One run of a case: both loaders cold, then both again warm (the cold samples filled
+/// their caches), each sample noted.
+fn cold_then_warm(
+    run: usize,
+    runs: usize,
+    case: &str,
+    (pkgload, pkgload_args): (&Path, &[&std::ffi::OsStr]),
+    (peer, peer_args): (&Path, &[&std::ffi::OsStr]),
+    (ours, theirs): (&mut [Samples; 2], &mut [Samples; 2]),
+) -> Result<()> {
+    for (i, (o, t)) in ours.iter_mut().zip(theirs.iter_mut()).enumerate() {
+        let state = if i == 0 { "cold" } else { "warm" };
+        note(run, runs, &format!("{case}, {state}"), o, t, || {
+            Ok((measure(pkgload, pkgload_args)?, measure(peer, peer_args)?))
+        })?;
+    }
+    Ok(())
+}
+
 fn note(
     run: usize,
     runs: usize,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cache_core::{Begin, Blob, Ingest, Store};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use reqwest::{StatusCode, Url, header};
 
 use crate::blob::{BlobRequest, Progress};
@@ -351,12 +351,7 @@ impl BlobDownload {
             offset: ingest.written(),
             total: req.size,
         });
-        let raw: encoding::ByteStream = resp
-            .inner
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.without_url()))
-            .boxed();
-        let mut body = encoding::decode(raw, &codings);
+        let mut body = encoding::decoded_body(resp.inner, &codings);
         while let Some(chunk) = body.next().await {
             let chunk: Bytes = match chunk {
                 Ok(c) => c,

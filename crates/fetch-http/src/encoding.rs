@@ -44,6 +44,15 @@ pub(crate) fn parse(value: &str) -> Result<Vec<Coding>, String> {
 
 pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
+/// A response's body, decoded per `codings` (its `Content-Encoding`, outermost last).
+pub(crate) fn decoded_body(resp: reqwest::Response, codings: &[Coding]) -> ByteStream {
+    let raw: ByteStream = resp
+        .bytes_stream()
+        .map_err(|e| io::Error::other(e.without_url()))
+        .boxed();
+    decode(raw, codings)
+}
+
 /// The decoded body. Identity bodies pass through without copying.
 pub(crate) fn decode(body: ByteStream, codings: &[Coding]) -> ByteStream {
     if codings.is_empty() {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cache_core::{Algorithm, Blob, Ingest, Store};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use reqwest::{StatusCode, Url, header};
 
 use crate::client::{Failure, HttpClient, Request};
@@ -183,12 +183,7 @@ impl Transfer<'_> {
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let raw: encoding::ByteStream = resp
-            .inner
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.without_url()))
-            .boxed();
-        let mut body = encoding::decode(raw, &codings);
+        let mut body = encoding::decoded_body(resp.inner, &codings);
         while let Some(chunk) = body.next().await {
             let chunk: Bytes = match chunk {
                 Ok(chunk) => chunk,

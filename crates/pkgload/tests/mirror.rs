@@ -27,16 +27,17 @@ use test_servers::registry::{PushedImage, Registry};
 const LAYERS: usize = 16;
 
 fn pkgload(cache: &Path, hosts: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pkgload"));
+    let mut command = common::pkgload(cache);
+    command.arg("--hosts-dir").arg(hosts).args(args);
     command
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--hosts-dir")
-        .arg(hosts)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", cache.join("no-docker-config"));
-    command
+}
+
+/// A loopback address nothing listens on: a mirror that is down.
+fn closed_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn ok(out: Output) -> String {
@@ -250,11 +251,7 @@ fn a_fleet_behind_a_pull_through_mirror_takes_blobs_from_the_origin_once() {
 fn a_mirror_that_is_down_or_killed_costs_a_detour_not_a_load() {
     let origin = Origin::start();
     let work = tempfile::tempdir().unwrap();
-    // Nothing listens on this port.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_port();
     let hosts = hosts_dir(
         &work.path().join("down.d"),
         &origin.host(),
@@ -499,10 +496,7 @@ fn pushes_go_to_the_first_mirror_allowed_to_take_them() {
     // A plain registry that takes the pushes (a staging area in front of the origin).
     let staging = Registry::start().expect("docker-registry");
     let work = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_port();
     // A pull-only mirror first (down: a push that went there would fail), then staging.
     let hosts = hosts_dir(
         &work.path().join("push.d"),

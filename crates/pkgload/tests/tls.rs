@@ -14,20 +14,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use test_servers::registry::{Registry, RegistryTls};
 use test_servers::tls::TestPki;
 
 fn pkgload(cache: &Path, hosts: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pkgload"))
-        .arg("--cache-dir")
-        .arg(cache)
+    common::pkgload(cache)
         .arg("--hosts-dir")
         .arg(hosts)
         .args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", cache.join("no-docker-config"))
         .env_remove("SSL_CERT_FILE")
         .output()
         .expect("run pkgload")

@@ -551,20 +551,9 @@ fn an_unchanged_webc_file_is_not_read_again() {
     assert!(!String::from_utf8_lossy(&third.stderr).contains("using the stored copy"));
 }
 
-/// The files a load's JSON lists as packages, as `name@version`.
+/// The packages a load's JSON lists, as `name@version`, sorted.
 fn package_ids(json: &serde_json::Value) -> Vec<String> {
-    let mut ids: Vec<String> = json["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}",
-                p["name"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let mut ids = common::package_names(json);
     ids.sort();
     ids
 }
