@@ -14,6 +14,8 @@
 //!   on a free loopback port with its storage in a temporary directory.
 //! - [`proxy::CountingProxy`]: a forwarder that records each request line passing through,
 //!   to count what a client asked a real server for (and to play a server that went down).
+//! - [`shaped::ShapedProxy`]: a TCP relay that adds latency to every request and caps the
+//!   bandwidth all connections share, to benchmark lazy reads against a "distant" registry.
 //!
 //! The fault server runs on its own thread and runtime, so it serves synchronous tests and
 //! any flavour of async runtime alike:
@@ -45,6 +47,7 @@
 pub mod fault;
 pub mod proxy;
 pub mod registry;
+pub mod shaped;
 mod text;
 pub mod tls;
 pub mod webc;

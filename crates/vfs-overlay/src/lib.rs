@@ -49,7 +49,7 @@ mod tar;
 mod union;
 mod upper;
 
-pub use self::tar::{TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
+pub use self::tar::{FileSource, TarEntry, TarEntryKind, TarError, TarIndex, TarVolume};
 #[cfg(unix)]
 pub use dir::DirVolume;
 pub use error::{Result, VfsError};

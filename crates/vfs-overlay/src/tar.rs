@@ -407,6 +407,50 @@ impl TarIndex {
         Ok(index)
     }
 
+    /// An index of an archive another format describes entry by entry, in archive order (a
+    /// table of contents of a compressed layer, say), with the rules [`TarIndex::scan`]
+    /// applies: a later entry replaces an earlier one, a hardlink (`link` = its target's
+    /// path) shares an earlier file's range and attributes, a hardlink to nothing earlier is
+    /// a link into the layers below. Each file's data is `offset..offset + size` of a
+    /// buffer `len` bytes long; there a file's range only has to be its own.
+    ///
+    /// # Errors
+    /// [`TarError::Truncated`] for a range past `len`; [`TarError::BadHardlink`] for a link
+    /// to a directory or without a target path; [`TarError::BadEntry`] for a root that is
+    /// not a directory.
+    pub fn from_archive(
+        len: u64,
+        entries: impl IntoIterator<Item = TarEntry>,
+    ) -> Result<TarIndex, TarError> {
+        let mut index = TarIndex::empty(len);
+        for mut entry in entries {
+            match entry.kind {
+                TarEntryKind::File => check_range(&entry, len)?,
+                TarEntryKind::Hardlink => {
+                    let target = entry
+                        .link
+                        .as_deref()
+                        .and_then(|t| VfsPath::new(t).ok())
+                        .ok_or_else(|| TarError::BadHardlink {
+                            path: entry.path.clone(),
+                            target: VfsPath::root(),
+                            reason: "has no target path",
+                        })?;
+                    match index.resolve_hardlink(entry, target)? {
+                        Some(resolved) => entry = resolved,
+                        None => continue,
+                    }
+                }
+                TarEntryKind::Dir | TarEntryKind::Symlink | TarEntryKind::Other => {
+                    (entry.offset, entry.size) = (0, 0);
+                }
+            }
+            index.insert(entry)?;
+        }
+        index.finish();
+        Ok(index)
+    }
+
     /// Scans the headers of an uncompressed tar (see the module docs for what is accepted).
     ///
     /// # Errors
@@ -915,14 +959,40 @@ fn check_range(e: &TarEntry, len: u64) -> Result<(), TarError> {
     }
 }
 
+/// Where a [`TarVolume`]'s file contents come from when they are not slices of a tar in
+/// memory: a volume known from a table of contents, whose files are fetched when first
+/// read. The index still says what each file is (path, attributes, size); the source only
+/// supplies bytes, and the volume refuses any that are not the entry's size.
+pub trait FileSource: Send + Sync + fmt::Debug {
+    /// The content of the regular file at `path`; `entry` is its index entry (for a
+    /// hardlink, its target's offset and size).
+    ///
+    /// # Errors
+    /// Whatever getting the bytes reports, naming `path`.
+    fn read(&self, path: &VfsPath, entry: &TarEntry) -> Result<Bytes>;
+
+    /// A host file holding exactly that content, when the source keeps one (a store blob),
+    /// so reads by range and [`crate::materialize`] need not hold it in memory. `None` by
+    /// default.
+    ///
+    /// # Errors
+    /// Whatever getting the file reports.
+    fn backing_file(&self, _path: &VfsPath, _entry: &TarEntry) -> Result<Option<std::fs::File>> {
+        Ok(None)
+    }
+}
+
 /// A read-only [`FileSystem`] over an uncompressed tar in memory; file contents are
-/// zero-copy slices of it. Cheap to clone (the data and the index are shared).
+/// zero-copy slices of it (or come from a [`FileSource`], see
+/// [`TarVolume::with_file_source`]). Cheap to clone (the data and the index are shared).
 #[derive(Clone)]
 pub struct TarVolume {
     data: Bytes,
     index: Arc<TarIndex>,
     /// The host file `data` maps, when there is one: large reads go to it by range.
     host: Option<Arc<std::fs::File>>,
+    /// Where file contents come from instead of `data` (then empty).
+    files: Option<Arc<dyn FileSource>>,
 }
 
 impl fmt::Debug for TarVolume {
@@ -930,6 +1000,7 @@ impl fmt::Debug for TarVolume {
         f.debug_struct("TarVolume")
             .field("bytes", &self.data.len())
             .field("entries", &self.index.len())
+            .field("files", &self.files)
             .finish()
     }
 }
@@ -964,6 +1035,7 @@ impl TarVolume {
             data,
             index: Arc::new(index),
             host: None,
+            files: None,
         })
     }
 
@@ -998,7 +1070,20 @@ impl TarVolume {
             data,
             index,
             host: None,
+            files: None,
         })
+    }
+
+    /// A volume whose file contents come from `files` instead of a tar in memory (the
+    /// index's offsets are then whatever `files` makes of them). Like
+    /// [`Self::with_index`], it serves an index with lower links.
+    pub fn with_file_source(index: Arc<TarIndex>, files: Arc<dyn FileSource>) -> Self {
+        TarVolume {
+            data: Bytes::new(),
+            index,
+            host: None,
+            files: Some(files),
+        }
     }
 
     /// Serve reads by byte range from `file`, which holds exactly the bytes of the tar (the
@@ -1029,7 +1114,7 @@ impl TarVolume {
         &self.index
     }
 
-    /// The whole tar.
+    /// The whole tar (empty for a volume [with a file source](Self::with_file_source)).
     pub fn data(&self) -> &Bytes {
         &self.data
     }
@@ -1129,6 +1214,16 @@ impl FileSystem for TarVolume {
     }
 
     fn node_host_range(&self, path: &VfsPath) -> Result<Option<HostRange>> {
+        if self.files.is_some() {
+            let Some(file) = self.node_backing_file(path)? else {
+                return Ok(None);
+            };
+            return HostRange::whole(file).map(Some).map_err(|e| VfsError::Io {
+                path: path.clone(),
+                op: "stat",
+                message: e.to_string(),
+            });
+        }
         let Some(file) = &self.host else {
             return Ok(None);
         };
@@ -1140,26 +1235,63 @@ impl FileSystem for TarVolume {
         }))
     }
 
+    fn node_backing_file(&self, path: &VfsPath) -> Result<Option<std::fs::File>> {
+        let Some(files) = &self.files else {
+            return Ok(None);
+        };
+        let entry = self.regular_file(path)?;
+        let Some(file) = files.backing_file(path, entry)? else {
+            return Ok(None);
+        };
+        let len = file.metadata().map_err(|e| VfsError::Io {
+            path: path.clone(),
+            op: "stat",
+            message: e.to_string(),
+        })?;
+        if len.len() != entry.size {
+            return Err(wrong_size(path));
+        }
+        Ok(Some(file))
+    }
+
     fn node_read_all(&self, path: &VfsPath) -> Result<Bytes> {
+        if let Some(files) = &self.files {
+            let entry = self.regular_file(path)?;
+            let data = files.read(path, entry)?;
+            if data.len() as u64 != entry.size {
+                return Err(wrong_size(path));
+            }
+            return Ok(data);
+        }
         let (start, end) = self.file_range(path)?;
         Ok(self.data.slice(start..end))
     }
 }
 
+fn wrong_size(path: &VfsPath) -> VfsError {
+    VfsError::Corrupt {
+        path: path.clone(),
+        reason: "the file source gave a size other than the index's",
+    }
+}
+
 impl TarVolume {
-    /// The data range of the regular file `path` in the tar, checked against its length.
-    fn file_range(&self, path: &VfsPath) -> Result<(usize, usize)> {
+    /// The entry of the regular file (or hardlink) `path`.
+    fn regular_file(&self, path: &VfsPath) -> Result<&TarEntry> {
         let e = &self.node(path)?.entry;
         match e.kind {
-            TarEntryKind::File | TarEntryKind::Hardlink => {}
-            TarEntryKind::Dir => return Err(VfsError::IsADirectory(path.clone())),
-            TarEntryKind::Symlink | TarEntryKind::Other => {
-                return Err(VfsError::InvalidOperation {
-                    path: path.clone(),
-                    reason: "not a regular file",
-                });
-            }
+            TarEntryKind::File | TarEntryKind::Hardlink => Ok(e),
+            TarEntryKind::Dir => Err(VfsError::IsADirectory(path.clone())),
+            TarEntryKind::Symlink | TarEntryKind::Other => Err(VfsError::InvalidOperation {
+                path: path.clone(),
+                reason: "not a regular file",
+            }),
         }
+    }
+
+    /// The data range of the regular file `path` in the tar, checked against its length.
+    fn file_range(&self, path: &VfsPath) -> Result<(usize, usize)> {
+        let e = self.regular_file(path)?;
         let corrupt = || VfsError::Corrupt {
             path: path.clone(),
             reason: "the data range lies outside the tar",

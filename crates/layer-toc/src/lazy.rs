@@ -1,0 +1,272 @@
+//! [`LazyFiles`]: the [`FileSource`] of a volume known from its table of contents. A file's
+//! frames are fetched by range when it is first read, decoded, and committed to the store
+//! under the file's own sha256, which the store checks before the file appears: no byte is
+//! returned before the whole file is verified, and another layer or process holding the
+//! same content finds it there.
+//!
+//! The `FileSystem` API is synchronous, the fetch is not: a read hands the fetch to the
+//! runtime the loader keeps for this (never the caller's) and waits for it with a
+//! deadline. A read from inside a tokio task therefore blocks that task's thread but cannot
+//! deadlock its runtime; async callers should read from `spawn_blocking`.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::{Blob, Digest, Store};
+use futures::future::BoxFuture;
+use vfs_overlay::{FileSource, TarEntry, TarVolume, VfsError, VfsPath};
+
+use crate::error::TocError;
+use crate::toc::{Toc, TocFile};
+
+/// Bytes fetched per range request while a file is decoded: memory stays bounded by this
+/// (plus the decoder's window) however large the file.
+const WINDOW: u64 = 8 << 20;
+/// Decoded bytes handed to the store at a time.
+const OUT_CHUNK: usize = 256 << 10;
+
+/// Fetches byte ranges of one blob, from wherever the loader gets it (registry, mirrors).
+pub trait RangeFetch: Send + Sync + fmt::Debug {
+    /// Exactly the bytes `range` of the blob, or why not (naming the host).
+    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+/// Files of one layer fetched on first read; see the module docs.
+pub struct LazyFiles {
+    toc: Arc<Toc>,
+    store: Store,
+    fetch: Arc<dyn RangeFetch>,
+    runtime: tokio::runtime::Handle,
+    deadline: Duration,
+}
+
+impl fmt::Debug for LazyFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyFiles")
+            .field("blob", &self.toc.blob())
+            .field("files", &self.toc.files().len())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl LazyFiles {
+    /// Files of the layer `toc` describes, verified into `store`, fetched through `fetch`
+    /// on `runtime` (which must not be the runtime of a thread that reads: see the module
+    /// docs); a read waits at most `deadline` for its file.
+    pub fn new(
+        toc: Arc<Toc>,
+        store: Store,
+        fetch: Arc<dyn RangeFetch>,
+        runtime: tokio::runtime::Handle,
+        deadline: Duration,
+    ) -> Self {
+        LazyFiles {
+            toc,
+            store,
+            fetch,
+            runtime,
+            deadline,
+        }
+    }
+
+    /// The volume: listing and `stat` from the table, file reads through `self`.
+    ///
+    /// # Errors
+    /// What [`Toc::index`] refuses.
+    pub fn into_volume(self) -> Result<TarVolume, TocError> {
+        let index = self.toc.index()?;
+        Ok(TarVolume::with_file_source(index, Arc::new(self)))
+    }
+
+    /// The verified file, fetched now if the store lacks it.
+    ///
+    /// # Errors
+    /// [`TocError::File`] naming the blob and the file.
+    pub async fn file(&self, file: &TocFile) -> Result<Blob, TocError> {
+        fetch_file(
+            self.store.clone(),
+            self.fetch.clone(),
+            self.toc.blob(),
+            file.clone(),
+        )
+        .await
+    }
+
+    fn toc_file(&self, path: &VfsPath, entry: &TarEntry) -> Result<&TocFile, VfsError> {
+        self.toc
+            .file_at(entry.offset)
+            .ok_or_else(|| VfsError::Corrupt {
+                path: path.clone(),
+                reason: "the table of contents has no content for this file",
+            })
+    }
+
+    /// Blocks until the file is in the store (or the deadline passes).
+    fn present(&self, path: &VfsPath, file: &TocFile) -> Result<Blob, VfsError> {
+        let io = |message: String| VfsError::Io {
+            path: path.clone(),
+            op: "fetch",
+            message,
+        };
+        if let Some(blob) = self
+            .store
+            .get(&file.digest)
+            .map_err(|e| io(e.to_string()))?
+        {
+            return Ok(blob);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let task = fetch_file(
+            self.store.clone(),
+            self.fetch.clone(),
+            self.toc.blob(),
+            file.clone(),
+        );
+        let handle = self.runtime.spawn(async move {
+            let _ = tx.send(task.await);
+        });
+        match rx.recv_timeout(self.deadline) {
+            Ok(result) => result.map_err(|e| io(e.to_string())),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                handle.abort();
+                Err(io(format!(
+                    "layer {}: the file was not fetched within {:?}",
+                    self.toc.blob(),
+                    self.deadline
+                )))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(io(format!(
+                "layer {}: the fetch was dropped (the loader is shutting down)",
+                self.toc.blob()
+            ))),
+        }
+    }
+}
+
+impl FileSource for LazyFiles {
+    fn read(&self, path: &VfsPath, entry: &TarEntry) -> vfs_overlay::Result<Bytes> {
+        if entry.size == 0 {
+            return Ok(Bytes::new());
+        }
+        let file = self.toc_file(path, entry)?;
+        Ok(self.present(path, file)?.into_bytes())
+    }
+
+    fn backing_file(
+        &self,
+        path: &VfsPath,
+        entry: &TarEntry,
+    ) -> vfs_overlay::Result<Option<std::fs::File>> {
+        if entry.size == 0 {
+            return Ok(None);
+        }
+        let file = self.toc_file(path, entry)?;
+        self.present(path, file)?;
+        std::fs::File::open(self.store.blob_path(&file.digest))
+            .map(Some)
+            .map_err(|e| VfsError::Io {
+                path: path.clone(),
+                op: "open",
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Fetches `file`'s frames window by window, decodes them into an ingest of the file's
+/// digest, and commits it (the store checks size and sha256). Concurrent readers of one
+/// file, in this process or others, share one fetch through the store.
+async fn fetch_file(
+    store: Store,
+    fetch: Arc<dyn RangeFetch>,
+    blob: Digest,
+    file: TocFile,
+) -> Result<Blob, TocError> {
+    let path = file.path.clone();
+    let (digest, size) = (file.digest, file.size);
+    store
+        .get_or_ingest(digest, Some(size), move |ingest| async move {
+            decode_into(ingest, &*fetch, &file).await
+        })
+        .await
+        .map_err(|e| TocError::File {
+            blob,
+            path,
+            reason: error_chain(&e),
+        })
+}
+
+async fn decode_into(
+    mut ingest: cache_core::Ingest,
+    fetch: &dyn RangeFetch,
+    file: &TocFile,
+) -> Result<cache_core::Ingest, String> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    // A partial left by a crash cannot be resumed mid-frame: start over.
+    if ingest.offset() > 0 {
+        ingest = ingest.restart().await.map_err(|e| e.to_string())?;
+    }
+    let mut decoder = Decoder::new().map_err(|e| format!("zstd: {e}"))?;
+    let mut out = vec![0u8; OUT_CHUNK];
+    let mut produced = 0u64;
+    let mut at = file.frames.start;
+    while at < file.frames.end {
+        let end = file.frames.end.min(at.saturating_add(WINDOW));
+        let data = fetch.fetch(at..end).await?;
+        if data.len() as u64 != end - at {
+            return Err(format!(
+                "bytes {at}..{end} of the layer came back as {} bytes",
+                data.len()
+            ));
+        }
+        let mut input = InBuffer::around(&data);
+        loop {
+            let n = {
+                let mut output = OutBuffer::around(&mut out[..]);
+                decoder
+                    .run(&mut input, &mut output)
+                    .map_err(|e| format!("its frames do not decode: {e}"))?;
+                output.pos()
+            };
+            produced = produced.saturating_add(n as u64);
+            if produced > file.size {
+                return Err(format!(
+                    "its frames decode to more than its {} bytes",
+                    file.size
+                ));
+            }
+            ingest
+                .write_all(out.get(..n).unwrap_or_default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if input.pos() >= data.len() && n < out.len() {
+                break;
+            }
+        }
+        at = end;
+    }
+    if produced != file.size {
+        return Err(format!(
+            "its frames decode to {produced} bytes, the table says {}",
+            file.size
+        ));
+    }
+    Ok(ingest)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}

@@ -1,0 +1,487 @@
+//! The table of contents of a zstd:chunked layer: fetched bytes → checked → a path table.
+//!
+//! The table is JSON (containers/storage's `TOC`, the CRFS schema): one entry per tar
+//! header, in archive order, each regular file with the sha256 of its content and the
+//! range of the blob holding its zstd frame(s); a large file is split into chunks, the
+//! first described by the file's own entry and the rest by `chunk` entries that follow it.
+//!
+//! Nothing in it is trusted. Checked here, before a volume is built from it:
+//! - the compressed bytes hash to the annotation's digest, and decompress to exactly the
+//!   declared length, never past the limit;
+//! - names are normalized like tar names (`./a/`, `/a` and `a` are one path) and may not
+//!   climb out with `..`, hold NUL, or appear twice;
+//! - every file with content has a sha256 and a frame range inside the part of the blob
+//!   before the table; no two files' ranges overlap; chunks follow their file, start where
+//!   the last one ended (in the file and in the blob), and add up to the file's size;
+//! - numbers are non-negative, timestamps parse.
+//!
+//! Chunk digests are not checked: the file's sha256 covers every byte, and is checked
+//! before any byte is served (see [`crate::LazyFiles`]).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::ops::Range;
+use std::sync::Arc;
+
+use cache_core::{Algorithm, Digest};
+use serde::Deserialize;
+use vfs_overlay::{TarEntry, TarEntryKind, TarIndex, VfsPath};
+
+use crate::error::TocError;
+use crate::position::TocPosition;
+use crate::time::unix_seconds;
+
+/// One regular file's content, as the table describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocFile {
+    /// Its path in the layer (the first name it had; hardlinks share it).
+    pub path: VfsPath,
+    /// Its size.
+    pub size: u64,
+    /// sha256 of its content.
+    pub digest: Digest,
+    /// The bytes of the blob holding its zstd frames.
+    pub frames: Range<u64>,
+}
+
+/// A checked table of contents.
+#[derive(Debug, Clone)]
+pub struct Toc {
+    blob: Digest,
+    /// Entries in archive order, each file's `offset` a number of its own (see `files`).
+    entries: Vec<TarEntry>,
+    /// Files with content, by increasing `entries` offset: `offsets[i]` is the offset the
+    /// entries give `files[i]`.
+    files: Vec<TocFile>,
+    offsets: Vec<u64>,
+    /// One past the last offset handed out.
+    len: u64,
+}
+
+#[derive(Deserialize)]
+struct RawToc {
+    version: i64,
+    #[serde(default)]
+    entries: Vec<RawEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    #[serde(rename = "linkName", default)]
+    link_name: String,
+    #[serde(default)]
+    mode: i64,
+    #[serde(default)]
+    size: i64,
+    #[serde(default)]
+    uid: i64,
+    #[serde(default)]
+    gid: i64,
+    #[serde(default)]
+    modtime: Option<String>,
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    offset: i64,
+    #[serde(rename = "endOffset", default)]
+    end_offset: i64,
+    #[serde(rename = "chunkSize", default)]
+    chunk_size: i64,
+    #[serde(rename = "chunkOffset", default)]
+    chunk_offset: i64,
+    #[serde(rename = "chunkType", default)]
+    chunk_type: String,
+}
+
+/// A file whose chunks are still being read.
+struct OpenFile {
+    file: usize,
+    /// Bytes of the file the chunks so far cover.
+    covered: u64,
+    /// Where the last chunk starts in the blob.
+    last_chunk_at: u64,
+    /// Whether `chunk` entries may follow (the file's entry gave a chunk size).
+    chunked: bool,
+}
+
+impl Toc {
+    /// Checks `compressed` (the bytes at `position`) and builds the table; see the module
+    /// docs. `limit` bounds the decompressed size (on top of the position's own check).
+    ///
+    /// # Errors
+    /// A [`TocError`] naming the first lie found.
+    pub fn parse(position: &TocPosition, compressed: &[u8], limit: u64) -> Result<Toc, TocError> {
+        let blob = position.blob;
+        if compressed.len() as u64 != position.compressed {
+            return Err(TocError::Decompress {
+                blob,
+                reason: format!(
+                    "{} bytes were fetched, the annotation says {}",
+                    compressed.len(),
+                    position.compressed
+                ),
+            });
+        }
+        let actual = Algorithm::Sha256.digest(compressed);
+        if actual != position.digest {
+            return Err(TocError::DigestMismatch {
+                blob,
+                expected: position.digest,
+                actual,
+            });
+        }
+        if position.uncompressed > limit {
+            return Err(TocError::TooLarge {
+                blob,
+                what: "uncompressed",
+                size: position.uncompressed,
+                limit,
+            });
+        }
+        let json = decompress(blob, compressed, position.uncompressed)?;
+        let raw: RawToc = serde_json::from_slice(&json).map_err(|e| TocError::Json {
+            blob,
+            reason: e.to_string(),
+        })?;
+        drop(json);
+        if raw.version != 1 {
+            return Err(TocError::Unsupported {
+                blob,
+                what: format!("table of contents version {}", raw.version),
+            });
+        }
+        // File frames come before the table's own skippable frame (8-byte header).
+        Builder::new(blob, position.offset.saturating_sub(8)).build(raw.entries)
+    }
+
+    /// The layer this table describes.
+    pub fn blob(&self) -> Digest {
+        self.blob
+    }
+
+    /// Entries in archive order (files carry an offset of their own, not a tar offset).
+    pub fn entries(&self) -> &[TarEntry] {
+        &self.entries
+    }
+
+    /// Files with content.
+    pub fn files(&self) -> &[TocFile] {
+        &self.files
+    }
+
+    /// The path table, with the rules of a tar index (later entries win, hardlinks share
+    /// their target's file, links to nothing earlier are links into the layers below).
+    ///
+    /// # Errors
+    /// A [`TocError::BadEntry`] for what a tar index refuses (a hardlink to a directory, a
+    /// root that is not a directory).
+    pub fn index(&self) -> Result<Arc<TarIndex>, TocError> {
+        TarIndex::from_archive(self.len, self.entries.iter().cloned())
+            .map(Arc::new)
+            .map_err(|e| TocError::BadEntry {
+                blob: self.blob,
+                index: 0,
+                name: String::new(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The file an index entry's offset stands for.
+    pub fn file_at(&self, offset: u64) -> Option<&TocFile> {
+        let i = self.offsets.binary_search(&offset).ok()?;
+        self.files.get(i)
+    }
+}
+
+/// Decompresses exactly `expected` bytes, reading no further than one byte past them.
+fn decompress(blob: Digest, compressed: &[u8], expected: u64) -> Result<Vec<u8>, TocError> {
+    let bad = |reason: String| TocError::Decompress { blob, reason };
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(1 << 24));
+    decoder
+        .take(expected.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| bad(e.to_string()))?;
+    if out.len() as u64 != expected {
+        return Err(bad(format!(
+            "it holds {}{} bytes, the annotation says {expected}",
+            out.len(),
+            if out.len() as u64 > expected { "+" } else { "" }
+        )));
+    }
+    Ok(out)
+}
+
+struct Builder {
+    blob: Digest,
+    /// Frames must end by here.
+    frames_end: u64,
+    entries: Vec<TarEntry>,
+    files: Vec<TocFile>,
+    offsets: Vec<u64>,
+    next_offset: u64,
+    seen: HashSet<VfsPath>,
+    open: Option<OpenFile>,
+}
+
+impl Builder {
+    fn new(blob: Digest, frames_end: u64) -> Self {
+        Builder {
+            blob,
+            frames_end,
+            entries: Vec::new(),
+            files: Vec::new(),
+            offsets: Vec::new(),
+            next_offset: 0,
+            seen: HashSet::new(),
+            open: None,
+        }
+    }
+
+    fn build(mut self, raw: Vec<RawEntry>) -> Result<Toc, TocError> {
+        for (index, entry) in raw.into_iter().enumerate() {
+            self.add(index, entry)?;
+        }
+        self.close_file(usize::MAX, "")?;
+        let mut ranges: Vec<(&Range<u64>, &VfsPath)> =
+            self.files.iter().map(|f| (&f.frames, &f.path)).collect();
+        ranges.sort_by_key(|(r, _)| (r.start, r.end));
+        for pair in ranges.windows(2) {
+            if let [(a, a_path), (b, b_path)] = pair
+                && b.start < a.end
+            {
+                return Err(TocError::BadEntry {
+                    blob: self.blob,
+                    index: 0,
+                    name: b_path.as_str().to_owned(),
+                    reason: format!(
+                        "its frames {}..{} overlap those of {a_path} ({}..{})",
+                        b.start, b.end, a.start, a.end
+                    ),
+                });
+            }
+        }
+        Ok(Toc {
+            blob: self.blob,
+            entries: self.entries,
+            files: self.files,
+            offsets: self.offsets,
+            len: self.next_offset,
+        })
+    }
+
+    fn add(&mut self, index: usize, raw: RawEntry) -> Result<(), TocError> {
+        let blob = self.blob;
+        let bad = |reason: String| TocError::BadEntry {
+            blob,
+            index,
+            name: raw.name.chars().take(200).collect(),
+            reason,
+        };
+        if raw.chunk_type == "zeros" {
+            // Holes of newer writers' sparse files: valid, but not served lazily (yet).
+            return Err(TocError::Unsupported {
+                blob,
+                what: format!("a sparse chunk ({})", raw.name),
+            });
+        }
+        if raw.kind == "chunk" {
+            return self.add_chunk(&raw).map_err(bad);
+        }
+        self.close_file(index, &raw.name)?;
+        let path = normalize(&raw.name).map_err(|r| bad(r.to_owned()))?;
+        if !self.seen.insert(path.clone()) {
+            return Err(bad("appears twice".into()));
+        }
+        let kind = match raw.kind.as_str() {
+            "reg" => TarEntryKind::File,
+            "dir" => TarEntryKind::Dir,
+            "symlink" => TarEntryKind::Symlink,
+            "hardlink" => TarEntryKind::Hardlink,
+            "char" | "block" | "fifo" => TarEntryKind::Other,
+            other => {
+                return Err(TocError::Unsupported {
+                    blob,
+                    what: format!("an entry of type {:?} ({})", other, raw.name),
+                });
+            }
+        };
+        let non_negative = |what: &str, v: i64| {
+            u64::try_from(v).map_err(|_| bad(format!("{what} {v} is negative")))
+        };
+        let mode = non_negative("mode", raw.mode)? as u32 & 0o7777;
+        let uid = non_negative("uid", raw.uid)?;
+        let gid = non_negative("gid", raw.gid)?;
+        let mtime = match raw.modtime.as_deref() {
+            None => 0,
+            Some(t) => {
+                unix_seconds(t).ok_or_else(|| bad(format!("modtime {t:?} is not RFC 3339")))?
+            }
+        };
+        let mut entry = TarEntry {
+            path,
+            kind,
+            mode,
+            uid: u32::try_from(uid).unwrap_or(u32::MAX),
+            gid: u32::try_from(gid).unwrap_or(u32::MAX),
+            mtime,
+            size: 0,
+            offset: 0,
+            link: None,
+            implied: false,
+        };
+        match kind {
+            TarEntryKind::Symlink => {
+                if raw.link_name.contains('\0') {
+                    return Err(bad("its target holds a NUL byte".into()));
+                }
+                entry.link = Some(raw.link_name.clone());
+            }
+            TarEntryKind::Hardlink => {
+                let target =
+                    normalize(&raw.link_name).map_err(|r| bad(format!("link target: {r}")))?;
+                entry.link = Some(target.as_str().to_owned());
+            }
+            TarEntryKind::File => {
+                let size = non_negative("size", raw.size)?;
+                entry.size = size;
+                entry.offset = self.next_offset;
+                self.next_offset = self
+                    .next_offset
+                    .checked_add(size.max(1))
+                    .ok_or_else(|| bad("file sizes add up past 2^64".into()))?;
+                if size > 0 {
+                    self.open_file(&raw, &entry).map_err(bad)?;
+                }
+            }
+            TarEntryKind::Dir | TarEntryKind::Other => {}
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Starts the content of a regular file with data.
+    fn open_file(&mut self, raw: &RawEntry, entry: &TarEntry) -> Result<(), String> {
+        let digest = Digest::parse(&raw.digest)
+            .ok()
+            .filter(|d| d.algorithm() == Algorithm::Sha256)
+            .ok_or_else(|| format!("digest {:?} is not a sha256 digest", raw.digest))?;
+        let (start, end) = (
+            u64::try_from(raw.offset).map_err(|_| "a negative offset".to_owned())?,
+            u64::try_from(raw.end_offset).map_err(|_| "a negative endOffset".to_owned())?,
+        );
+        if start >= end || end > self.frames_end {
+            return Err(format!(
+                "its frames {start}..{end} are not inside the {} bytes of file data",
+                self.frames_end
+            ));
+        }
+        let chunk_size =
+            u64::try_from(raw.chunk_size).map_err(|_| "a negative chunkSize".to_owned())?;
+        if chunk_size > entry.size || raw.chunk_offset != 0 {
+            return Err("its first chunk is not at its start or is larger than it".into());
+        }
+        check_chunk_type(raw)?;
+        self.files.push(TocFile {
+            path: entry.path.clone(),
+            size: entry.size,
+            digest,
+            frames: start..end,
+        });
+        self.offsets.push(entry.offset);
+        self.open = Some(OpenFile {
+            file: self.files.len() - 1,
+            covered: if chunk_size == 0 {
+                entry.size
+            } else {
+                chunk_size
+            },
+            last_chunk_at: start,
+            chunked: chunk_size != 0,
+        });
+        Ok(())
+    }
+
+    fn add_chunk(&mut self, raw: &RawEntry) -> Result<(), String> {
+        let Some(open) = self.open.as_mut() else {
+            return Err("a chunk that follows no file with content".into());
+        };
+        let Some(file) = self.files.get(open.file) else {
+            return Err("a chunk that follows no file with content".into());
+        };
+        if normalize(&raw.name).ok().as_ref() != Some(&file.path) || !open.chunked {
+            return Err(format!("a chunk that does not belong to {}", file.path));
+        }
+        check_chunk_type(raw)?;
+        let at = u64::try_from(raw.offset).map_err(|_| "a negative offset".to_owned())?;
+        let size = u64::try_from(raw.chunk_size).map_err(|_| "a negative chunkSize".to_owned())?;
+        if raw.chunk_offset != open.covered as i64 || size == 0 {
+            return Err(format!(
+                "a chunk at byte {} of the file, where {} bytes were covered",
+                raw.chunk_offset, open.covered
+            ));
+        }
+        if at <= open.last_chunk_at || at >= file.frames.end {
+            return Err(format!(
+                "a chunk at blob offset {at}, not after the previous one ({}) and inside the \
+                 file's frames ({}..{})",
+                open.last_chunk_at, file.frames.start, file.frames.end
+            ));
+        }
+        open.covered = open
+            .covered
+            .checked_add(size)
+            .filter(|&c| c <= file.size)
+            .ok_or_else(|| format!("chunks cover more than the file's {} bytes", file.size))?;
+        open.last_chunk_at = at;
+        Ok(())
+    }
+
+    /// Ends the file whose chunks were being read: they must have covered it.
+    fn close_file(&mut self, index: usize, name: &str) -> Result<(), TocError> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        match self.files.get(open.file) {
+            Some(file) if open.covered != file.size => Err(TocError::BadEntry {
+                blob: self.blob,
+                index,
+                name: name.chars().take(200).collect(),
+                reason: format!(
+                    "the chunks of {} cover {} of its {} bytes",
+                    file.path, open.covered, file.size
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_chunk_type(raw: &RawEntry) -> Result<(), String> {
+    match raw.chunk_type.as_str() {
+        "" | "data" => Ok(()),
+        other => Err(format!(
+            "chunk type {other:?} (only data chunks are read lazily)"
+        )),
+    }
+}
+
+/// A tar name as a path inside the layer: `./`, leading `/` and empty components dropped;
+/// `..` and NUL refused (a table of contents has no business naming them).
+fn normalize(name: &str) -> Result<VfsPath, &'static str> {
+    if name.contains('\0') {
+        return Err("the name holds a NUL byte");
+    }
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("the name climbs out of the layer with `..`"),
+            p => parts.push(p),
+        }
+    }
+    VfsPath::new(&format!("/{}", parts.join("/"))).map_err(|_| "the name is not a valid path")
+}
