@@ -410,14 +410,31 @@ impl HttpClient {
         what: &'static str,
         leave_unreachable: bool,
     ) -> Result<(Bytes, HeaderMap, StatusCode)> {
+        self.fetch_checked(req, limit, what, leave_unreachable, |_| Ok(()))
+            .await
+    }
+
+    /// [`Self::fetch_bytes_from`], with `check` run on each response before its body is
+    /// read: a failure it returns is handled like any other (retried or final).
+    pub(crate) async fn fetch_checked(
+        &self,
+        req: Request,
+        limit: u64,
+        what: &'static str,
+        leave_unreachable: bool,
+        check: impl Fn(&Response) -> std::result::Result<(), Failure>,
+    ) -> Result<(Bytes, HeaderMap, StatusCode)> {
         let policy = &self.inner.config.retry;
         let start = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let failure = match self.send(req.clone()).await {
-                Ok(resp) => match read_limited(resp, limit, what).await {
-                    Ok(done) => return Ok(done),
+                Ok(resp) => match check(&resp) {
+                    Ok(()) => match read_limited(resp, limit, what).await {
+                        Ok(done) => return Ok(done),
+                        Err(f) => f,
+                    },
                     Err(f) => f,
                 },
                 Err(f) => f,

@@ -88,6 +88,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A request for a byte range was answered with the whole body (the server ignores
+    /// `Range`): the caller should fetch the whole blob instead.
+    #[error("{url}: the server ignored the Range header and answered the whole blob")]
+    RangeIgnored {
+        /// The URL, without query.
+        url: String,
+    },
+
     /// A transport failure that retrying will not fix.
     #[error("{url}: {message}")]
     Transport {

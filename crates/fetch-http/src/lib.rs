@@ -46,6 +46,7 @@ pub mod platform;
 pub mod reference;
 mod registry;
 mod repository;
+mod range;
 mod retry;
 mod url_file;
 

@@ -41,6 +41,8 @@ pub struct LazyFiles {
     fetch: Arc<dyn RangeFetch>,
     runtime: tokio::runtime::Handle,
     deadline: Duration,
+    /// Files served so far, so a caller can say which reads a later failure taints.
+    read: std::sync::Mutex<std::collections::BTreeSet<VfsPath>>,
 }
 
 impl fmt::Debug for LazyFiles {
@@ -70,6 +72,7 @@ impl LazyFiles {
             fetch,
             runtime,
             deadline,
+            read: std::sync::Mutex::default(),
         }
     }
 
@@ -77,9 +80,24 @@ impl LazyFiles {
     ///
     /// # Errors
     /// What [`Toc::index`] refuses.
-    pub fn into_volume(self) -> Result<TarVolume, TocError> {
+    pub fn volume(self: &Arc<Self>) -> Result<TarVolume, TocError> {
         let index = self.toc.index()?;
-        Ok(TarVolume::with_file_source(index, Arc::new(self)))
+        Ok(TarVolume::with_file_source(index, self.clone()))
+    }
+
+    /// The layer these files are of.
+    pub fn blob(&self) -> Digest {
+        self.toc.blob()
+    }
+
+    /// The files served so far (by the path they were read under), in order.
+    pub fn read_paths(&self) -> Vec<VfsPath> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The verified file, fetched now if the store lacks it.

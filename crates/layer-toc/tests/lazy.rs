@@ -133,14 +133,14 @@ fn lazy_volume(f: &Fixture, layer: &Layer, ranges: Arc<MemRanges>) -> TarVolume 
     let toc_bytes =
         &layer.blob[layer.position.range().start as usize..layer.position.range().end as usize];
     let toc = Toc::parse(&layer.position, toc_bytes, 64 << 20).unwrap();
-    LazyFiles::new(
+    Arc::new(LazyFiles::new(
         Arc::new(toc),
         f.store.clone(),
         ranges,
         f.rt.handle().clone(),
         Duration::from_secs(10),
-    )
-    .into_volume()
+    ))
+    .volume()
     .unwrap()
 }
 
@@ -288,14 +288,14 @@ fn a_read_that_gets_no_answer_fails_at_its_deadline() {
     let toc_bytes =
         &layer.blob[layer.position.range().start as usize..layer.position.range().end as usize];
     let toc = Toc::parse(&layer.position, toc_bytes, 64 << 20).unwrap();
-    let lazy = LazyFiles::new(
+    let lazy = Arc::new(LazyFiles::new(
         Arc::new(toc),
         f.store.clone(),
         ranges,
         f.rt.handle().clone(),
         Duration::from_millis(300),
-    )
-    .into_volume()
+    ))
+    .volume()
     .unwrap();
     let started = std::time::Instant::now();
     let err = lazy.read_all(&p("/etc/hello.txt")).unwrap_err();

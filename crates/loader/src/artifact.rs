@@ -63,6 +63,10 @@ pub struct BlobRef {
     /// Its content, when the descriptor embeds it (OCI 1.1 `data`, base64) and the decoded
     /// bytes match `size` and `digest`. Reading it costs no request and no cache file.
     pub embedded: Option<Bytes>,
+    /// Where its table of contents is, when the descriptor's annotations say it is a
+    /// seekable (zstd:chunked) layer; `Some(Err)` when they say so in a form that does not
+    /// parse (an error only if the layer is read lazily).
+    pub toc: Option<Result<layer_toc::TocPosition, layer_toc::TocError>>,
 }
 
 impl BlobRef {
@@ -84,6 +88,9 @@ impl BlobRef {
                 .data()
                 .as_deref()
                 .and_then(|data| embedded(data, digest, d.size(), reference)),
+            toc: d.annotations().as_ref().and_then(|a| {
+                layer_toc::TocPosition::from_annotations(digest, |k| a.get(k).map(String::as_str))
+            }),
         })
     }
 

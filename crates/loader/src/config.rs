@@ -67,6 +67,8 @@ pub struct LoaderBuilder {
     pub(crate) hosts: Option<HostsDirs>,
     pub(crate) layer_limits: vfs_overlay::LayerLimits,
     pub(crate) prefetch: bool,
+    pub(crate) lazy: crate::Lazy,
+    pub(crate) toc_limit: u64,
 }
 
 impl std::fmt::Debug for LoaderBuilder {
@@ -101,6 +103,8 @@ impl Default for LoaderBuilder {
             hosts: None,
             layer_limits: vfs_overlay::LayerLimits::default(),
             prefetch: true,
+            lazy: crate::Lazy::default(),
+            toc_limit: layer_toc::DEFAULT_TOC_LIMIT,
         }
     }
 }
@@ -231,6 +235,22 @@ impl LoaderBuilder {
         self
     }
 
+    /// Whether seekable (zstd:chunked) layers are read before they are downloaded (default
+    /// [`Lazy::Auto`](crate::Lazy::Auto)).
+    #[must_use]
+    pub fn lazy(mut self, lazy: crate::Lazy) -> Self {
+        self.lazy = lazy;
+        self
+    }
+
+    /// The most bytes a seekable layer's table of contents may take, compressed or not
+    /// (default 64 MiB; never more than the layer limit allows).
+    #[must_use]
+    pub fn toc_limit(mut self, bytes: u64) -> Self {
+        self.toc_limit = bytes;
+        self
+    }
+
     /// HTTP settings (timeouts, retries, user agent); `jobs` (which sets the request
     /// limits) and insecure hosts given to this builder are applied on top.
     #[must_use]
@@ -273,9 +293,10 @@ impl LoaderBuilder {
         client.max_per_host = self.jobs;
         client.insecure_hosts.extend(self.insecure.iter().cloned());
         client.hosts = self.hosts.clone().unwrap_or_else(default_hosts_dirs);
+        let lazy = crate::lazy::LazyContext::new(client.clone(), credentials.clone());
         let client = HttpClient::new(client, credentials)
             .map_err(|e| LoadError::fetch("starting the HTTP client", e))?;
-        Ok(crate::Loader::from_parts(store, client, self))
+        Ok(crate::Loader::from_parts(store, client, lazy, self))
     }
 }
 

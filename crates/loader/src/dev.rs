@@ -56,6 +56,7 @@ impl DevRoot {
                 media_type: PACKAGE_CONFIG_MEDIA_TYPE.to_owned(),
                 title: None,
                 embedded: None,
+                toc: None,
             },
             layers: Vec::new(),
         };

@@ -130,6 +130,27 @@ pub enum LoadError {
         source: vfs_overlay::LayerError,
     },
 
+    /// A seekable layer's table of contents cannot be used (the message names the layer).
+    #[error(transparent)]
+    Toc(#[from] layer_toc::TocError),
+
+    /// The whole of a layer read lazily did not match its image config's diff_id: every
+    /// file served from it before is untrusted.
+    #[error(
+        "layer {digest}: its content is not what the image config declares ({source});          the {} file(s) read from it before it was complete are untrusted: {}",
+        read.len(),
+        read.join(", ")
+    )]
+    LazyUntrusted {
+        /// The layer.
+        digest: Digest,
+        /// The files read lazily.
+        read: Vec<String>,
+        /// The mismatch.
+        #[source]
+        source: vfs_overlay::LayerError,
+    },
+
     /// Assembling the filesystem failed.
     #[error("assembling the filesystem: {0}")]
     Vfs(#[from] vfs_overlay::VfsError),

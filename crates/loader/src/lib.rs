@@ -44,6 +44,8 @@ mod dev;
 mod direct;
 mod error;
 mod gc;
+mod lazy;
+mod lazy_image;
 mod load;
 mod local;
 mod pack;
@@ -67,6 +69,8 @@ pub use config::{
 };
 pub use error::{LoadError, Result};
 pub use gc::gc_children;
+pub use lazy::{Lazy, WHOLE_BELOW};
+pub use lazy_image::LazyFill;
 pub use load::{FetchReport, LoadedCommand, LoadedPackage, Loader, PackageInfo, Resolved};
 pub use pack::{MANIFEST_MEDIA_TYPE, Packed, VOLUME_MEDIA_TYPE, pack};
 pub use package_dir::PackageDir;

@@ -1,6 +1,6 @@
 //! [`Loader`]: reference → resolution → fetch plan → parallel fetch → assembled filesystem.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use cache_core::{Blob, Digest, Store};
@@ -29,13 +29,16 @@ use crate::webc_dir::WebcDirSource;
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
 pub struct Loader {
-    remote: Arc<Remote>,
-    jobs: usize,
-    validation: Validation,
+    pub(crate) remote: Arc<Remote>,
+    pub(crate) jobs: usize,
+    pub(crate) validation: Validation,
     /// Where named packages are looked up, in order (empty: nowhere configured).
     places: Vec<Place>,
-    layer_limits: vfs_overlay::LayerLimits,
+    pub(crate) layer_limits: vfs_overlay::LayerLimits,
     prefetch: bool,
+    pub(crate) lazy: crate::Lazy,
+    pub(crate) toc_limit: u64,
+    pub(crate) lazy_context: Arc<crate::lazy::LazyContext>,
 }
 
 /// One package of a resolution, as printed by `pkgload resolve --json`.
@@ -106,6 +109,18 @@ pub struct LoadedPackage {
     pub entrypoint: Option<String>,
     /// Size of the assembled tree, from the volumes' indexes.
     pub footprint: vfs_overlay::Footprint,
+    /// The background download of layers read lazily ([`crate::Lazy::Auto`]).
+    fill: Option<crate::lazy_image::LazyFill>,
+}
+
+impl LoadedPackage {
+    /// The background download of the layers this tree reads lazily, to wait for (it
+    /// fails if a layer's whole content is not what its image config declares: then the
+    /// files read from it are untrusted). `None` when nothing is read lazily, or with
+    /// [`crate::Lazy::Only`].
+    pub fn lazy_fill(&self) -> Option<crate::lazy_image::LazyFill> {
+        self.fill.clone()
+    }
 }
 
 /// What [`Loader::fetch`] did.
@@ -254,6 +269,7 @@ impl Loader {
     pub(crate) fn from_parts(
         store: Store,
         client: fetch_http::HttpClient,
+        lazy_context: crate::lazy::LazyContext,
         config: LoaderBuilder,
     ) -> Self {
         let remote = Remote {
@@ -273,6 +289,9 @@ impl Loader {
             places: config.places,
             layer_limits: config.layer_limits,
             prefetch: config.prefetch,
+            lazy: config.lazy,
+            toc_limit: config.toc_limit,
+            lazy_context: Arc::new(lazy_context),
         }
     }
 
@@ -687,7 +706,9 @@ impl Loader {
     /// Fetch every blob the resolved tree uses, `jobs` at a time, largest first; blobs in
     /// the cache cost nothing.
     pub async fn fetch(&self, resolved: &Resolved) -> Result<(FetchReport, HashMap<Digest, Blob>)> {
-        let fetched = self.fetch_and_open(resolved, false).await?;
+        let fetched = self
+            .fetch_and_open(resolved, false, &HashSet::new())
+            .await?;
         Ok((fetched.report, fetched.blobs))
     }
 
@@ -695,8 +716,14 @@ impl Loader {
     /// and indexed on first use) as soon as it is in the store. Opening inside the same
     /// `jobs`-bounded task overlaps local work with the downloads still in flight, instead
     /// of leaving it all for after the last byte.
-    async fn fetch_and_open(&self, resolved: &Resolved, open: bool) -> Result<Fetched> {
-        let plan = resolved.plan()?;
+    async fn fetch_and_open(
+        &self,
+        resolved: &Resolved,
+        open: bool,
+        lazy: &HashSet<Digest>,
+    ) -> Result<Fetched> {
+        let mut plan = resolved.plan()?;
+        plan.retain(|p| !lazy.contains(&p.blob.digest));
         let cached = plan
             .iter()
             .filter(|p| self.remote.store.contains(&p.blob.digest))
@@ -753,11 +780,12 @@ impl Loader {
     pub async fn load_resolved(&self, resolved: Resolved) -> Result<LoadedPackage> {
         let started = std::time::Instant::now();
         let open = resolved.kind == ArtifactKind::Package;
+        let lazy = self.lazy_layers(&resolved);
         let Fetched {
             report,
             blobs,
             volumes,
-        } = self.fetch_and_open(&resolved, open).await?;
+        } = self.fetch_and_open(&resolved, open, &lazy).await?;
         tracing::info!(
             blobs = report.blobs,
             cached = report.cached,
@@ -788,7 +816,13 @@ impl Loader {
             }
             _ => LocalParts::default(),
         };
+        let mut fill = None;
         let fs: Arc<dyn FileSystem> = match resolved.kind {
+            ArtifactKind::Image if !lazy.is_empty() => {
+                let (fs, started) = self.lazy_image_fs(&resolved, &lazy).await?;
+                fill = started;
+                fs
+            }
             ArtifactKind::Image => self.image_fs(&resolved).await?,
             ArtifactKind::Wasm => Arc::new(Union::new()),
             ArtifactKind::Package | ArtifactKind::Webc => {
@@ -812,6 +846,7 @@ impl Loader {
             commands,
             entrypoint,
             footprint,
+            fill,
         })
     }
 

@@ -243,6 +243,7 @@ fn found_as_file(reference: &str, at: Located, blob: &Blob) -> Found {
             media_type: WEBC_MEDIA_TYPE.to_owned(),
             title: None,
             embedded: None,
+            toc: None,
         },
         layers: Vec::new(),
     };

@@ -67,12 +67,26 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
 
+    /// Read seekable (zstd:chunked) image layers before they are downloaded: `ls`, `cat` and
+    /// `load` fetch a layer's table of contents and only the files they read (`fetch` and
+    /// `unpack` always download whole layers)
+    #[arg(long, global = true, value_enum, default_value_t = LazyArg::Auto, value_name = "WHEN")]
+    lazy: LazyArg,
+
     /// Refuse a layer that decompresses to more than this (e.g. 512M, 64G)
     #[arg(long, global = true, value_parser = size::parse, default_value = "64G", value_name = "SIZE")]
     max_layer_size: u64,
 
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LazyArg {
+    /// Where a layer has a table of contents and the registry honours Range
+    Auto,
+    /// Never: download every layer whole first
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +110,8 @@ pub struct Global {
     pub ref_ttl: std::time::Duration,
     pub quiet: bool,
     pub max_layer_size: u64,
+    /// Whether `ls`, `cat` and `load` may read layers lazily.
+    pub lazy: bool,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +133,7 @@ fn main() -> ExitCode {
         ref_ttl: std::time::Duration::from_secs(cli.ref_ttl),
         quiet: cli.quiet,
         max_layer_size: cli.max_layer_size,
+        lazy: cli.lazy == LazyArg::Auto,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Subcommand, ValueEnum};
-use loader::{LoadedPackage, Loader, PackageRef, Resolved};
+use loader::{Lazy, LoadedPackage, Loader, PackageRef, Resolved};
 use resolve_graph::Lockfile;
 use serde_json::json;
 use vfs_overlay::{FileSystem, FileType, VfsPath};
@@ -164,8 +164,14 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             lock,
         } => {
             let served = json.then(Served::default);
-            let loaded =
-                load_counting(global, &reference, lock.as_deref(), served.as_ref()).await?;
+            let loaded = load_counting(
+                global,
+                &reference,
+                lock.as_deref(),
+                served.as_ref(),
+                lazily(global),
+            )
+            .await?;
             let mut out = std::io::stdout().lock();
             if let Some(served) = served {
                 let mut report = loaded_json(&loaded);
@@ -183,13 +189,13 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             recursive,
             long,
         } => {
-            let loaded = load(global, &reference, None).await?;
+            let loaded = load(global, &reference, None, lazily(global)).await?;
             let path = VfsPath::new(path.as_deref().unwrap_or("/"))?;
             let mut out = std::io::stdout().lock();
             list(&mut out, loaded.fs.as_ref(), &path, recursive, long)?;
         }
         PackageCommand::Cat { reference, path } => {
-            let loaded = load(global, &reference, None).await?;
+            let loaded = load(global, &reference, None, lazily(global)).await?;
             cat(loaded.fs.as_ref(), &VfsPath::new(&path)?)?;
         }
         PackageCommand::Unpack {
@@ -197,7 +203,7 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             dir,
             link_mode,
         } => {
-            let loaded = load(global, &reference, None).await?;
+            let loaded = load(global, &reference, None, Lazy::Off).await?;
             let report = unpack(loaded.fs.clone(), &dir, link_mode).await?;
             if !global.quiet {
                 eprintln!("{report}");
@@ -257,7 +263,13 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
 
 /// The loader for one command; `prefetch` for commands that go on to fetch.
 async fn loader(global: &Global, progress: bool, prefetch: bool) -> Result<Loader> {
-    loader_counting(global, progress, prefetch, None).await
+    loader_counting(global, progress, prefetch, None, Lazy::Off).await
+}
+
+/// How `ls`, `cat` and `load` read seekable layers: only the files they touch, with no
+/// background download (they exit as soon as their output is written).
+fn lazily(global: &Global) -> Lazy {
+    if global.lazy { Lazy::Only } else { Lazy::Off }
 }
 
 /// [`loader`], counting in `served` which host sent each blob.
@@ -266,10 +278,12 @@ async fn loader_counting(
     progress: bool,
     prefetch: bool,
     served: Option<&Served>,
+    lazy: Lazy,
 ) -> Result<Loader> {
     let mut builder = Loader::builder()
         .cache_dir(&global.cache_dir)
         .prefetch(prefetch)
+        .lazy(lazy)
         .jobs(global.jobs)
         .offline(global.offline)
         .ref_ttl(global.ref_ttl)
@@ -323,8 +337,13 @@ async fn resolve(loader: &Loader, reference: &str, lock: Option<&Path>) -> Resul
     Ok(resolved)
 }
 
-async fn load(global: &Global, reference: &str, lock: Option<&Path>) -> Result<LoadedPackage> {
-    load_counting(global, reference, lock, None).await
+async fn load(
+    global: &Global,
+    reference: &str,
+    lock: Option<&Path>,
+    lazy: Lazy,
+) -> Result<LoadedPackage> {
+    load_counting(global, reference, lock, None, lazy).await
 }
 
 async fn load_counting(
@@ -332,8 +351,9 @@ async fn load_counting(
     reference: &str,
     lock: Option<&Path>,
     served: Option<&Served>,
+    lazy: Lazy,
 ) -> Result<LoadedPackage> {
-    let loader = loader_counting(global, true, true, served).await?;
+    let loader = loader_counting(global, true, true, served, lazy).await?;
     let resolved = resolve(&loader, reference, lock).await?;
     Ok(loader.load_resolved(resolved).await?)
 }

@@ -1,0 +1,242 @@
+//! Seekable layers (zstd:chunked) read before they are downloaded: the layer's table of
+//! contents is fetched with one range request and becomes the volume's index; each file is
+//! fetched by range when first read and verified before it is served (`layer-toc`).
+//!
+//! Range fetches run on a runtime and an HTTP client of their own ([`LazyContext`]),
+//! never the caller's: the `FileSystem` API is synchronous, so a read blocks its thread,
+//! and if that thread were one the fetch (or a pooled connection's task) needed, the read
+//! would wait for itself until its deadline.
+//!
+//! Which layers are read lazily ([`Lazy`]): a layer the store does not hold, compressed
+//! with zstd, annotated with a table position, at least [`WHOLE_BELOW`] bytes (below that,
+//! a range request for the table costs about what the whole layer does), from a registry
+//! (a layout on disk is as fast to read whole).
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::{Algorithm, Store};
+use fetch_http::{BlobRequest, ClientConfig, Credentials, HttpClient};
+use futures::future::BoxFuture;
+use layer_toc::{LazyFiles, RangeFetch, Toc, TocPosition};
+use vfs_overlay::TarVolume;
+
+use crate::artifact::BlobRef;
+use crate::error::{LoadError, Result};
+
+/// Whether seekable layers are read lazily.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lazy {
+    /// Every layer is downloaded whole before the tree is assembled.
+    Off,
+    /// Lazily where a table of contents and `Range` allow it, and the whole layers keep
+    /// downloading in the background ([`crate::LoadedPackage::lazy_fill`]), verified against
+    /// their digests and diff_ids when complete.
+    #[default]
+    Auto,
+    /// Lazily where possible, with no background download: only the files read are
+    /// fetched (what `pkgload ls` and `cat` do).
+    Only,
+}
+
+/// Layers smaller than this are fetched whole even when they are seekable.
+pub const WHOLE_BELOW: u64 = 1 << 20;
+
+/// How long a read waits for its file before failing with `EIO`.
+const READ_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The runtime and HTTP client lazy reads fetch on, made on first use.
+pub(crate) struct LazyContext {
+    config: ClientConfig,
+    credentials: Credentials,
+    runtime: OnceLock<std::result::Result<Arc<Runtime>, String>>,
+    client: OnceLock<std::result::Result<HttpClient, String>>,
+}
+
+impl std::fmt::Debug for LazyContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyContext").finish_non_exhaustive()
+    }
+}
+
+/// A tokio runtime that may be dropped anywhere (a plain one panics when dropped inside
+/// another runtime, where a loader usually is).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl LazyContext {
+    pub(crate) fn new(config: ClientConfig, credentials: Credentials) -> Self {
+        LazyContext {
+            config,
+            credentials,
+            runtime: OnceLock::new(),
+            client: OnceLock::new(),
+        }
+    }
+
+    /// The runtime, which lives as long as anything that fetches on it (the loader, or a
+    /// volume it opened: a tree outlives its loader).
+    fn runtime(&self) -> Result<(Arc<Runtime>, tokio::runtime::Handle)> {
+        let rt = self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("pkgload-lazy")
+                .enable_all()
+                .build()
+                .map(|rt| Arc::new(Runtime(Some(rt))))
+                .map_err(|e| e.to_string())
+        });
+        match rt {
+            Ok(rt) => match &rt.0 {
+                Some(inner) => Ok((rt.clone(), inner.handle().clone())),
+                None => Err(unavailable("the lazy-read runtime is gone".into())),
+            },
+            Err(e) => Err(unavailable(format!("starting the lazy-read runtime: {e}"))),
+        }
+    }
+
+    fn client(&self) -> Result<HttpClient> {
+        self.client
+            .get_or_init(|| {
+                HttpClient::new(self.config.clone(), self.credentials.clone())
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| unavailable(format!("starting the lazy-read HTTP client: {e}")))
+    }
+
+    /// The volume of the seekable layer `blob` (`request` says where it is), served from
+    /// its table of contents; `None` if fetching the table brought the whole layer (a
+    /// server that ignores `Range`), which is then in the store to be read as usual.
+    pub(crate) async fn open(
+        &self,
+        store: &Store,
+        request: BlobRequest,
+        blob: &BlobRef,
+        position: &TocPosition,
+        toc_limit: u64,
+    ) -> Result<Option<(TarVolume, Arc<LazyFiles>)>> {
+        position.check(blob.size, toc_limit)?;
+        let (keep, runtime) = self.runtime()?;
+        let ranges = Arc::new(LayerRanges {
+            client: self.client()?,
+            store: store.clone(),
+            request,
+            blob: blob.clone(),
+            _runtime: keep,
+        });
+        // The table is kept in the store under its own digest: a later lazy load of the
+        // layer needs no request before its first file.
+        let toc_bytes = match store.get(&position.digest)? {
+            Some(stored) => stored.into_bytes(),
+            None => {
+                let fetched = runtime
+                    .spawn(ranges.fetch(position.range()))
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .map_err(|reason| layer_toc::TocError::File {
+                        blob: blob.digest,
+                        path: vfs_overlay::VfsPath::root(),
+                        reason: format!("fetching its table of contents: {reason}"),
+                    })?;
+                if store.contains(&blob.digest) {
+                    return Ok(None);
+                }
+                if Algorithm::Sha256.digest(&fetched) == position.digest {
+                    let data = fetched.clone();
+                    store
+                        .get_or_ingest(position.digest, Some(position.compressed), |mut ingest| async move {
+                            ingest.write(data).await.map(|()| ingest)
+                        })
+                        .await?;
+                }
+                fetched
+            }
+        };
+        let position = *position;
+        let toc = tokio::task::spawn_blocking(move || Toc::parse(&position, &toc_bytes, toc_limit))
+            .await
+            .map_err(|e| unavailable(e.to_string()))??;
+        tracing::info!(layer = %blob.digest, files = toc.files().len(), toc_bytes = position.compressed, "reading the layer lazily");
+        let files = Arc::new(LazyFiles::new(
+            Arc::new(toc),
+            store.clone(),
+            ranges,
+            runtime,
+            READ_DEADLINE,
+        ));
+        Ok(Some((files.volume()?, files)))
+    }
+}
+
+fn unavailable(reason: String) -> LoadError {
+    LoadError::Io {
+        action: "read lazily from",
+        path: "the registry".into(),
+        source: std::io::Error::other(reason),
+    }
+}
+
+/// Byte ranges of one layer: from the store once the layer is there whole, else from its
+/// hosts; a server that ignores `Range` gets the whole layer fetched into the store.
+#[derive(Debug)]
+struct LayerRanges {
+    client: HttpClient,
+    store: Store,
+    request: BlobRequest,
+    blob: BlobRef,
+    /// Keeps the runtime the fetches run on alive as long as the volume.
+    _runtime: Arc<Runtime>,
+}
+
+impl RangeFetch for LayerRanges {
+    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
+        let (client, store, request, digest) = (
+            self.client.clone(),
+            self.store.clone(),
+            self.request.clone(),
+            self.blob.digest,
+        );
+        Box::pin(async move {
+            let slice = |blob: cache_core::Blob| {
+                let bytes = blob.into_bytes();
+                usize::try_from(range.start)
+                    .ok()
+                    .zip(usize::try_from(range.end).ok())
+                    .filter(|&(s, e)| s <= e && e <= bytes.len())
+                    .map(|(s, e)| bytes.slice(s..e))
+                    .ok_or_else(|| format!("bytes {range:?} are outside the layer"))
+            };
+            if let Some(blob) = store.get(&digest).map_err(|e| e.to_string())? {
+                return slice(blob);
+            }
+            match client.fetch_blob_range(&request.source, range.clone()).await {
+                Ok(bytes) => Ok(bytes),
+                Err(fetch_http::Error::RangeIgnored { url }) => {
+                    tracing::info!(%url, layer = %digest, "the registry ignores Range; fetching the whole layer");
+                    let blob = client
+                        .fetch_blob(request, &store)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    slice(blob)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}

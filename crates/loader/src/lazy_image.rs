@@ -1,0 +1,252 @@
+//! An image whose seekable layers are read lazily: the layers the store lacks and a table
+//! of contents allows are opened from their tables (see [`crate::lazy`]), the others as
+//! usual, and all are stacked into one overlay. With [`Lazy::Auto`] the lazy layers then
+//! keep downloading whole in the background ([`LazyFill`]): each is verified against its
+//! digest and its config's diff_id, and once stored, later reads of it come from the
+//! stored blob instead of the network.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cache_core::Digest;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{StreamExt, TryStreamExt};
+use layer_toc::LazyFiles;
+use vfs_overlay::{Compression, FileSystem, LayerError, LayerSpec, MountPolicy, Union, VfsPath};
+
+use crate::artifact::{ArtifactKind, BlobRef};
+use crate::config::Validation;
+use crate::error::{LoadError, Result};
+use crate::lazy::{Lazy, WHOLE_BELOW};
+use crate::load::{Loader, Resolved};
+use crate::remote::{Located, Remote};
+
+/// The background download of the layers a tree reads lazily. Cheap to clone; every clone
+/// waits for the same download.
+#[derive(Clone)]
+pub struct LazyFill {
+    done: Shared<BoxFuture<'static, std::result::Result<(), Arc<LoadError>>>>,
+}
+
+impl std::fmt::Debug for LazyFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyFill").finish_non_exhaustive()
+    }
+}
+
+impl LazyFill {
+    /// Waits until every lazily read layer is stored whole and verified.
+    ///
+    /// # Errors
+    /// The first failure: a download that failed for good, or
+    /// [`LoadError::LazyUntrusted`] when a layer is not what its image config declares.
+    pub async fn wait(&self) -> std::result::Result<(), Arc<LoadError>> {
+        self.done.clone().await
+    }
+}
+
+/// A layer opened from its table: what the background fill needs to check it.
+struct LazyLayer {
+    blob: BlobRef,
+    diff_id: Option<Digest>,
+    files: Arc<LazyFiles>,
+}
+
+impl Loader {
+    /// The layers of `resolved` to read lazily: see [`crate::lazy`] for which.
+    pub(crate) fn lazy_layers(&self, resolved: &Resolved) -> HashSet<Digest> {
+        let found = &resolved.root_found;
+        if self.lazy == Lazy::Off
+            || self.remote.offline
+            || resolved.kind != ArtifactKind::Image
+            || !matches!(found.at, Located::Registry { .. })
+        {
+            return HashSet::new();
+        }
+        found
+            .artifact
+            .layers
+            .iter()
+            .filter(|l| {
+                matches!(l.toc, Some(Ok(_)))
+                    && l.size >= WHOLE_BELOW
+                    && Compression::of_media_type(&l.media_type) == Some(Compression::Zstd)
+                    && !self.remote.store.contains(&l.digest)
+            })
+            .map(|l| l.digest)
+            .collect()
+    }
+
+    /// The image's filesystem with the layers in `lazy` read from their tables, and the
+    /// background fill when [`Lazy::Auto`] asks for one.
+    pub(crate) async fn lazy_image_fs(
+        &self,
+        resolved: &Resolved,
+        lazy: &HashSet<Digest>,
+    ) -> Result<(Arc<dyn FileSystem>, Option<LazyFill>)> {
+        let found = &resolved.root_found;
+        let diff_ids = match self.validation {
+            Validation::NoValidate => Vec::new(),
+            _ => self.remote.diff_ids(&found.at, &found.artifact).await?,
+        };
+        if !diff_ids.is_empty() && diff_ids.len() != found.artifact.layers.len() {
+            return Err(LoadError::Inconsistent {
+                reference: found.artifact.reference.clone(),
+                reason: format!(
+                    "its config lists {} diff_ids for {} layers",
+                    diff_ids.len(),
+                    found.artifact.layers.len()
+                ),
+            });
+        }
+        let toc_limit = self.toc_limit.min(self.layer_limits.max_uncompressed);
+        let opened: Vec<(Arc<dyn FileSystem>, Option<LazyLayer>)> =
+            futures::stream::iter(found.artifact.layers.iter().enumerate())
+                .map(|(i, layer)| {
+                    let diff_id = diff_ids.get(i).copied();
+                    async move {
+                        if lazy.contains(&layer.digest)
+                            && let Some(Ok(position)) = &layer.toc
+                        {
+                            let request = self.remote.blob_request(&found.at, layer)?;
+                            let opened = self
+                                .lazy_context
+                                .open(&self.remote.store, request, layer, position, toc_limit)
+                                .await?;
+                            if let Some((volume, files)) = opened {
+                                let lazy = LazyLayer {
+                                    blob: layer.clone(),
+                                    diff_id,
+                                    files,
+                                };
+                                return Ok((Arc::new(volume) as Arc<dyn FileSystem>, Some(lazy)));
+                            }
+                        }
+                        // Not lazy (or the registry sent it whole): as `open_image_layers`.
+                        self.remote.blob(&found.at, layer).await?;
+                        let volume = open_checked(self, layer, diff_id).await?;
+                        Ok::<_, LoadError>((Arc::new(volume) as Arc<dyn FileSystem>, None))
+                    }
+                })
+                .buffered(self.jobs.max(1))
+                .try_collect()
+                .await?;
+        let (layers, lazy_layers): (Vec<_>, Vec<_>) = opened.into_iter().unzip();
+        let lazy_layers: Vec<LazyLayer> = lazy_layers.into_iter().flatten().collect();
+        let overlay = tokio::task::spawn_blocking(move || vfs_overlay::Overlay::new(layers))
+            .await
+            .map_err(|e| LoadError::Io {
+                action: "stack the layers of",
+                path: found.artifact.reference.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let union = Union::new();
+        union.mount(&VfsPath::root(), Arc::new(overlay), MountPolicy::Fail)?;
+        let fill = (self.lazy == Lazy::Auto && !lazy_layers.is_empty())
+            .then(|| self.start_fill(found.at.clone(), lazy_layers));
+        Ok((Arc::new(union), fill))
+    }
+
+    /// Downloads the lazy layers whole in the background, `jobs` at a time, and checks
+    /// each against its diff_id by opening it as a non-lazy load would.
+    fn start_fill(&self, at: Located, layers: Vec<LazyLayer>) -> LazyFill {
+        let (remote, jobs, validation, limits) = (
+            self.remote.clone(),
+            self.jobs.max(1),
+            self.validation,
+            self.layer_limits,
+        );
+        let task = tokio::spawn(async move {
+            futures::stream::iter(layers)
+                .map(|layer| fill_one(&remote, &at, layer, validation, limits))
+                .buffer_unordered(jobs)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(drop)
+        });
+        let done = async move {
+            match task.await {
+                Ok(result) => result.map_err(Arc::new),
+                Err(e) => Err(Arc::new(LoadError::Io {
+                    action: "download in the background",
+                    path: "the lazily read layers".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })),
+            }
+        };
+        LazyFill {
+            done: done.boxed().shared(),
+        }
+    }
+}
+
+async fn fill_one(
+    remote: &Remote,
+    at: &Located,
+    layer: LazyLayer,
+    validation: Validation,
+    limits: vfs_overlay::LayerLimits,
+) -> Result<()> {
+    remote.blob(at, &layer.blob).await?;
+    let spec = LayerSpec {
+        digest: layer.blob.digest,
+        media_type: layer.blob.media_type.clone(),
+        diff_id: layer.diff_id,
+    };
+    match vfs_overlay::open_layer(&remote.store, &spec, &limits).await {
+        Ok(_) => Ok(()),
+        Err(e @ LayerError::DiffIdMismatch { .. }) if validation == Validation::Warn => {
+            tracing::warn!(layer = %spec.digest, error = %e, "diff_id mismatch; using the layer anyway (validation: warn)");
+            Ok(())
+        }
+        Err(source @ LayerError::DiffIdMismatch { .. }) => Err(LoadError::LazyUntrusted {
+            digest: spec.digest,
+            read: layer
+                .files
+                .read_paths()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            source,
+        }),
+        Err(source) => Err(LoadError::Layer {
+            digest: spec.digest,
+            source,
+        }),
+    }
+}
+
+/// A stored layer opened with its diff_id checked (or, under [`Validation::Warn`], used
+/// anyway with a warning).
+async fn open_checked(
+    loader: &Loader,
+    layer: &BlobRef,
+    diff_id: Option<Digest>,
+) -> Result<vfs_overlay::TarVolume> {
+    let spec = LayerSpec {
+        digest: layer.digest,
+        media_type: layer.media_type.clone(),
+        diff_id,
+    };
+    let store = &loader.remote.store;
+    match vfs_overlay::open_layer(store, &spec, &loader.layer_limits).await {
+        Ok(v) => Ok(v),
+        Err(e @ LayerError::DiffIdMismatch { .. }) if loader.validation == Validation::Warn => {
+            tracing::warn!(layer = %spec.digest, error = %e, "diff_id mismatch; using the layer anyway (validation: warn)");
+            let spec = LayerSpec {
+                diff_id: None,
+                ..spec
+            };
+            vfs_overlay::open_layer(store, &spec, &loader.layer_limits)
+                .await
+                .map_err(|source| LoadError::Layer {
+                    digest: layer.digest,
+                    source,
+                })
+        }
+        Err(source) => Err(LoadError::Layer {
+            digest: layer.digest,
+            source,
+        }),
+    }
+}
