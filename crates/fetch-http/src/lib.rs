@@ -43,10 +43,10 @@ mod error;
 pub mod hosts;
 mod layout;
 pub mod platform;
+mod range;
 pub mod reference;
 mod registry;
 mod repository;
-mod range;
 mod retry;
 mod url_file;
 

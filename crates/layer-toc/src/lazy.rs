@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +43,8 @@ pub struct LazyFiles {
     deadline: Duration,
     /// Files served so far, so a caller can say which reads a later failure taints.
     read: std::sync::Mutex<std::collections::BTreeSet<VfsPath>>,
+    /// Set when the layer as a whole turned out not to be what it should: every read fails.
+    distrusted: OnceLock<String>,
 }
 
 impl fmt::Debug for LazyFiles {
@@ -73,7 +75,15 @@ impl LazyFiles {
             runtime,
             deadline,
             read: std::sync::Mutex::default(),
+            distrusted: OnceLock::new(),
         }
+    }
+
+    /// Refuse every later read, with `reason` (the layer's whole content, once downloaded,
+    /// is not what its image config declares: a table and files that agree with each other
+    /// prove nothing then).
+    pub fn distrust(&self, reason: String) {
+        let _ = self.distrusted.set(reason);
     }
 
     /// The volume: listing and `stat` from the table, file reads through `self`.
@@ -130,6 +140,13 @@ impl LazyFiles {
             op: "fetch",
             message,
         };
+        if let Some(reason) = self.distrusted.get() {
+            return Err(io(reason.clone()));
+        }
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(path.clone());
         if let Some(blob) = self
             .store
             .get(&file.digest)

@@ -160,9 +160,11 @@ impl LazyContext {
                 if Algorithm::Sha256.digest(&fetched) == position.digest {
                     let data = fetched.clone();
                     store
-                        .get_or_ingest(position.digest, Some(position.compressed), |mut ingest| async move {
-                            ingest.write(data).await.map(|()| ingest)
-                        })
+                        .get_or_ingest(
+                            position.digest,
+                            Some(position.compressed),
+                            |mut ingest| async move { ingest.write(data).await.map(|()| ingest) },
+                        )
                         .await?;
                 }
                 fetched
@@ -225,7 +227,10 @@ impl RangeFetch for LayerRanges {
             if let Some(blob) = store.get(&digest).map_err(|e| e.to_string())? {
                 return slice(blob);
             }
-            match client.fetch_blob_range(&request.source, range.clone()).await {
+            match client
+                .fetch_blob_range(&request.source, range.clone())
+                .await
+            {
                 Ok(bytes) => Ok(bytes),
                 Err(fetch_http::Error::RangeIgnored { url }) => {
                     tracing::info!(%url, layer = %digest, "the registry ignores Range; fetching the whole layer");

@@ -199,16 +199,22 @@ async fn fill_one(
             tracing::warn!(layer = %spec.digest, error = %e, "diff_id mismatch; using the layer anyway (validation: warn)");
             Ok(())
         }
-        Err(source @ LayerError::DiffIdMismatch { .. }) => Err(LoadError::LazyUntrusted {
-            digest: spec.digest,
-            read: layer
-                .files
-                .read_paths()
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            source,
-        }),
+        Err(source @ LayerError::DiffIdMismatch { .. }) => {
+            layer.files.distrust(format!(
+                "layer {}: untrusted, its whole content is not what the image config declares",
+                spec.digest
+            ));
+            Err(LoadError::LazyUntrusted {
+                digest: spec.digest,
+                read: layer
+                    .files
+                    .read_paths()
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                source,
+            })
+        }
         Err(source) => Err(LoadError::Layer {
             digest: spec.digest,
             source,
