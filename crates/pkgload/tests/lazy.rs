@@ -370,3 +370,41 @@ fn the_background_fill_stores_the_layers_and_checks_their_diff_ids() {
         "{off:?}"
     );
 }
+
+#[test]
+fn a_registry_that_ignores_range_gets_a_full_pull_without_error() {
+    use test_servers::fault::{FaultServer, RangeMode, Route};
+    let work = tempfile::tempdir().unwrap();
+    let orig = work.path().join("original");
+    original(&orig);
+    let layout = chunked(work.path(), &orig, false);
+    // A registry that answers every request with the whole body (200), Range or not.
+    let server = FaultServer::start("127.0.0.1".parse().unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+        let data = std::fs::read(entry.path()).unwrap();
+        let route = || Route::new(data.clone()).ranges(RangeMode::Ignore);
+        if digest == manifest_digest {
+            let media = "application/vnd.oci.image.manifest.v1+json";
+            server.route("/v2/lazy/img/manifests/1", route().header("Content-Type", media));
+            server.route(
+                &format!("/v2/lazy/img/manifests/{digest}"),
+                route().header("Content-Type", media),
+            );
+        }
+        server.route(&format!("/v2/lazy/img/blobs/{digest}"), route());
+    }
+    let image = format!("{}/lazy/img:1", server.addr());
+    let cache = work.path().join("cache");
+    let cat = run(pkgload(&cache).args(["-v", "cat", &image, "/big2.bin"]));
+    assert_eq!(cat.stdout, noise(2 << 20, 11));
+    assert!(
+        String::from_utf8_lossy(&cat.stderr).contains("ignores Range"),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+}
