@@ -37,7 +37,10 @@ fn server() -> FaultServer {
 async fn a_range_is_exactly_its_bytes_after_a_transient_failure() {
     let data = random_bytes(100_000, 3);
     let s = server();
-    s.route("/blob", Route::new(data.clone()).status_first(1, 503, Some("0")));
+    s.route(
+        "/blob",
+        Route::new(data.clone()).status_first(1, 503, Some("0")),
+    );
     let source = BlobSource::parse(&s.url("/blob")).unwrap();
     let got = client()
         .fetch_blob_range(&source, 1_000..51_000)

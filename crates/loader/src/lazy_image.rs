@@ -12,14 +12,15 @@ use cache_core::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 use layer_toc::LazyFiles;
-use vfs_overlay::{Compression, FileSystem, LayerError, LayerSpec, MountPolicy, Union, VfsPath};
+use vfs_overlay::{
+    Compression, FileSystem, LayerError, LayerLimits, LayerSpec, MountPolicy, Union, VfsPath,
+};
 
-use crate::artifact::{ArtifactKind, BlobRef};
+use crate::artifact::BlobRef;
 use crate::config::Validation;
 use crate::error::{LoadError, Result};
-use crate::lazy::{Lazy, WHOLE_BELOW};
-use crate::load::{Loader, Resolved};
-use crate::remote::{Located, Remote};
+use crate::lazy::{Lazy, LazyContext, WHOLE_BELOW};
+use crate::remote::{Found, Located, Remote};
 
 /// The background download of the layers a tree reads lazily. Cheap to clone; every clone
 /// waits for the same download.
@@ -52,13 +53,22 @@ struct LazyLayer {
     files: Arc<LazyFiles>,
 }
 
-impl Loader {
-    /// The layers of `resolved` to read lazily: see [`crate::lazy`] for which.
-    pub(crate) fn lazy_layers(&self, resolved: &Resolved) -> HashSet<Digest> {
-        let found = &resolved.root_found;
+/// What opening an image lazily needs of its loader.
+pub(crate) struct LazyImage<'a> {
+    pub(crate) remote: &'a Arc<Remote>,
+    pub(crate) context: &'a LazyContext,
+    pub(crate) lazy: Lazy,
+    pub(crate) jobs: usize,
+    pub(crate) validation: Validation,
+    pub(crate) layer_limits: LayerLimits,
+    pub(crate) toc_limit: u64,
+}
+
+impl LazyImage<'_> {
+    /// The layers of the image `found` to read lazily: see [`crate::lazy`] for which.
+    pub(crate) fn lazy_layers(&self, found: &Found) -> HashSet<Digest> {
         if self.lazy == Lazy::Off
             || self.remote.offline
-            || resolved.kind != ArtifactKind::Image
             || !matches!(found.at, Located::Registry { .. })
         {
             return HashSet::new();
@@ -79,26 +89,12 @@ impl Loader {
 
     /// The image's filesystem with the layers in `lazy` read from their tables, and the
     /// background fill when [`Lazy::Auto`] asks for one.
-    pub(crate) async fn lazy_image_fs(
+    pub(crate) async fn image_fs(
         &self,
-        resolved: &Resolved,
+        found: &Found,
         lazy: &HashSet<Digest>,
     ) -> Result<(Arc<dyn FileSystem>, Option<LazyFill>)> {
-        let found = &resolved.root_found;
-        let diff_ids = match self.validation {
-            Validation::NoValidate => Vec::new(),
-            _ => self.remote.diff_ids(&found.at, &found.artifact).await?,
-        };
-        if !diff_ids.is_empty() && diff_ids.len() != found.artifact.layers.len() {
-            return Err(LoadError::Inconsistent {
-                reference: found.artifact.reference.clone(),
-                reason: format!(
-                    "its config lists {} diff_ids for {} layers",
-                    diff_ids.len(),
-                    found.artifact.layers.len()
-                ),
-            });
-        }
+        let diff_ids = self.remote.layer_diff_ids(found, self.validation).await?;
         let toc_limit = self.toc_limit.min(self.layer_limits.max_uncompressed);
         let opened: Vec<(Arc<dyn FileSystem>, Option<LazyLayer>)> =
             futures::stream::iter(found.artifact.layers.iter().enumerate())
@@ -110,7 +106,7 @@ impl Loader {
                         {
                             let request = self.remote.blob_request(&found.at, layer)?;
                             let opened = self
-                                .lazy_context
+                                .context
                                 .open(&self.remote.store, request, layer, position, toc_limit)
                                 .await?;
                             if let Some((volume, files)) = opened {
@@ -124,7 +120,14 @@ impl Loader {
                         }
                         // Not lazy (or the registry sent it whole): as `open_image_layers`.
                         self.remote.blob(&found.at, layer).await?;
-                        let volume = open_checked(self, layer, diff_id).await?;
+                        let volume = open_checked(
+                            &self.remote.store,
+                            layer,
+                            diff_id,
+                            self.validation,
+                            &self.layer_limits,
+                        )
+                        .await?;
                         Ok::<_, LoadError>((Arc::new(volume) as Arc<dyn FileSystem>, None))
                     }
                 })
@@ -225,34 +228,33 @@ async fn fill_one(
 /// A stored layer opened with its diff_id checked (or, under [`Validation::Warn`], used
 /// anyway with a warning).
 async fn open_checked(
-    loader: &Loader,
+    store: &cache_core::Store,
     layer: &BlobRef,
     diff_id: Option<Digest>,
+    validation: Validation,
+    limits: &LayerLimits,
 ) -> Result<vfs_overlay::TarVolume> {
     let spec = LayerSpec {
         digest: layer.digest,
         media_type: layer.media_type.clone(),
         diff_id,
     };
-    let store = &loader.remote.store;
-    match vfs_overlay::open_layer(store, &spec, &loader.layer_limits).await {
+    let layer_error = |source| LoadError::Layer {
+        digest: layer.digest,
+        source,
+    };
+    match vfs_overlay::open_layer(store, &spec, limits).await {
         Ok(v) => Ok(v),
-        Err(e @ LayerError::DiffIdMismatch { .. }) if loader.validation == Validation::Warn => {
+        Err(e @ LayerError::DiffIdMismatch { .. }) if validation == Validation::Warn => {
             tracing::warn!(layer = %spec.digest, error = %e, "diff_id mismatch; using the layer anyway (validation: warn)");
             let spec = LayerSpec {
                 diff_id: None,
                 ..spec
             };
-            vfs_overlay::open_layer(store, &spec, &loader.layer_limits)
+            vfs_overlay::open_layer(store, &spec, limits)
                 .await
-                .map_err(|source| LoadError::Layer {
-                    digest: layer.digest,
-                    source,
-                })
+                .map_err(layer_error)
         }
-        Err(source) => Err(LoadError::Layer {
-            digest: layer.digest,
-            source,
-        }),
+        Err(source) => Err(layer_error(source)),
     }
 }

@@ -29,16 +29,16 @@ use crate::webc_dir::WebcDirSource;
 /// Loads packages, images and wasm artifacts. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
 pub struct Loader {
-    pub(crate) remote: Arc<Remote>,
-    pub(crate) jobs: usize,
-    pub(crate) validation: Validation,
+    remote: Arc<Remote>,
+    jobs: usize,
+    validation: Validation,
     /// Where named packages are looked up, in order (empty: nowhere configured).
     places: Vec<Place>,
-    pub(crate) layer_limits: vfs_overlay::LayerLimits,
+    layer_limits: vfs_overlay::LayerLimits,
     prefetch: bool,
-    pub(crate) lazy: crate::Lazy,
-    pub(crate) toc_limit: u64,
-    pub(crate) lazy_context: Arc<crate::lazy::LazyContext>,
+    lazy: crate::Lazy,
+    toc_limit: u64,
+    lazy_context: Arc<crate::lazy::LazyContext>,
 }
 
 /// One package of a resolution, as printed by `pkgload resolve --json`.
@@ -780,7 +780,10 @@ impl Loader {
     pub async fn load_resolved(&self, resolved: Resolved) -> Result<LoadedPackage> {
         let started = std::time::Instant::now();
         let open = resolved.kind == ArtifactKind::Package;
-        let lazy = self.lazy_layers(&resolved);
+        let lazy = match resolved.kind {
+            ArtifactKind::Image => self.lazy_image().lazy_layers(&resolved.root_found),
+            _ => HashSet::new(),
+        };
         let Fetched {
             report,
             blobs,
@@ -819,7 +822,10 @@ impl Loader {
         let mut fill = None;
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image if !lazy.is_empty() => {
-                let (fs, started) = self.lazy_image_fs(&resolved, &lazy).await?;
+                let (fs, started) = self
+                    .lazy_image()
+                    .image_fs(&resolved.root_found, &lazy)
+                    .await?;
                 fill = started;
                 fs
             }
@@ -897,6 +903,18 @@ impl Loader {
         Ok(Arc::new(union))
     }
 
+    fn lazy_image(&self) -> crate::lazy_image::LazyImage<'_> {
+        crate::lazy_image::LazyImage {
+            remote: &self.remote,
+            context: &self.lazy_context,
+            lazy: self.lazy,
+            jobs: self.jobs,
+            validation: self.validation,
+            layer_limits: self.layer_limits,
+            toc_limit: self.toc_limit,
+        }
+    }
+
     async fn open_volume(&self, resolved: &Resolved, blob: &BlobRef) -> Result<Volume> {
         let volume = resolved
             .volumes
@@ -911,20 +929,7 @@ impl Loader {
 
     async fn image_fs(&self, resolved: &Resolved) -> Result<Arc<dyn FileSystem>> {
         let found = &resolved.root_found;
-        let diff_ids = match self.validation {
-            Validation::NoValidate => Vec::new(),
-            _ => self.remote.diff_ids(&found.at, &found.artifact).await?,
-        };
-        if !diff_ids.is_empty() && diff_ids.len() != found.artifact.layers.len() {
-            return Err(LoadError::Inconsistent {
-                reference: found.artifact.reference.clone(),
-                reason: format!(
-                    "its config lists {} diff_ids for {} layers",
-                    diff_ids.len(),
-                    found.artifact.layers.len()
-                ),
-            });
-        }
+        let diff_ids = self.remote.layer_diff_ids(found, self.validation).await?;
         let specs = |with_ids: bool| -> Vec<vfs_overlay::LayerSpec> {
             found
                 .artifact

@@ -403,6 +403,31 @@ impl Remote {
         })
     }
 
+    /// The diff_ids to check an image's layers against, one per layer (none under
+    /// [`Validation::NoValidate`](crate::Validation::NoValidate), or when the config lists
+    /// none).
+    pub(crate) async fn layer_diff_ids(
+        &self,
+        found: &Found,
+        validation: crate::Validation,
+    ) -> Result<Vec<Digest>> {
+        if validation == crate::Validation::NoValidate {
+            return Ok(Vec::new());
+        }
+        let diff_ids = self.diff_ids(&found.at, &found.artifact).await?;
+        if !diff_ids.is_empty() && diff_ids.len() != found.artifact.layers.len() {
+            return Err(LoadError::Inconsistent {
+                reference: found.artifact.reference.clone(),
+                reason: format!(
+                    "its config lists {} diff_ids for {} layers",
+                    diff_ids.len(),
+                    found.artifact.layers.len()
+                ),
+            });
+        }
+        Ok(diff_ids)
+    }
+
     /// An image's diff_ids (empty when its config lists none).
     pub(crate) async fn diff_ids(&self, at: &Located, artifact: &Artifact) -> Result<Vec<Digest>> {
         if artifact.config.size > crate::artifact::CONFIG_LIMIT {

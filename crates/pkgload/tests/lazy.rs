@@ -390,7 +390,10 @@ fn a_registry_that_ignores_range_gets_a_full_pull_without_error() {
         let route = || Route::new(data.clone()).ranges(RangeMode::Ignore);
         if digest == manifest_digest {
             let media = "application/vnd.oci.image.manifest.v1+json";
-            server.route("/v2/lazy/img/manifests/1", route().header("Content-Type", media));
+            server.route(
+                "/v2/lazy/img/manifests/1",
+                route().header("Content-Type", media),
+            );
             server.route(
                 &format!("/v2/lazy/img/manifests/{digest}"),
                 route().header("Content-Type", media),
