@@ -17,7 +17,7 @@ use crate::tools::Tool;
 use crate::{Error, Result};
 
 /// What `--only` accepts.
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 13] = [
     "fetch",
     "curl",
     "unpack",
@@ -27,6 +27,7 @@ const NAMES: [&str; 12] = [
     "rss-unpack",
     "jobs",
     "fleet",
+    "lazy",
     "resolve",
     "ingest",
     "wasmer",
@@ -176,6 +177,7 @@ pub fn run(options: &Options) -> Result<()> {
         "image-1g" => options.wants("rss"),
         "image-2g-zeros" => options.wants("rss-unpack"),
         "tree-200" => options.wants("jobs") || options.wants("fleet"),
+        "image-512m-chunked" => options.wants("lazy"),
         _ => false,
     };
     let fixtures = fixtures::generate(scale, Some(&pkgload), &needs)?;
@@ -194,7 +196,7 @@ pub fn run(options: &Options) -> Result<()> {
         captured: Vec::new(),
         discarded: std::cell::Cell::new(0),
     };
-    if ["fetch", "curl", "warm-load", "rss", "jobs", "fleet"]
+    if ["fetch", "curl", "warm-load", "rss", "jobs", "fleet", "lazy"]
         .iter()
         .any(|n| options.wants(n))
     {
@@ -225,6 +227,11 @@ pub fn run(options: &Options) -> Result<()> {
     if options.wants("fleet") {
         let r = crate::fleet::bench(&mut bench);
         attempt("fleet", r);
+        sync_filesystem();
+    }
+    if options.wants("lazy") {
+        let r = crate::lazy_bench::bench(&mut bench);
+        attempt("lazy", r);
         sync_filesystem();
     }
     if options.wants("fetch") || options.wants("curl") {

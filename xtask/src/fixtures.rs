@@ -22,6 +22,8 @@ use crate::{Error, Result};
 
 /// Bump when a generator changes what it writes: every stamp goes stale.
 const GENERATOR_VERSION: u32 = 1;
+/// The 1 MiB file of `image-512m-chunked` the lazy-read benchmark reads.
+pub const NAMED_FILE: &str = "/named/one-mib.bin";
 /// The tag every image layout carries.
 pub const IMAGE_TAG: &str = "latest";
 /// The version every package of `tree-200` has (and so its tag).
@@ -206,6 +208,7 @@ pub fn generate(
             files_per_layer: 256,
             file_size: (total / 4096).max(1),
             seed: 512,
+            named_file: None,
         };
         fixture(&fixtures, "image-512m", &format!("{spec:?}"), |out| {
             write_bulk_image(out, &spec)
@@ -218,10 +221,31 @@ pub fn generate(
             files_per_layer: 16,
             file_size: (total / 16).max(1),
             seed: 1024,
+            named_file: None,
         };
         fixture(&fixtures, "image-1g", &format!("{spec:?}"), |out| {
             write_bulk_image(out, &spec)
         })?;
+    }
+    if wanted("image-512m-chunked") {
+        let total = scaled(512 * MIB);
+        let spec = ImageSpec {
+            layers: 16,
+            files_per_layer: 256,
+            file_size: (total / 4096).max(1),
+            seed: 512,
+            named_file: Some(NAMED_FILE),
+        };
+        fixture(&fixtures, "image-512m-named", &format!("{spec:?}"), |out| {
+            write_bulk_image(out, &spec)
+        })?;
+        let source = fixtures.image("image-512m-named");
+        fixture(
+            &fixtures,
+            "image-512m-chunked",
+            &format!("zstd:chunked by skopeo of {spec:?}"),
+            |out| write_chunked_image(out, &source),
+        )?;
     }
     if wanted("image-2g-zeros") {
         // Not scaled: the point is one file far larger than the memory bound.
@@ -566,6 +590,9 @@ struct ImageSpec {
     files_per_layer: usize,
     file_size: u64,
     seed: u64,
+    /// A 1 MiB file of noise at this path, in the last layer (the file the lazy-read
+    /// benchmark asks for).
+    named_file: Option<&'static str>,
 }
 
 /// Incompressible files, `files_per_layer` per layer in 16 directories; the layers are
@@ -579,6 +606,14 @@ fn write_bulk_image(layout: &Path, spec: &ImageSpec) -> Result<()> {
             add_dir(&mut b, &format!("layer{index:02}"), 0o755)?;
             for d in 0..16 {
                 add_dir(&mut b, &format!("layer{index:02}/d{d:02}"), 0o755)?;
+            }
+            if let Some(named) = spec.named_file.filter(|_| index + 1 == spec.layers) {
+                let mut h = header(tar::EntryType::Regular, 0o644, MIB);
+                let data = RandomReader {
+                    rng: Rng::new(rng.next_u64()),
+                    left: MIB,
+                };
+                b.append_data(&mut h, named.trim_start_matches('/'), data)?;
             }
             for f in 0..spec.files_per_layer {
                 let path = format!("layer{index:02}/d{:02}/f{f:04}.bin", f % 16);
@@ -622,6 +657,139 @@ fn write_bulk_image(layout: &Path, spec: &ImageSpec) -> Result<()> {
         .map(|l| l.unwrap_or_else(|| Err(Error::new("a layer was not written"))))
         .collect::<Result<Vec<_>>>()?;
     finish_image(layout, &layers)
+}
+
+/// `source` (an OCI layout of gzip layers) converted by skopeo into zstd:chunked layers,
+/// its config's diff_ids recomputed from the converted layers: Debian's skopeo 1.9 ends
+/// each converted tar with a shorter end-of-archive padding than the source's but keeps the
+/// source's diff_ids, an image pkgload (like containerd) rightly refuses.
+fn write_chunked_image(out: &Path, source: &Path) -> Result<()> {
+    crate::cmd::Cmd::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-compress",
+            "--dest-compress-format",
+        ])
+        .arg("zstd:chunked")
+        .arg(format!("oci:{}:{IMAGE_TAG}", source.display()))
+        .arg(format!("oci:{}:{IMAGE_TAG}", out.display()))
+        .run()?;
+    let read = |digest: &str| -> Result<String> {
+        let path = blob_dir(out).join(digest.trim_start_matches("sha256:"));
+        fs::read_to_string(&path).map_err(io_err(&path))
+    };
+    let index_path = out.join("index.json");
+    let index = fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
+    let manifest_digest = json_digests(&index)
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::new("skopeo wrote an index without a manifest"))?;
+    let manifest = read(&manifest_digest)?;
+    // skopeo writes `config` before `layers`, each descriptor's digest then size.
+    let digests = json_digests(&manifest);
+    let (config_digest, layers) = digests
+        .split_first()
+        .ok_or_else(|| Error::new("skopeo wrote a manifest without a config"))?;
+    let mut config = read(config_digest)?;
+    let old_ids = json_digests(&config);
+    if old_ids.len() != layers.len() {
+        return Err(Error::new(format!(
+            "the converted config lists {} diff_ids for {} layers",
+            old_ids.len(),
+            layers.len()
+        )));
+    }
+    for (old, layer) in old_ids.iter().zip(layers) {
+        let path = blob_dir(out).join(layer.trim_start_matches("sha256:"));
+        let new = zstd_diff_id(&path)?;
+        config = config.replace(old.as_str(), &new);
+    }
+    let config_descriptor = write_blob(
+        out,
+        "application/vnd.oci.image.config.v1+json",
+        config.as_bytes(),
+    )?;
+    let old_size = fs::metadata(blob_dir(out).join(config_digest.trim_start_matches("sha256:")))
+        .map_err(io_err(out))?
+        .len();
+    let manifest = manifest.replacen(
+        &format!(r#""digest":"{config_digest}","size":{old_size}"#),
+        &format!(
+            r#""digest":"{}","size":{}"#,
+            config_descriptor.digest, config_descriptor.size
+        ),
+        1,
+    );
+    if !manifest.contains(&config_descriptor.digest) {
+        return Err(Error::new(
+            "could not find the config descriptor in skopeo's manifest",
+        ));
+    }
+    let manifest_descriptor = write_blob(
+        out,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.as_bytes(),
+    )?;
+    let old_manifest_size =
+        fs::metadata(blob_dir(out).join(manifest_digest.trim_start_matches("sha256:")))
+            .map_err(io_err(out))?
+            .len();
+    let index = index.replacen(
+        &format!(r#""digest":"{manifest_digest}","size":{old_manifest_size}"#),
+        &format!(
+            r#""digest":"{}","size":{}"#,
+            manifest_descriptor.digest, manifest_descriptor.size
+        ),
+        1,
+    );
+    fs::write(&index_path, index).map_err(io_err(&index_path))?;
+    let mut blobs = vec![config_descriptor.digest];
+    blobs.extend(layers.iter().cloned());
+    let list = out.with_file_name("image-512m-chunked.blobs");
+    fs::write(&list, blobs.join("\n") + "\n").map_err(io_err(&list))?;
+    Ok(())
+}
+
+/// Every `sha256:<hex>` in a JSON text, in order.
+fn json_digests(text: &str) -> Vec<String> {
+    text.split("sha256:")
+        .skip(1)
+        .map(|after| {
+            after
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
+        .filter(|hex| hex.len() == 64)
+        .map(|hex| format!("sha256:{hex}"))
+        .collect()
+}
+
+/// The sha256 of a zstd blob's decompressed bytes (`zstd -dc`, hashed as it streams).
+fn zstd_diff_id(path: &Path) -> Result<String> {
+    let mut child = Command::new("zstd")
+        .args(["-dc", "--no-progress"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("zstd: {e}")))?;
+    let mut hash = Sha256::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = stdout.read(&mut buf).map_err(io_err(path))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(buf.get(..n).unwrap_or_default());
+        }
+    }
+    let status = child.wait().map_err(io_err(path))?;
+    if !status.success() {
+        return Err(Error::new(format!("zstd -dc {}: {status}", path.display())));
+    }
+    Ok(hex_digest(hash))
 }
 
 /// Three layers exercising the OCI rules: whiteouts, an opaque directory, symlink chains,
@@ -1035,7 +1203,12 @@ pub fn push(
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
     let host = registry.host();
-    for name in ["image-512m", "image-1g", "image-oci-rules"] {
+    for name in [
+        "image-512m",
+        "image-1g",
+        "image-oci-rules",
+        "image-512m-chunked",
+    ] {
         if !wanted(name) {
             continue;
         }

@@ -9,6 +9,7 @@ mod delay_proxy;
 mod fixtures;
 mod fleet;
 mod fuzz;
+mod lazy_bench;
 mod test_task;
 mod tools;
 mod wasm;
