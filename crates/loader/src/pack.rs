@@ -1,4 +1,6 @@
-//! Building a package from a [`PackageDir`]: volumes as reproducible tar+zstd, atoms as
+//! Building a package from a [`PackageDir`]: volumes as reproducible tar+zstd in
+//! zstd:chunked form (each file its own frame, a table of contents after them, so a reader
+//! can fetch one file by range; to any other reader an ordinary `tar+zstd` layer), atoms as
 //! they are, the config as JSON, and an OCI image manifest naming each by title.
 //!
 //! The manifest also embeds the config (the OCI 1.1 descriptor `data` field) when it is at
@@ -9,8 +11,9 @@
 //!
 //! Reproducible means the same directory gives the same digests on any machine: entries in
 //! byte order of their names, owner 0:0 without names, mtime 0, only permission bits kept,
-//! a fixed zstd level. Volumes are written to a temporary file while being hashed and then
-//! memory-mapped, so a large volume never sits in memory.
+//! a fixed zstd level. A volume's tar is written to a temporary file and mapped, then
+//! compressed into another while being hashed, and that is mapped: a large volume never
+//! sits in memory.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -58,6 +61,8 @@ struct Built {
     data: Bytes,
     media_type: String,
     title: Option<String>,
+    /// More descriptor annotations (a volume's table-of-contents position).
+    annotations: Vec<(String, String)>,
 }
 
 /// Build the package in `dir` and store it in `target` under `tag` (default: its version).
@@ -75,8 +80,15 @@ pub async fn pack(dir: &Path, target: &Repository, tag: Option<&str>) -> Result<
         d.insert("mediaType".into(), json!(b.media_type));
         d.insert("digest".into(), json!(b.digest.to_string()));
         d.insert("size".into(), json!(b.data.len()));
+        let mut annotations = serde_json::Map::new();
         if let Some(title) = &b.title {
-            d.insert("annotations".into(), json!({ TITLE_ANNOTATION: title }));
+            annotations.insert(TITLE_ANNOTATION.into(), json!(title));
+        }
+        for (key, value) in &b.annotations {
+            annotations.insert(key.clone(), json!(value));
+        }
+        if !annotations.is_empty() {
+            d.insert("annotations".into(), serde_json::Value::Object(annotations));
         }
         serde_json::Value::Object(d)
     };
@@ -140,15 +152,17 @@ fn build(package: &PackageDir) -> Result<(Built, Vec<Built>)> {
         data: config,
         media_type: PACKAGE_CONFIG_MEDIA_TYPE.to_owned(),
         title: None,
+        annotations: Vec::new(),
     };
     let mut layers = Vec::new();
     for (name, dir) in &package.volumes {
-        let (digest, data) = volume(dir)?;
+        let (digest, data, annotations) = volume(dir)?;
         layers.push(Built {
             digest,
             data,
             media_type: VOLUME_MEDIA_TYPE.to_owned(),
             title: Some(name.clone()),
+            annotations,
         });
     }
     for (name, file) in &package.atoms {
@@ -163,6 +177,7 @@ fn build(package: &PackageDir) -> Result<(Built, Vec<Built>)> {
             data,
             media_type: media_type.to_owned(),
             title: Some(name.clone()),
+            annotations: Vec::new(),
         });
     }
     Ok((config, layers))
@@ -185,31 +200,39 @@ impl Write for HashingFile {
     }
 }
 
-/// The tar+zstd of `dir`, hashed, as a memory-mapped temporary file.
-fn volume(dir: &Path) -> Result<(Digest, Bytes)> {
+/// The zstd:chunked tar of `dir`, hashed, as a memory-mapped temporary file, with the
+/// annotations that locate its table of contents.
+fn volume(dir: &Path) -> Result<(Digest, Bytes, Vec<(String, String)>)> {
     let io_err = |action: &'static str, path: &Path| {
         let path = path.to_owned();
         move |e: io::Error| LoadError::io(action, &path, e)
     };
-    let temp = tempfile::tempfile().map_err(io_err("create a temporary file for", dir))?;
-    let sink = HashingFile {
-        file: temp.try_clone().map_err(io_err("reopen", dir))?,
-        hasher: Hasher::new(Algorithm::Sha256),
-    };
-    let encoder = zstd::Encoder::new(sink, ZSTD_LEVEL).map_err(io_err("compress", dir))?;
-    let mut tar = tar::Builder::new(encoder);
+    let tar_file = tempfile::tempfile().map_err(io_err("create a temporary file for", dir))?;
+    let mut tar = tar::Builder::new(io::BufWriter::new(
+        tar_file.try_clone().map_err(io_err("reopen", dir))?,
+    ));
     tar.follow_symlinks(false);
     for (relative, full) in walk_sorted(dir)? {
         append(&mut tar, &relative, &full)?;
     }
-    let encoder = tar.into_inner().map_err(io_err("write the tar of", dir))?;
-    let mut sink = encoder.finish().map_err(io_err("compress", dir))?;
+    let mut written = tar.into_inner().map_err(io_err("write the tar of", dir))?;
+    written.flush().map_err(io_err("write the tar of", dir))?;
+    drop(written);
+    // SAFETY (both maps): the temporary files are unlinked and private to this process;
+    // nothing else can change them while they are mapped.
+    let tar = unsafe { memmap2::Mmap::map(&tar_file) }.map_err(io_err("map", dir))?;
+    let temp = tempfile::tempfile().map_err(io_err("create a temporary file for", dir))?;
+    let mut sink = HashingFile {
+        file: temp.try_clone().map_err(io_err("reopen", dir))?,
+        hasher: Hasher::new(Algorithm::Sha256),
+    };
+    let annotations =
+        layer_toc::write_zstd_chunked(&tar, ZSTD_LEVEL, io::BufWriter::new(&mut sink))
+            .map_err(io_err("compress", dir))?;
     sink.flush().map_err(io_err("write", dir))?;
     let digest = sink.hasher.finalize();
-    // SAFETY: the temporary file is unlinked and private to this process; nothing else
-    // can change it while it is mapped.
     let map = unsafe { memmap2::Mmap::map(&temp) }.map_err(io_err("map", dir))?;
-    Ok((digest, Bytes::from_owner(map)))
+    Ok((digest, Bytes::from_owner(map), annotations))
 }
 
 /// Every entry under `dir` (not `dir` itself) in byte order of its path. Iterative: depth
@@ -304,10 +327,30 @@ mod tests {
         // Different mtimes must not matter.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(two.path().join("a"), b"x").unwrap();
-        let (d1, b1) = volume(one.path()).unwrap();
-        let (d2, _) = volume(two.path()).unwrap();
+        let (d1, b1, annotations) = volume(one.path()).unwrap();
+        let (d2, _, again) = volume(two.path()).unwrap();
         assert_eq!(d1, d2);
+        assert_eq!(annotations, again);
         assert_eq!(Algorithm::Sha256.digest(&b1), d1);
+        // A table of contents where the annotations say, naming the one file with data.
+        let get = |key: &str| {
+            annotations
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let position = layer_toc::TocPosition::from_annotations(d1, get)
+            .unwrap()
+            .unwrap();
+        let range = position.range();
+        let toc = layer_toc::Toc::parse(
+            &position,
+            &b1[range.start as usize..range.end as usize],
+            1 << 20,
+        )
+        .unwrap();
+        let files: Vec<&str> = toc.files().iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(files, ["/a", "/b/c/f.txt"]);
 
         let tar = zstd::decode_all(&b1[..]).unwrap();
         let mut archive = tar::Archive::new(&tar[..]);

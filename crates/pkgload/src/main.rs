@@ -73,6 +73,11 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LazyArg::Auto, value_name = "WHEN")]
     lazy: LazyArg,
 
+    /// Refuse a table of contents of a zstd:chunked layer larger than this, compressed or
+    /// not (such a layer is then an error under --lazy=auto, never read whole instead)
+    #[arg(long, global = true, value_parser = size::parse, default_value = "64M", value_name = "SIZE")]
+    max_toc_size: u64,
+
     /// Refuse a layer that decompresses to more than this (e.g. 512M, 64G)
     #[arg(long, global = true, value_parser = size::parse, default_value = "64G", value_name = "SIZE")]
     max_layer_size: u64,
@@ -110,6 +115,7 @@ pub struct Global {
     pub ref_ttl: std::time::Duration,
     pub quiet: bool,
     pub max_layer_size: u64,
+    pub max_toc_size: u64,
     /// Whether `ls`, `cat` and `load` may read layers lazily.
     pub lazy: bool,
 }
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
         ref_ttl: std::time::Duration::from_secs(cli.ref_ttl),
         quiet: cli.quiet,
         max_layer_size: cli.max_layer_size,
+        max_toc_size: cli.max_toc_size,
         lazy: cli.lazy == LazyArg::Auto,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -284,6 +284,7 @@ async fn loader_counting(
         .cache_dir(&global.cache_dir)
         .prefetch(prefetch)
         .lazy(lazy)
+        .toc_limit(global.max_toc_size)
         .jobs(global.jobs)
         .offline(global.offline)
         .ref_ttl(global.ref_ttl)

@@ -256,6 +256,19 @@ fn cat_fetches_the_table_and_one_file_and_lazy_off_fetches_the_layers() {
     assert_eq!(again.stdout, b"hello again\n");
     assert!(meter.bytes_served() < 8 << 10, "{}", meter.bytes_served());
 
+    // A table over the limit is an error naming the layer, not a silent full pull.
+    let small = work.path().join("cache-small-limit");
+    let refused = pkgload(&small)
+        .args(["--max-toc-size", "100", "cat", &image, "/etc/hello.txt"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("table of contents") && stderr.contains("limit of 100 bytes"),
+        "{stderr}"
+    );
+
     meter.clear();
     let cache_off = work.path().join("cache-off");
     let full = run(pkgload(&cache_off).args(["--lazy=off", "cat", &image, "/etc/hello.txt"]));
