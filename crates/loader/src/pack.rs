@@ -62,8 +62,11 @@ struct Built {
     media_type: String,
     title: Option<String>,
     /// More descriptor annotations (a volume's table-of-contents position).
-    annotations: Vec<(String, String)>,
+    annotations: Annotations,
 }
+
+/// Descriptor annotations, in the order they are written.
+type Annotations = Vec<(String, String)>;
 
 /// Build the package in `dir` and store it in `target` under `tag` (default: its version).
 pub async fn pack(dir: &Path, target: &Repository, tag: Option<&str>) -> Result<Packed> {
@@ -202,7 +205,7 @@ impl Write for HashingFile {
 
 /// The zstd:chunked tar of `dir`, hashed, as a memory-mapped temporary file, with the
 /// annotations that locate its table of contents.
-fn volume(dir: &Path) -> Result<(Digest, Bytes, Vec<(String, String)>)> {
+fn volume(dir: &Path) -> Result<(Digest, Bytes, Annotations)> {
     let io_err = |action: &'static str, path: &Path| {
         let path = path.to_owned();
         move |e: io::Error| LoadError::io(action, &path, e)
