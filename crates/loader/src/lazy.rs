@@ -7,10 +7,11 @@
 //! and if that thread were one the fetch (or a pooled connection's task) needed, the read
 //! would wait for itself until its deadline.
 //!
-//! Which layers are read lazily ([`Lazy`]): a layer the store does not hold, compressed
-//! with zstd, annotated with a table position, at least [`WHOLE_BELOW`] bytes (below that,
-//! a range request for the table costs about what the whole layer does), from a registry
-//! (a layout on disk is as fast to read whole).
+//! Which layers (of images) and volumes (of packages) are read lazily ([`Lazy`]): one the
+//! store does not hold, compressed with zstd, annotated with a table position, at least
+//! [`WHOLE_BELOW`] bytes (below that, a range request for the table costs about what the
+//! whole layer does), from a registry (a layout on disk is as fast to read whole), not
+//! offline.
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -25,6 +26,7 @@ use vfs_overlay::TarVolume;
 
 use crate::artifact::BlobRef;
 use crate::error::{LoadError, Result};
+use crate::remote::{Located, Remote};
 
 /// Whether seekable layers are read lazily.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,19 @@ pub enum Lazy {
 
 /// Layers smaller than this are fetched whole even when they are seekable.
 pub const WHOLE_BELOW: u64 = 1 << 20;
+
+/// Whether `blob` (an image layer or a package volume found at `at`) is read lazily under
+/// `lazy`: see the module docs.
+pub(crate) fn reads_lazily(lazy: Lazy, remote: &Remote, at: &Located, blob: &BlobRef) -> bool {
+    lazy != Lazy::Off
+        && !remote.offline
+        && matches!(at, Located::Registry { .. })
+        && matches!(blob.toc, Some(Ok(_)))
+        && blob.size >= WHOLE_BELOW
+        && vfs_overlay::Compression::of_media_type(&blob.media_type)
+            == Some(vfs_overlay::Compression::Zstd)
+        && !remote.store.contains(&blob.digest)
+}
 
 /// How long a read waits for its file before failing with `EIO`.
 const READ_DEADLINE: Duration = Duration::from_secs(300);

@@ -12,14 +12,12 @@ use cache_core::Digest;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 use layer_toc::LazyFiles;
-use vfs_overlay::{
-    Compression, FileSystem, LayerError, LayerLimits, LayerSpec, MountPolicy, Union, VfsPath,
-};
+use vfs_overlay::{FileSystem, LayerError, LayerLimits, LayerSpec, MountPolicy, Union, VfsPath};
 
 use crate::artifact::BlobRef;
 use crate::config::Validation;
 use crate::error::{LoadError, Result};
-use crate::lazy::{Lazy, LazyContext, WHOLE_BELOW};
+use crate::lazy::{Lazy, LazyContext, reads_lazily};
 use crate::remote::{Found, Located, Remote};
 
 /// The background download of the layers a tree reads lazily. Cheap to clone; every clone
@@ -46,11 +44,13 @@ impl LazyFill {
     }
 }
 
-/// A layer opened from its table: what the background fill needs to check it.
-struct LazyLayer {
-    blob: BlobRef,
-    diff_id: Option<Digest>,
-    files: Arc<LazyFiles>,
+/// A layer or volume opened from its table: what the background fill needs to check it.
+pub(crate) struct LazyLayer {
+    pub(crate) at: Located,
+    pub(crate) blob: BlobRef,
+    /// The image config's diff_id (none for a package volume).
+    pub(crate) diff_id: Option<Digest>,
+    pub(crate) files: Arc<LazyFiles>,
 }
 
 /// What opening an image lazily needs of its loader.
@@ -67,22 +67,11 @@ pub(crate) struct LazyImage<'a> {
 impl LazyImage<'_> {
     /// The layers of the image `found` to read lazily: see [`crate::lazy`] for which.
     pub(crate) fn lazy_layers(&self, found: &Found) -> HashSet<Digest> {
-        if self.lazy == Lazy::Off
-            || self.remote.offline
-            || !matches!(found.at, Located::Registry { .. })
-        {
-            return HashSet::new();
-        }
         found
             .artifact
             .layers
             .iter()
-            .filter(|l| {
-                matches!(l.toc, Some(Ok(_)))
-                    && l.size >= WHOLE_BELOW
-                    && Compression::of_media_type(&l.media_type) == Some(Compression::Zstd)
-                    && !self.remote.store.contains(&l.digest)
-            })
+            .filter(|l| reads_lazily(self.lazy, self.remote, &found.at, l))
             .map(|l| l.digest)
             .collect()
     }
@@ -111,6 +100,7 @@ impl LazyImage<'_> {
                                 .await?;
                             if let Some((volume, files)) = opened {
                                 let lazy = LazyLayer {
+                                    at: found.at.clone(),
                                     blob: layer.clone(),
                                     diff_id,
                                     files,
@@ -146,13 +136,13 @@ impl LazyImage<'_> {
         let union = Union::new();
         union.mount(&VfsPath::root(), Arc::new(overlay), MountPolicy::Fail)?;
         let fill = (self.lazy == Lazy::Auto && !lazy_layers.is_empty())
-            .then(|| self.start_fill(found.at.clone(), lazy_layers));
+            .then(|| self.start_fill(lazy_layers));
         Ok((Arc::new(union), fill))
     }
 
     /// Downloads the lazy layers whole in the background, `jobs` at a time, and checks
-    /// each against its diff_id by opening it as a non-lazy load would.
-    fn start_fill(&self, at: Located, layers: Vec<LazyLayer>) -> LazyFill {
+    /// each against its diff_id (if it has one) by opening it as a non-lazy load would.
+    pub(crate) fn start_fill(&self, layers: Vec<LazyLayer>) -> LazyFill {
         let (remote, jobs, validation, limits) = (
             self.remote.clone(),
             self.jobs.max(1),
@@ -161,7 +151,7 @@ impl LazyImage<'_> {
         );
         let task = tokio::spawn(async move {
             futures::stream::iter(layers)
-                .map(|layer| fill_one(&remote, &at, layer, validation, limits))
+                .map(|layer| fill_one(&remote, layer, validation, limits))
                 .buffer_unordered(jobs)
                 .try_collect::<Vec<()>>()
                 .await
@@ -185,12 +175,11 @@ impl LazyImage<'_> {
 
 async fn fill_one(
     remote: &Remote,
-    at: &Located,
     layer: LazyLayer,
     validation: Validation,
     limits: vfs_overlay::LayerLimits,
 ) -> Result<()> {
-    remote.blob(at, &layer.blob).await?;
+    remote.blob(&layer.at, &layer.blob).await?;
     let spec = LayerSpec {
         digest: layer.blob.digest,
         media_type: layer.blob.media_type.clone(),

@@ -17,6 +17,8 @@ use crate::config::{LoadEvent, LoaderBuilder, Validation};
 use crate::dev::DevRoot;
 use crate::direct::DirectPackages;
 use crate::error::{LoadError, Result};
+use crate::lazy::reads_lazily;
+use crate::lazy_image::LazyLayer;
 use crate::local::{LocalParts, LocalRoot};
 use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
@@ -251,6 +253,8 @@ struct Fetched {
     blobs: HashMap<Digest, Blob>,
     /// Opened package volumes, by digest.
     volumes: HashMap<Digest, Volume>,
+    /// The volumes among them read lazily.
+    lazy: Vec<LazyLayer>,
 }
 
 /// Which kind of named layer a mapping or command refers to.
@@ -625,6 +629,7 @@ impl Loader {
                 self.remote.clone(),
                 self.layer_limits,
                 self.jobs,
+                self.lazy,
                 volumes.clone(),
             ));
             started.package(&root_found.at, &root_found.artifact, &manifest);
@@ -740,14 +745,40 @@ impl Loader {
                 cached,
             });
         }
-        let done: Vec<(Digest, Blob, Option<Volume>)> = futures::stream::iter(plan)
+        let toc_limit = self.toc_limit.min(self.layer_limits.max_uncompressed);
+        type Done = (Digest, Option<Blob>, Option<Volume>, Option<LazyLayer>);
+        let done: Vec<Done> = futures::stream::iter(plan)
             .map(|Planned { at, blob, volume }| async move {
+                // A seekable volume is opened from its table, its files fetched when read.
+                if open
+                    && volume
+                    && reads_lazily(self.lazy, &self.remote, &at, &blob)
+                    && let Some(Ok(position)) = &blob.toc
+                {
+                    let request = self.remote.blob_request(&at, &blob)?;
+                    let store = &self.remote.store;
+                    let opened = self
+                        .lazy_context
+                        .open(store, request, &blob, position, toc_limit)
+                        .await?;
+                    if let Some((v, files)) = opened {
+                        let digest = blob.digest;
+                        let lazy = LazyLayer {
+                            at,
+                            blob,
+                            diff_id: None,
+                            files,
+                        };
+                        let v: Volume = Arc::new(v);
+                        return Ok((digest, None, Some(v), Some(lazy)));
+                    }
+                }
                 let fetched = self.remote.blob(&at, &blob).await?;
                 let opened = match open && volume {
                     true => Some(self.open_volume(resolved, &blob).await?),
                     false => None,
                 };
-                Ok::<_, LoadError>((blob.digest, fetched, opened))
+                Ok::<_, LoadError>((blob.digest, Some(fetched), opened, None))
             })
             .buffer_unordered(self.jobs)
             .try_collect()
@@ -756,12 +787,16 @@ impl Loader {
             report,
             blobs: HashMap::with_capacity(done.len()),
             volumes: HashMap::new(),
+            lazy: Vec::new(),
         };
-        for (digest, blob, opened) in done {
-            fetched.blobs.insert(digest, blob);
+        for (digest, blob, opened, lazy) in done {
+            if let Some(blob) = blob {
+                fetched.blobs.insert(digest, blob);
+            }
             if let Some(volume) = opened {
                 fetched.volumes.insert(digest, volume);
             }
+            fetched.lazy.extend(lazy);
         }
         Ok(fetched)
     }
@@ -788,6 +823,7 @@ impl Loader {
             report,
             blobs,
             volumes,
+            lazy: lazy_volumes,
         } = self.fetch_and_open(&resolved, open, &lazy).await?;
         tracing::info!(
             blobs = report.blobs,
@@ -819,7 +855,8 @@ impl Loader {
             }
             _ => LocalParts::default(),
         };
-        let mut fill = None;
+        let mut fill = (self.lazy == crate::Lazy::Auto && !lazy_volumes.is_empty())
+            .then(|| self.lazy_image().start_fill(lazy_volumes));
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image if !lazy.is_empty() => {
                 let (fs, started) = self

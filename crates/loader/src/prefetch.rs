@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::artifact::Artifact;
+use crate::lazy::{Lazy, reads_lazily};
 use crate::remote::{Located, Remote};
 use crate::volume::OpenedVolumes;
 
@@ -33,6 +34,7 @@ use crate::volume::OpenedVolumes;
 pub(crate) struct Prefetch {
     remote: Arc<Remote>,
     limits: vfs_overlay::LayerLimits,
+    lazy: Lazy,
     downloading: Arc<Semaphore>,
     unpacking: Arc<Semaphore>,
     tasks: Mutex<JoinSet<()>>,
@@ -54,11 +56,13 @@ impl Prefetch {
         remote: Arc<Remote>,
         limits: vfs_overlay::LayerLimits,
         jobs: usize,
+        lazy: Lazy,
         opened: OpenedVolumes,
     ) -> Self {
         Prefetch {
             remote,
             limits,
+            lazy,
             downloading: Arc::new(Semaphore::new((jobs - jobs / 4).max(1))),
             unpacking: Arc::new(Semaphore::new(jobs.max(1))),
             tasks: Mutex::new(JoinSet::new()),
@@ -90,6 +94,10 @@ impl Prefetch {
         for (blob, is_volume) in volumes.chain(atoms) {
             // A stored blob is the real fetch's business: it opens it without a request.
             if self.remote.store.contains(&blob.digest) {
+                continue;
+            }
+            // A volume read lazily is opened by the load from its table, not downloaded.
+            if is_volume && reads_lazily(self.lazy, &self.remote, at, &blob) {
                 continue;
             }
             let remote = self.remote.clone();

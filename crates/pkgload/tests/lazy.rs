@@ -424,3 +424,46 @@ fn a_registry_that_ignores_range_gets_a_full_pull_without_error() {
         String::from_utf8_lossy(&cat.stderr)
     );
 }
+
+#[test]
+fn a_package_volume_is_read_lazily_too() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("pkg");
+    std::fs::create_dir_all(dir.join("data/docs")).unwrap();
+    std::fs::write(
+        dir.join("pkgload.toml"),
+        "name = \"lazy/pkg\"\nversion = \"1.0.0\"\n\n[[fs]]\nvolume = \"data\"\nmount = \"/app\"\n\n[volumes]\ndata = \"data\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("data/big.bin"), noise(3 << 20, 13)).unwrap();
+    std::fs::write(dir.join("data/docs/readme.txt"), b"read me\n").unwrap();
+    let cache = work.path().join("cache-push");
+    run(pkgload(&cache).args([
+        "push",
+        dir.to_str().unwrap(),
+        &format!("{}/lazy/pkg", registry.host()),
+    ]));
+    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
+    let package = format!("{}/lazy/pkg:1.0.0", meter.host());
+
+    let cache = work.path().join("cache");
+    let cat = run(pkgload(&cache).args(["cat", &package, "/app/docs/readme.txt"]));
+    assert_eq!(cat.stdout, b"read me\n");
+    let lazy_bytes = meter.bytes_served();
+    assert!(
+        lazy_bytes < 64 << 10,
+        "{lazy_bytes} bytes for one small file"
+    );
+    let big = run(pkgload(&cache).args(["cat", &package, "/app/big.bin"]));
+    assert_eq!(big.stdout, noise(3 << 20, 13));
+
+    meter.clear();
+    let off = work.path().join("cache-off");
+    let cat = run(pkgload(&off).args(["--lazy=off", "cat", &package, "/app/docs/readme.txt"]));
+    assert_eq!(cat.stdout, b"read me\n");
+    assert!(meter.bytes_served() > 3 << 20, "{}", meter.bytes_served());
+    // Whatever was read lazily, the cache holds only verified blobs.
+    let verify = run(pkgload(&cache).args(["cache", "verify"]));
+    assert!(verify.status.success());
+}
