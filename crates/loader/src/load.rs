@@ -623,8 +623,17 @@ impl Loader {
             .unwrap_or_default();
         let volumes = OpenedVolumes::default();
         // One prefetcher for every registry place: the root's blobs start downloading now.
+        // Not when the root's blobs are stored already: the tree was loaded before, and the
+        // only downloads left to guess would be of versions the solver passed over (the
+        // newest of a name it did not choose), which a load that gave up on them left
+        // unfinished: a warm load would fetch them again every time.
         let registries = places.iter().any(|p| !matches!(p, Place::WebcDir { .. }));
-        let prefetch = (self.prefetch && registries).then(|| {
+        let warm = root_found
+            .artifact
+            .layers
+            .iter()
+            .all(|l| self.remote.store.contains(&l.digest));
+        let prefetch = (self.prefetch && registries && !warm).then(|| {
             let started = Arc::new(Prefetch::new(
                 self.remote.clone(),
                 self.layer_limits,
