@@ -681,13 +681,13 @@ fn write_chunked_image(out: &Path, source: &Path) -> Result<()> {
     };
     let index_path = out.join("index.json");
     let index = fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
-    let manifest_digest = json_digests(&index)
+    let manifest_digest = descriptor_digests(&index)
         .into_iter()
         .next()
         .ok_or_else(|| Error::new("skopeo wrote an index without a manifest"))?;
     let manifest = read(&manifest_digest)?;
     // skopeo writes `config` before `layers`, each descriptor's digest then size.
-    let digests = json_digests(&manifest);
+    let digests = descriptor_digests(&manifest);
     let (config_digest, layers) = digests
         .split_first()
         .ok_or_else(|| Error::new("skopeo wrote a manifest without a config"))?;
@@ -753,7 +753,16 @@ fn write_chunked_image(out: &Path, source: &Path) -> Result<()> {
 
 /// Every `sha256:<hex>` in a JSON text, in order.
 fn json_digests(text: &str) -> Vec<String> {
-    text.split("sha256:")
+    digests_after(text, "sha256:")
+}
+
+/// The values of every `"digest"` field in a JSON text (not the digests in annotations).
+fn descriptor_digests(text: &str) -> Vec<String> {
+    digests_after(text, r#""digest":"sha256:"#)
+}
+
+fn digests_after(text: &str, marker: &str) -> Vec<String> {
+    text.split(marker)
         .skip(1)
         .map(|after| {
             after

@@ -136,8 +136,9 @@ impl LazyContext {
     }
 
     /// The volume of the seekable layer `blob` (`request` says where it is), served from
-    /// its table of contents; `None` if fetching the table brought the whole layer (a
-    /// server that ignores `Range`), which is then in the store to be read as usual.
+    /// its table of contents; `None` when the layer is to be read whole instead: fetching
+    /// the table brought the whole layer (a server that ignores `Range`), or the table is
+    /// valid but of a kind this reader does not serve.
     pub(crate) async fn open(
         &self,
         store: &Store,
@@ -186,9 +187,19 @@ impl LazyContext {
             }
         };
         let position = *position;
-        let toc = tokio::task::spawn_blocking(move || Toc::parse(&position, &toc_bytes, toc_limit))
+        let parsed = tokio::task::spawn_blocking(move || Toc::parse(&position, &toc_bytes, toc_limit))
             .await
-            .map_err(|e| unavailable(e.to_string()))??;
+            .map_err(|e| unavailable(e.to_string()))?;
+        let toc = match parsed {
+            Ok(toc) => toc,
+            // Valid, but not something this reader serves (a newer table version, sparse
+            // chunks): the layer is read whole, as from a writer that wrote no table.
+            Err(e @ layer_toc::TocError::Unsupported { .. }) => {
+                tracing::info!(error = %e, "reading the layer whole");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(layer = %blob.digest, files = toc.files().len(), toc_bytes = position.compressed, "reading the layer lazily");
         let files = Arc::new(LazyFiles::new(
             Arc::new(toc),
