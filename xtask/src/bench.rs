@@ -413,7 +413,8 @@ impl Row {
         match self.goal {
             Goal::RatioAtMost(bar) => format!("≤ {bar}×"),
             Goal::SpeedupAtLeast(bar) => format!("≥ {bar}× faster"),
-            Goal::AtMost(bar) => format!("≤ {bar} {}", self.unit_text()),
+            Goal::AtMost(bar) if bar.fract() == 0.0 => format!("≤ {bar} {}", self.unit_text()),
+            Goal::AtMost(bar) => format!("≤ {bar:.2} {}", self.unit_text()),
             Goal::None => "—".to_owned(),
         }
     }

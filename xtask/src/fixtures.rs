@@ -269,7 +269,7 @@ pub fn generate(
             fixture(
                 &fixtures,
                 "tree-200",
-                &format!("file_size={file_size}"),
+                &format!("file_size={file_size} volumes=zstd:chunked"),
                 |out| write_tree(out, pkgload, file_size),
             )?;
         }
