@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher as _};
 mod json;
 mod layers;
 mod text;
+mod toc;
 mod webc;
 
 /// One fuzz target.
@@ -46,6 +47,7 @@ pub const TARGETS: &[Target] = &[
     layers::UNION,
     layers::MATERIALIZE,
     webc::WEBC,
+    toc::ZSTD_CHUNKED_TOC,
 ];
 
 /// The target called `name`.
