@@ -1,9 +1,10 @@
 //! An image whose seekable layers are read lazily: the layers the store lacks and a table
 //! of contents allows are opened from their tables (see [`crate::lazy`]), the others as
-//! usual, and all are stacked into one overlay. With [`Lazy::Auto`] the lazy layers then
-//! keep downloading whole in the background ([`LazyFill`]): each is verified against its
-//! digest and its config's diff_id, and once stored, later reads of it come from the
-//! stored blob instead of the network.
+//! usual, and all are stacked into one overlay. With [`Lazy::Auto`] the lazy layers (and
+//! a package's lazy volumes, which `load.rs` opens) then keep downloading whole in the
+//! background ([`LazyFill`]): each is verified against its digest and, for an image layer,
+//! its config's diff_id, and once stored, later reads of it come from the stored blob
+//! instead of the network.
 
 use std::collections::HashSet;
 use std::sync::Arc;
