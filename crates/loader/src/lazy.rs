@@ -187,9 +187,10 @@ impl LazyContext {
             }
         };
         let position = *position;
-        let parsed = tokio::task::spawn_blocking(move || Toc::parse(&position, &toc_bytes, toc_limit))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
+        let parsed =
+            tokio::task::spawn_blocking(move || Toc::parse(&position, &toc_bytes, toc_limit))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
         let toc = match parsed {
             Ok(toc) => toc,
             // Valid, but not something this reader serves (a newer table version, sparse
