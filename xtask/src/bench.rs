@@ -340,6 +340,13 @@ fn ensure_tools(options: &Options) -> Result<()> {
             why: "bench: the peer of pkgload unpack",
         });
     }
+    if options.wants("lazy") {
+        tools.push(Tool {
+            binary: "zstd",
+            package: "zstd",
+            why: "bench: the diff_ids of skopeo's zstd:chunked layers (zstd -dc)",
+        });
+    }
     if options.wants("curl") {
         tools.push(Tool {
             binary: "curl",

@@ -79,14 +79,7 @@ fn image_from_registry_unpacks_like_umoci() {
     ]));
     let theirs = snapshot(&bundle.join("rootfs"));
     let mine = snapshot(&ours);
-    let differences: Vec<String> = theirs
-        .keys()
-        .chain(mine.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .filter(|k| theirs.get(*k) != mine.get(*k))
-        .map(|k| format!("{k}: umoci {:?}, pkgload {:?}", theirs.get(k), mine.get(k)))
-        .collect();
+    let differences = common::differences(&theirs, &mine);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     // The tree is what the layers say (not two empty trees agreeing).
     assert!(mine.contains_key("old/recreated") && !mine.contains_key("old/file"));

@@ -155,6 +155,38 @@ async fn loader(cache: &Path, lazy: Lazy) -> Loader {
         .unwrap()
 }
 
+/// The original image converted (honest diff_ids) and pushed as `lazy/img:1`, with the
+/// reference that reaches it through a counting proxy and the converted layers' size.
+struct Served {
+    /// Kept alive for the test: the registry stops when dropped.
+    registry: Registry,
+    meter: ShapedProxy,
+    work: tempfile::TempDir,
+    orig: PathBuf,
+    image: String,
+    layers_size: u64,
+}
+
+fn served() -> Served {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let orig = work.path().join("original");
+    original(&orig);
+    let layout = chunked(work.path(), &orig, false);
+    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
+    push(&layout, &format!("{}/lazy/img:1", registry.host()));
+    let image = format!("{}/lazy/img:1", meter.host());
+    let layers_size = blob_sizes(&layout);
+    Served {
+        registry,
+        meter,
+        work,
+        orig,
+        image,
+        layers_size,
+    }
+}
+
 fn blob_sizes(layout: &Path) -> u64 {
     std::fs::read_dir(layout.join("blobs/sha256"))
         .unwrap()
@@ -164,15 +196,15 @@ fn blob_sizes(layout: &Path) -> u64 {
 
 #[test]
 fn a_lazily_read_tree_equals_umoci_unpack_of_the_original() {
-    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
-    let work = tempfile::tempdir().unwrap();
-    let orig = work.path().join("original");
-    original(&orig);
-    let layout = chunked(work.path(), &orig, false);
-    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
-    let image = format!("{}/lazy/img:1", meter.host());
-    push(&layout, &format!("{}/lazy/img:1", registry.host()));
-    let layers_size = blob_sizes(&layout);
+    let Served {
+        registry: _registry,
+        meter,
+        work,
+        orig,
+        image,
+        layers_size,
+        ..
+    } = served();
     let theirs = umoci_tree(work.path(), &orig);
 
     let cache = work.path().join("cache");
@@ -203,14 +235,7 @@ fn a_lazily_read_tree_equals_umoci_unpack_of_the_original() {
     )
     .unwrap();
     let mine = snapshot(&ours);
-    let differences: Vec<String> = theirs
-        .keys()
-        .chain(mine.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .filter(|k| theirs.get(*k) != mine.get(*k))
-        .map(|k| format!("{k}: umoci {:?}, pkgload {:?}", theirs.get(k), mine.get(k)))
-        .collect();
+    let differences = common::differences(&theirs, &mine);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     assert!(!mine.contains_key("etc/shadow") && !mine.contains_key("var/cache/a"));
     assert_eq!(mine["etc/hello.txt"].3, sha256(b"hello again\n"));
@@ -228,15 +253,14 @@ fn a_lazily_read_tree_equals_umoci_unpack_of_the_original() {
 
 #[test]
 fn cat_fetches_the_table_and_one_file_and_lazy_off_fetches_the_layers() {
-    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
-    let work = tempfile::tempdir().unwrap();
-    let orig = work.path().join("original");
-    original(&orig);
-    let layout = chunked(work.path(), &orig, false);
-    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
-    push(&layout, &format!("{}/lazy/img:1", registry.host()));
-    let image = format!("{}/lazy/img:1", meter.host());
-    let layers_size = blob_sizes(&layout);
+    let Served {
+        registry: _registry,
+        meter,
+        work,
+        image,
+        layers_size,
+        ..
+    } = served();
 
     let cache = work.path().join("cache");
     let cat = run(pkgload(&cache).args(["cat", &image, "/etc/hello.txt"]));

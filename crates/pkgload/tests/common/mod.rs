@@ -187,6 +187,21 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, u64, String)> {
     out
 }
 
+/// Where two [`snapshot`]s differ, one line per path ("umoci" is the reference tree).
+pub fn differences(
+    theirs: &BTreeMap<String, (char, u32, u64, String)>,
+    mine: &BTreeMap<String, (char, u32, u64, String)>,
+) -> Vec<String> {
+    theirs
+        .keys()
+        .chain(mine.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| theirs.get(*k) != mine.get(*k))
+        .map(|k| format!("{k}: umoci {:?}, pkgload {:?}", theirs.get(k), mine.get(k)))
+        .collect()
+}
+
 /// Runs `cmd` to the end, capturing what `Stdio` it was not given, and returns its output
 /// with its own peak RSS in KiB (`wait4`), unaffected by other tests of the same process.
 // The child is reaped by `wait4` below, which std's `Child` cannot see.
