@@ -10,8 +10,10 @@
 //! Which layers (of images) and volumes (of packages) are read lazily ([`Lazy`]): one the
 //! store does not hold, compressed with zstd, annotated with a table position, at least
 //! [`WHOLE_BELOW`] bytes (below that, a range request for the table costs about what the
-//! whole layer does), from a registry (a layout on disk is as fast to read whole), not
-//! offline.
+//! whole layer does), from a registry (a layout on disk is as fast to read whole). Offline,
+//! a layer is read lazily only when its table is stored (an earlier lazy load fetched it):
+//! the files stored then are served, and reading any other is an error naming the layer
+//! and the file.
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -50,9 +52,9 @@ pub const WHOLE_BELOW: u64 = 1 << 20;
 /// `lazy`: see the module docs.
 pub(crate) fn reads_lazily(lazy: Lazy, remote: &Remote, at: &Located, blob: &BlobRef) -> bool {
     lazy != Lazy::Off
-        && !remote.offline
         && matches!(at, Located::Registry { .. })
-        && matches!(blob.toc, Some(Ok(_)))
+        && matches!(&blob.toc, Some(Ok(position))
+            if !remote.offline || remote.store.contains(&position.digest))
         && blob.size >= WHOLE_BELOW
         && vfs_overlay::Compression::of_media_type(&blob.media_type)
             == Some(vfs_overlay::Compression::Zstd)
@@ -141,17 +143,19 @@ impl LazyContext {
     /// valid but of a kind this reader does not serve.
     pub(crate) async fn open(
         &self,
-        store: &Store,
+        remote: &Remote,
         request: BlobRequest,
         blob: &BlobRef,
         position: &TocPosition,
         toc_limit: u64,
     ) -> Result<Option<(TarVolume, Arc<LazyFiles>)>> {
         position.check(blob.size, toc_limit)?;
+        let store = &remote.store;
         let (keep, runtime) = self.runtime()?;
         let ranges = Arc::new(LayerRanges {
             client: self.client()?,
             store: store.clone(),
+            offline: remote.offline,
             request,
             blob: blob.clone(),
             _runtime: keep,
@@ -160,6 +164,12 @@ impl LazyContext {
         // layer needs no request before its first file.
         let toc_bytes = match store.get(&position.digest)? {
             Some(stored) => stored.into_bytes(),
+            None if remote.offline => {
+                return Err(remote.offline_miss(format!(
+                    "the table of contents of layer {}",
+                    blob.digest
+                )));
+            }
             None => {
                 let fetched = runtime
                     .spawn(ranges.fetch(position.range()))
@@ -227,6 +237,8 @@ fn unavailable(reason: String) -> LoadError {
 struct LayerRanges {
     client: HttpClient,
     store: Store,
+    /// Offline: what the store lacks is an error, not a request.
+    offline: bool,
     request: BlobRequest,
     blob: BlobRef,
     /// Keeps the runtime the fetches run on alive as long as the volume.
@@ -235,11 +247,12 @@ struct LayerRanges {
 
 impl RangeFetch for LayerRanges {
     fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
-        let (client, store, request, digest) = (
+        let (client, store, request, digest, offline) = (
             self.client.clone(),
             self.store.clone(),
             self.request.clone(),
             self.blob.digest,
+            self.offline,
         );
         Box::pin(async move {
             let slice = |blob: cache_core::Blob| {
@@ -253,6 +266,13 @@ impl RangeFetch for LayerRanges {
             };
             if let Some(blob) = store.get(&digest).map_err(|e| e.to_string())? {
                 return slice(blob);
+            }
+            if offline {
+                return Err(format!(
+                    "offline, and the file is not in the cache at {}; read it once without \
+                     --offline while the registry is reachable",
+                    store.root().display()
+                ));
             }
             match client
                 .fetch_blob_range(&request.source, range.clone())

@@ -97,7 +97,7 @@ impl LazyImage<'_> {
                             let request = self.remote.blob_request(&found.at, layer)?;
                             let opened = self
                                 .context
-                                .open(&self.remote.store, request, layer, position, toc_limit)
+                                .open(self.remote, request, layer, position, toc_limit)
                                 .await?;
                             if let Some((volume, files)) = opened {
                                 let lazy = LazyLayer {
@@ -136,7 +136,7 @@ impl LazyImage<'_> {
             })??;
         let union = Union::new();
         union.mount(&VfsPath::root(), Arc::new(overlay), MountPolicy::Fail)?;
-        let fill = (self.lazy == Lazy::Auto && !lazy_layers.is_empty())
+        let fill = (self.lazy == Lazy::Auto && !self.remote.offline && !lazy_layers.is_empty())
             .then(|| self.start_fill(lazy_layers));
         Ok((Arc::new(union), fill))
     }

@@ -765,10 +765,9 @@ impl Loader {
                     && let Some(Ok(position)) = &blob.toc
                 {
                     let request = self.remote.blob_request(&at, &blob)?;
-                    let store = &self.remote.store;
                     let opened = self
                         .lazy_context
-                        .open(store, request, &blob, position, toc_limit)
+                        .open(&self.remote, request, &blob, position, toc_limit)
                         .await?;
                     if let Some((v, files)) = opened {
                         let digest = blob.digest;
@@ -864,7 +863,10 @@ impl Loader {
             }
             _ => LocalParts::default(),
         };
-        let mut fill = (self.lazy == crate::Lazy::Auto && !lazy_volumes.is_empty())
+        // Offline, there is nothing to download the rest from.
+        let mut fill = (self.lazy == crate::Lazy::Auto
+            && !self.remote.offline
+            && !lazy_volumes.is_empty())
             .then(|| self.lazy_image().start_fill(lazy_volumes));
         let fs: Arc<dyn FileSystem> = match resolved.kind {
             ArtifactKind::Image if !lazy.is_empty() => {

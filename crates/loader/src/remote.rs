@@ -149,7 +149,7 @@ impl std::fmt::Debug for Remote {
 }
 
 impl Remote {
-    fn offline_miss(&self, what: String) -> LoadError {
+    pub(crate) fn offline_miss(&self, what: String) -> LoadError {
         LoadError::Offline {
             what,
             cache: self.store.root().display().to_string(),

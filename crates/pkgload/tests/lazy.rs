@@ -280,6 +280,32 @@ fn cat_fetches_the_table_and_one_file_and_lazy_off_fetches_the_layers() {
     assert_eq!(again.stdout, b"hello again\n");
     assert!(meter.bytes_served() < 8 << 10, "{}", meter.bytes_served());
 
+    // Offline, the stored table and file serve `ls` and that `cat`; a file never read is
+    // an error naming it, its layer and the cache, not a request.
+    meter.clear();
+    let offline = |args: &[&str]| {
+        let mut command = pkgload(&cache);
+        command.arg("--offline").args(args);
+        command.output().unwrap()
+    };
+    let again = offline(&["cat", &image, "/etc/hello.txt"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(again.stdout, b"hello again\n");
+    let listed = offline(&["ls", &image, "/usr/bin"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("tool-link"));
+    let missing = offline(&["cat", &image, "/big2.bin"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("offline")
+            && stderr.contains("big2.bin")
+            && stderr.contains("layer sha256:")
+            && stderr.contains(cache.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(missing.stdout.is_empty(), "no partial output");
+    assert_eq!(meter.bytes_served(), 0, "offline makes no request");
+
     // A table over the limit is an error naming the layer, not a silent full pull.
     let small = work.path().join("cache-small-limit");
     let refused = pkgload(&small)
@@ -462,6 +488,7 @@ fn a_package_volume_is_read_lazily_too() {
     .unwrap();
     std::fs::write(dir.join("data/big.bin"), noise(3 << 20, 13)).unwrap();
     std::fs::write(dir.join("data/docs/readme.txt"), b"read me\n").unwrap();
+    std::fs::write(dir.join("data/docs/unread.txt"), b"never read online\n").unwrap();
     let cache = work.path().join("cache-push");
     run(pkgload(&cache).args([
         "push",
@@ -481,6 +508,29 @@ fn a_package_volume_is_read_lazily_too() {
     );
     let big = run(pkgload(&cache).args(["cat", &package, "/app/big.bin"]));
     assert_eq!(big.stdout, noise(3 << 20, 13));
+
+    // A locked load, then offline ones: the lockfile pins the digests, the stored table
+    // and files serve what was read, and what was not is named.
+    let lock = work.path().join("pkgload.lock");
+    let lock_arg = lock.to_str().unwrap();
+    run(pkgload(&cache).args(["load", "--lock", lock_arg, &package]));
+    assert!(lock.exists());
+    meter.clear();
+    let offline = run(pkgload(&cache).args(["--offline", "load", "--lock", lock_arg, &package]));
+    assert!(offline.status.success());
+    let read = run(pkgload(&cache).args(["--offline", "cat", &package, "/app/docs/readme.txt"]));
+    assert_eq!(read.stdout, b"read me\n");
+    let unread = pkgload(&cache)
+        .args(["--offline", "cat", &package, "/app/docs/unread.txt"])
+        .output()
+        .unwrap();
+    assert!(!unread.status.success());
+    let stderr = String::from_utf8_lossy(&unread.stderr);
+    assert!(
+        stderr.contains("offline") && stderr.contains("unread.txt") && stderr.contains("layer sha256:"),
+        "{stderr}"
+    );
+    assert_eq!(meter.bytes_served(), 0, "offline makes no request");
 
     meter.clear();
     let off = work.path().join("cache-off");
