@@ -45,7 +45,12 @@ pub struct LazyFiles {
     read: std::sync::Mutex<std::collections::BTreeSet<VfsPath>>,
     /// Set when the layer as a whole turned out not to be what it should: every read fails.
     distrusted: OnceLock<String>,
+    /// Told of each path when it is first read (the loader keeps a record for prefetch).
+    on_first_read: OnceLock<ReadHook>,
 }
+
+/// See [`LazyFiles::on_first_read`].
+pub type ReadHook = Arc<dyn Fn(&VfsPath) + Send + Sync>;
 
 impl fmt::Debug for LazyFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,7 +81,15 @@ impl LazyFiles {
             deadline,
             read: std::sync::Mutex::default(),
             distrusted: OnceLock::new(),
+            on_first_read: OnceLock::new(),
         }
+    }
+
+    /// Calls `hook` with each path the first time it is read, on the reading thread, before
+    /// the file is fetched (so a read that fails is still told). Set once; later calls are
+    /// ignored.
+    pub fn on_first_read(&self, hook: ReadHook) {
+        let _ = self.on_first_read.set(hook);
     }
 
     /// Refuse every later read, with `reason` (the layer's whole content, once downloaded,
@@ -143,10 +156,14 @@ impl LazyFiles {
         if let Some(reason) = self.distrusted.get() {
             return Err(io(reason.clone()));
         }
-        self.read
+        let first = self
+            .read
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(path.clone());
+        if first && let Some(hook) = self.on_first_read.get() {
+            hook(path);
+        }
         if let Some(blob) = self
             .store
             .get(&file.digest)

@@ -44,7 +44,7 @@ pub mod toc;
 mod write;
 
 pub use error::TocError;
-pub use lazy::{LazyFiles, RangeFetch};
+pub use lazy::{LazyFiles, RangeFetch, ReadHook};
 pub use position::{CHECKSUM_KEY, Footer, POSITION_KEY, TocPosition};
 pub use toc::{Toc, TocFile};
 pub use write::{WRITTEN_CHECKSUM_KEY, WRITTEN_POSITION_KEY, write_zstd_chunked};
