@@ -301,10 +301,25 @@ pub fn referenced_blobs(bytes: &[u8]) -> Vec<Digest> {
         .collect()
 }
 
-/// The part of an image config we use: the uncompressed digests of its layers.
+/// The part of an image config we use: the uncompressed digests of its layers, and what it
+/// runs (to prefetch it).
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct ImageConfig {
     pub(crate) rootfs: RootFs,
+    #[serde(default)]
+    pub(crate) config: Option<RunConfig>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct RunConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub(crate) entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub(crate) cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub(crate) env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub(crate) working_dir: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]

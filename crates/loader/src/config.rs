@@ -68,6 +68,7 @@ pub struct LoaderBuilder {
     pub(crate) layer_limits: vfs_overlay::LayerLimits,
     pub(crate) prefetch: bool,
     pub(crate) lazy: crate::Lazy,
+    pub(crate) lazy_prefetch: bool,
     pub(crate) toc_limit: u64,
 }
 
@@ -104,6 +105,7 @@ impl Default for LoaderBuilder {
             layer_limits: vfs_overlay::LayerLimits::default(),
             prefetch: true,
             lazy: crate::Lazy::default(),
+            lazy_prefetch: true,
             toc_limit: layer_toc::DEFAULT_TOC_LIMIT,
         }
     }
@@ -240,6 +242,17 @@ impl LoaderBuilder {
     #[must_use]
     pub fn lazy(mut self, lazy: crate::Lazy) -> Self {
         self.lazy = lazy;
+        self
+    }
+
+    /// Whether a load that reads layers lazily first fetches, in the background, the files
+    /// it is about to need (default on): the image's program (`Entrypoint`/`Cmd` on its
+    /// `PATH`, and a `#!` interpreter), the absolute paths package commands pass as
+    /// `main_args`, and the files earlier loads of the same layers read. Tools that read
+    /// one named file and exit (`pkgload cat`) turn it off.
+    #[must_use]
+    pub fn lazy_prefetch(mut self, prefetch: bool) -> Self {
+        self.lazy_prefetch = prefetch;
         self
     }
 

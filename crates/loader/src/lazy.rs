@@ -16,7 +16,7 @@
 //! and the file.
 
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use vfs_overlay::TarVolume;
 
 use crate::artifact::BlobRef;
 use crate::error::{LoadError, Result};
+use crate::lazy_prefetch::{LayerPrefetch, ReadRecord};
 use crate::remote::{Located, Remote};
 
 /// Whether seekable layers are read lazily.
@@ -148,7 +149,7 @@ impl LazyContext {
         blob: &BlobRef,
         position: &TocPosition,
         toc_limit: u64,
-    ) -> Result<Option<(TarVolume, Arc<LazyFiles>)>> {
+    ) -> Result<Option<LazyOpened>> {
         position.check(blob.size, toc_limit)?;
         let store = &remote.store;
         let (keep, runtime) = self.runtime()?;
@@ -158,6 +159,7 @@ impl LazyContext {
             offline: remote.offline,
             request,
             blob: blob.clone(),
+            held: Arc::default(),
             _runtime: keep,
         });
         // The table is kept in the store under its own digest: a later lazy load of the
@@ -165,10 +167,9 @@ impl LazyContext {
         let toc_bytes = match store.get(&position.digest)? {
             Some(stored) => stored.into_bytes(),
             None if remote.offline => {
-                return Err(remote.offline_miss(format!(
-                    "the table of contents of layer {}",
-                    blob.digest
-                )));
+                return Err(
+                    remote.offline_miss(format!("the table of contents of layer {}", blob.digest))
+                );
             }
             None => {
                 let fetched = runtime
@@ -212,15 +213,38 @@ impl LazyContext {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(layer = %blob.digest, files = toc.files().len(), toc_bytes = position.compressed, "reading the layer lazily");
+        let toc = Arc::new(toc);
         let files = Arc::new(LazyFiles::new(
-            Arc::new(toc),
+            toc.clone(),
             store.clone(),
-            ranges,
-            runtime,
+            ranges.clone(),
+            runtime.clone(),
             READ_DEADLINE,
         ));
-        Ok(Some((files.volume()?, files)))
+        let record = ReadRecord::load(store, blob.digest, runtime.clone());
+        let noted = record.clone();
+        files.on_first_read(Arc::new(move |path| noted.note(path)));
+        Ok(Some(LazyOpened {
+            volume: files.volume()?,
+            prefetch: LayerPrefetch {
+                toc,
+                files: files.clone(),
+                ranges,
+                record,
+            },
+            files,
+            runtime,
+        }))
     }
+}
+
+/// A layer opened from its table of contents.
+pub(crate) struct LazyOpened {
+    pub(crate) volume: TarVolume,
+    pub(crate) files: Arc<LazyFiles>,
+    pub(crate) prefetch: LayerPrefetch,
+    /// The runtime its fetches run on.
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 fn unavailable(reason: String) -> LoadError {
@@ -234,19 +258,70 @@ fn unavailable(reason: String) -> LoadError {
 /// Byte ranges of one layer: from the store once the layer is there whole, else from its
 /// hosts; a server that ignores `Range` gets the whole layer fetched into the store.
 #[derive(Debug)]
-struct LayerRanges {
+pub(crate) struct LayerRanges {
     client: HttpClient,
     store: Store,
     /// Offline: what the store lacks is an error, not a request.
     offline: bool,
     request: BlobRequest,
     blob: BlobRef,
+    /// Ranges a prefetch brought in one request, served from memory while it decodes them.
+    held: Arc<Mutex<Vec<(u64, Bytes)>>>,
     /// Keeps the runtime the fetches run on alive as long as the volume.
     _runtime: Arc<Runtime>,
 }
 
+impl LayerRanges {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Fetches `range` in one request and serves reads inside it from memory until the
+    /// returned guard is dropped.
+    pub(crate) async fn hold(&self, range: Range<u64>) -> std::result::Result<Held, String> {
+        let start = range.start;
+        let bytes = self.fetch(range).await?;
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((start, bytes));
+        Ok(Held {
+            held: self.held.clone(),
+            start,
+        })
+    }
+}
+
+/// See [`LayerRanges::hold`].
+pub(crate) struct Held {
+    held: Arc<Mutex<Vec<(u64, Bytes)>>>,
+    start: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = held.iter().position(|(s, _)| *s == self.start) {
+            held.swap_remove(i);
+        }
+    }
+}
+
+/// The bytes `range` if one held range covers it.
+fn from_held(held: &Mutex<Vec<(u64, Bytes)>>, range: &Range<u64>) -> Option<Bytes> {
+    let held = held.lock().unwrap_or_else(PoisonError::into_inner);
+    held.iter().find_map(|(start, bytes)| {
+        let from = usize::try_from(range.start.checked_sub(*start)?).ok()?;
+        let to = usize::try_from(range.end.checked_sub(*start)?).ok()?;
+        (from <= to && to <= bytes.len()).then(|| bytes.slice(from..to))
+    })
+}
+
 impl RangeFetch for LayerRanges {
     fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
+        if let Some(bytes) = from_held(&self.held, &range) {
+            return Box::pin(std::future::ready(Ok(bytes)));
+        }
         let (client, store, request, digest, offline) = (
             self.client.clone(),
             self.store.clone(),

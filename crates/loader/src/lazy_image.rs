@@ -18,7 +18,8 @@ use vfs_overlay::{FileSystem, LayerError, LayerLimits, LayerSpec, MountPolicy, U
 use crate::artifact::BlobRef;
 use crate::config::Validation;
 use crate::error::{LoadError, Result};
-use crate::lazy::{Lazy, LazyContext, reads_lazily};
+use crate::lazy::{Lazy, LazyContext, LazyOpened, reads_lazily};
+use crate::lazy_prefetch::{LayerPrefetch, LazyPrefetch};
 use crate::remote::{Found, Located, Remote};
 
 /// The background download of the layers a tree reads lazily. Cheap to clone; every clone
@@ -52,6 +53,27 @@ pub(crate) struct LazyLayer {
     /// The image config's diff_id (none for a package volume).
     pub(crate) diff_id: Option<Digest>,
     pub(crate) files: Arc<LazyFiles>,
+    pub(crate) prefetch: LayerPrefetch,
+    /// The runtime its fetches run on.
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl LazyLayer {
+    pub(crate) fn new(
+        at: Located,
+        blob: BlobRef,
+        diff_id: Option<Digest>,
+        opened: LazyOpened,
+    ) -> Self {
+        LazyLayer {
+            at,
+            blob,
+            diff_id,
+            files: opened.files,
+            prefetch: opened.prefetch,
+            runtime: opened.runtime,
+        }
+    }
 }
 
 /// What opening an image lazily needs of its loader.
@@ -77,13 +99,13 @@ impl LazyImage<'_> {
             .collect()
     }
 
-    /// The image's filesystem with the layers in `lazy` read from their tables, and the
-    /// background fill when [`Lazy::Auto`] asks for one.
+    /// The image's filesystem with the layers in `lazy` read from their tables, and those
+    /// layers (for the prefetch and the background fill).
     pub(crate) async fn image_fs(
         &self,
         found: &Found,
         lazy: &HashSet<Digest>,
-    ) -> Result<(Arc<dyn FileSystem>, Option<LazyFill>)> {
+    ) -> Result<(Arc<dyn FileSystem>, Vec<LazyLayer>)> {
         let diff_ids = self.remote.layer_diff_ids(found, self.validation).await?;
         let toc_limit = self.toc_limit.min(self.layer_limits.max_uncompressed);
         let opened: Vec<(Arc<dyn FileSystem>, Option<LazyLayer>)> =
@@ -99,13 +121,14 @@ impl LazyImage<'_> {
                                 .context
                                 .open(self.remote, request, layer, position, toc_limit)
                                 .await?;
-                            if let Some((volume, files)) = opened {
-                                let lazy = LazyLayer {
-                                    at: found.at.clone(),
-                                    blob: layer.clone(),
+                            if let Some(opened) = opened {
+                                let volume = opened.volume.clone();
+                                let lazy = LazyLayer::new(
+                                    found.at.clone(),
+                                    layer.clone(),
                                     diff_id,
-                                    files,
-                                };
+                                    opened,
+                                );
                                 return Ok((Arc::new(volume) as Arc<dyn FileSystem>, Some(lazy)));
                             }
                         }
@@ -136,14 +159,17 @@ impl LazyImage<'_> {
             })??;
         let union = Union::new();
         union.mount(&VfsPath::root(), Arc::new(overlay), MountPolicy::Fail)?;
-        let fill = (self.lazy == Lazy::Auto && !self.remote.offline && !lazy_layers.is_empty())
-            .then(|| self.start_fill(lazy_layers));
-        Ok((Arc::new(union), fill))
+        Ok((Arc::new(union), lazy_layers))
     }
 
-    /// Downloads the lazy layers whole in the background, `jobs` at a time, and checks
-    /// each against its diff_id (if it has one) by opening it as a non-lazy load would.
-    pub(crate) fn start_fill(&self, layers: Vec<LazyLayer>) -> LazyFill {
+    /// Downloads the lazy layers whole in the background, `jobs` at a time, once `after`
+    /// (the prefetch) is over, and checks each against its diff_id (if it has one) by
+    /// opening it as a non-lazy load would.
+    pub(crate) fn start_fill(
+        &self,
+        layers: Vec<LazyLayer>,
+        after: Option<LazyPrefetch>,
+    ) -> LazyFill {
         let (remote, jobs, validation, limits) = (
             self.remote.clone(),
             self.jobs.max(1),
@@ -151,6 +177,9 @@ impl LazyImage<'_> {
             self.layer_limits,
         );
         let task = tokio::spawn(async move {
+            if let Some(prefetch) = after {
+                prefetch.wait().await;
+            }
             futures::stream::iter(layers)
                 .map(|layer| fill_one(&remote, layer, validation, limits))
                 .buffer_unordered(jobs)

@@ -39,6 +39,7 @@ pub struct Loader {
     layer_limits: vfs_overlay::LayerLimits,
     prefetch: bool,
     lazy: crate::Lazy,
+    lazy_prefetch: bool,
     toc_limit: u64,
     lazy_context: Arc<crate::lazy::LazyContext>,
 }
@@ -113,6 +114,8 @@ pub struct LoadedPackage {
     pub footprint: vfs_overlay::Footprint,
     /// The background download of layers read lazily ([`crate::Lazy::Auto`]).
     fill: Option<crate::lazy_image::LazyFill>,
+    /// The prefetch of files the tree is about to read lazily.
+    prefetch: Option<crate::lazy_prefetch::LazyPrefetch>,
 }
 
 impl LoadedPackage {
@@ -122,6 +125,13 @@ impl LoadedPackage {
     /// [`crate::Lazy::Only`].
     pub fn lazy_fill(&self) -> Option<crate::lazy_image::LazyFill> {
         self.fill.clone()
+    }
+
+    /// The prefetch of the files this tree is about to read lazily (its program, and what
+    /// earlier loads of the same layers read), to wait for. `None` when nothing is read
+    /// lazily, or the loader was built with `lazy_prefetch(false)`.
+    pub fn lazy_prefetch(&self) -> Option<crate::lazy_prefetch::LazyPrefetch> {
+        self.prefetch.clone()
     }
 }
 
@@ -294,6 +304,7 @@ impl Loader {
             layer_limits: config.layer_limits,
             prefetch: config.prefetch,
             lazy: config.lazy,
+            lazy_prefetch: config.lazy_prefetch,
             toc_limit: config.toc_limit,
             lazy_context: Arc::new(lazy_context),
         }
@@ -769,15 +780,10 @@ impl Loader {
                         .lazy_context
                         .open(&self.remote, request, &blob, position, toc_limit)
                         .await?;
-                    if let Some((v, files)) = opened {
+                    if let Some(opened) = opened {
                         let digest = blob.digest;
-                        let lazy = LazyLayer {
-                            at,
-                            blob,
-                            diff_id: None,
-                            files,
-                        };
-                        let v: Volume = Arc::new(v);
+                        let v: Volume = Arc::new(opened.volume.clone());
+                        let lazy = LazyLayer::new(at, blob, None, opened);
                         return Ok((digest, None, Some(v), Some(lazy)));
                     }
                 }
@@ -863,27 +869,45 @@ impl Loader {
             }
             _ => LocalParts::default(),
         };
-        // Offline, there is nothing to download the rest from.
-        let mut fill = (self.lazy == crate::Lazy::Auto
-            && !self.remote.offline
-            && !lazy_volumes.is_empty())
-            .then(|| self.lazy_image().start_fill(lazy_volumes));
-        let fs: Arc<dyn FileSystem> = match resolved.kind {
+        let (fs, lazy_layers): (Arc<dyn FileSystem>, _) = match resolved.kind {
             ArtifactKind::Image if !lazy.is_empty() => {
-                let (fs, started) = self
-                    .lazy_image()
+                self.lazy_image()
                     .image_fs(&resolved.root_found, &lazy)
-                    .await?;
-                fill = started;
-                fs
+                    .await?
             }
-            ArtifactKind::Image => self.image_fs(&resolved).await?,
-            ArtifactKind::Wasm => Arc::new(Union::new()),
-            ArtifactKind::Package | ArtifactKind::Webc => {
-                self.package_fs(&resolved, &local, volumes).await?
-            }
+            ArtifactKind::Image => (self.image_fs(&resolved).await?, Vec::new()),
+            ArtifactKind::Wasm => (Arc::new(Union::new()), Vec::new()),
+            ArtifactKind::Package | ArtifactKind::Webc => (
+                self.package_fs(&resolved, &local, volumes).await?,
+                lazy_volumes,
+            ),
         };
         let commands = self.commands(&resolved, &blobs, &local)?;
+        let prefetch = match lazy_layers.first() {
+            Some(first) if self.lazy_prefetch => {
+                let program = match resolved.kind {
+                    // Best effort, like all of the prefetch.
+                    ArtifactKind::Image => self
+                        .remote
+                        .image_program(&resolved.root_found)
+                        .await
+                        .unwrap_or_default(),
+                    _ => crate::lazy_prefetch::command_files(&commands),
+                };
+                Some(crate::lazy_prefetch::LazyPrefetch::start(
+                    &first.runtime,
+                    lazy_layers.iter().map(|l| l.prefetch.clone()).collect(),
+                    fs.clone(),
+                    program,
+                    self.jobs,
+                ))
+            }
+            _ => None,
+        };
+        // Offline, there is nothing to download the rest from.
+        let fill =
+            (self.lazy == crate::Lazy::Auto && !self.remote.offline && !lazy_layers.is_empty())
+                .then(|| self.lazy_image().start_fill(lazy_layers, prefetch.clone()));
         let entrypoint = match (&resolved.merged, resolved.kind) {
             (Some(m), _) => m.entrypoint.clone(),
             (None, ArtifactKind::Wasm) => commands.first().map(|c| c.name.clone()),
@@ -901,6 +925,7 @@ impl Loader {
             entrypoint,
             footprint,
             fill,
+            prefetch,
         })
     }
 

@@ -428,8 +428,12 @@ impl Remote {
         Ok(diff_ids)
     }
 
-    /// An image's diff_ids (empty when its config lists none).
-    pub(crate) async fn diff_ids(&self, at: &Located, artifact: &Artifact) -> Result<Vec<Digest>> {
+    /// An image's config (the parts pkgload uses).
+    async fn image_config(
+        &self,
+        at: &Located,
+        artifact: &Artifact,
+    ) -> Result<crate::artifact::ImageConfig> {
         if artifact.config.size > crate::artifact::CONFIG_LIMIT {
             return Err(LoadError::Inconsistent {
                 reference: artifact.reference.clone(),
@@ -437,11 +441,27 @@ impl Remote {
             });
         }
         let config = self.small_blob(at, &artifact.config).await?;
-        let config: crate::artifact::ImageConfig =
-            serde_json::from_slice(&config).map_err(|e| LoadError::Inconsistent {
-                reference: artifact.reference.clone(),
-                reason: format!("its image config is not valid JSON: {e}"),
-            })?;
+        serde_json::from_slice(&config).map_err(|e| LoadError::Inconsistent {
+            reference: artifact.reference.clone(),
+            reason: format!("its image config is not valid JSON: {e}"),
+        })
+    }
+
+    /// Where the program an image starts may be: its `Entrypoint` (else `Cmd`) program,
+    /// as a path or looked up on the config's `PATH`, in the order a shell would try.
+    pub(crate) async fn image_program(
+        &self,
+        found: &Found,
+    ) -> Result<Vec<Vec<vfs_overlay::VfsPath>>> {
+        let config = self.image_config(&found.at, &found.artifact).await?;
+        Ok(crate::lazy_prefetch::program_paths(
+            &config.config.unwrap_or_default(),
+        ))
+    }
+
+    /// An image's diff_ids (empty when its config lists none).
+    pub(crate) async fn diff_ids(&self, at: &Located, artifact: &Artifact) -> Result<Vec<Digest>> {
+        let config = self.image_config(at, artifact).await?;
         config
             .rootfs
             .diff_ids

@@ -284,6 +284,8 @@ async fn loader_counting(
         .cache_dir(&global.cache_dir)
         .prefetch(prefetch)
         .lazy(lazy)
+        // The commands exit once their output is written: nothing to fetch ahead for.
+        .lazy_prefetch(false)
         .toc_limit(global.max_toc_size)
         .jobs(global.jobs)
         .offline(global.offline)

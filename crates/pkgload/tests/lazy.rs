@@ -74,7 +74,23 @@ fn original(dir: &Path) {
 /// `original` converted by skopeo to zstd:chunked, its config's diff_ids recomputed from
 /// the converted layers (or, with `lie`, the last one replaced by a wrong digest).
 fn chunked(work: &Path, original: &Path, lie: bool) -> PathBuf {
-    let out = work.join(if lie { "chunked-lying" } else { "chunked" });
+    let name = if lie { "chunked-lying" } else { "chunked" };
+    chunked_with(work, original, name, |config| {
+        if lie {
+            config["rootfs"]["diff_ids"][1] = Value::from(sha256(b"not this layer"));
+        }
+    })
+}
+
+/// `original` converted into `work/name`, its diff_ids repaired, its config then changed by
+/// `edit`.
+fn chunked_with(
+    work: &Path,
+    original: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> PathBuf {
+    let out = work.join(name);
     run(Command::new("skopeo").args([
         "copy",
         "--dest-compress",
@@ -98,7 +114,7 @@ fn chunked(work: &Path, original: &Path, lie: bool) -> PathBuf {
         serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
     let layers = manifest["layers"].as_array().unwrap().clone();
     assert_eq!(layers.len(), 2);
-    let mut diff_ids = Vec::new();
+    let mut diff_ids: Vec<Value> = Vec::new();
     for l in &layers {
         assert!(
             l["annotations"].as_object().is_some_and(|a| a
@@ -109,10 +125,8 @@ fn chunked(work: &Path, original: &Path, lie: bool) -> PathBuf {
         let tar = zstd::stream::decode_all(&blob(l["digest"].as_str().unwrap())[..]).unwrap();
         diff_ids.push(Value::from(sha256(&tar)));
     }
-    if lie {
-        diff_ids[1] = Value::from(sha256(b"not this layer"));
-    }
     config["rootfs"]["diff_ids"] = Value::from(diff_ids);
+    edit(&mut config);
     let config = serde_json::to_vec(&config).unwrap();
     manifest["config"]["digest"] = Value::from(write_blob(&out, &config));
     manifest["config"]["size"] = Value::from(config.len());
@@ -289,7 +303,11 @@ fn cat_fetches_the_table_and_one_file_and_lazy_off_fetches_the_layers() {
         command.output().unwrap()
     };
     let again = offline(&["cat", &image, "/etc/hello.txt"]);
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(again.stdout, b"hello again\n");
     let listed = offline(&["ls", &image, "/usr/bin"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("tool-link"));
@@ -527,7 +545,9 @@ fn a_package_volume_is_read_lazily_too() {
     assert!(!unread.status.success());
     let stderr = String::from_utf8_lossy(&unread.stderr);
     assert!(
-        stderr.contains("offline") && stderr.contains("unread.txt") && stderr.contains("layer sha256:"),
+        stderr.contains("offline")
+            && stderr.contains("unread.txt")
+            && stderr.contains("layer sha256:"),
         "{stderr}"
     );
     assert_eq!(meter.bytes_served(), 0, "offline makes no request");
@@ -540,4 +560,164 @@ fn a_package_volume_is_read_lazily_too() {
     // Whatever was read lazily, the cache holds only verified blobs.
     let verify = run(pkgload(&cache).args(["cache", "verify"]));
     assert!(verify.status.success());
+}
+
+#[test]
+fn the_prefetch_brings_the_program_and_what_earlier_loads_read_in_few_requests() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let orig = work.path().join("original");
+    original(&orig);
+    let layout = chunked_with(work.path(), &orig, "chunked-tool", |config| {
+        config["config"] = serde_json::json!({
+            "Entrypoint": ["tool", "--flag"],
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+        });
+    });
+    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
+    push(&layout, &format!("{}/lazy/tool:1", registry.host()));
+    let image = PackageRef::parse(&format!("{}/lazy/tool:1", meter.host())).unwrap();
+    let (tool, hello, big1) = (
+        cache_core::Algorithm::Sha256.digest(b"#!/bin/sh\necho tool\n"),
+        cache_core::Algorithm::Sha256.digest(b"hello again\n"),
+        cache_core::Algorithm::Sha256.digest(&noise(2 << 20, 7)),
+    );
+    let cache = work.path().join("cache");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(cache_core::Store::open(&cache)).unwrap();
+
+    // First load: the entrypoint (found on the config's PATH) is fetched before anyone
+    // reads it; nothing else is.
+    rt.block_on(async {
+        let loaded = loader(&cache, Lazy::Only)
+            .await
+            .load(&image, None)
+            .await
+            .unwrap();
+        let report = loaded
+            .lazy_prefetch()
+            .expect("lazy layers are prefetched")
+            .wait()
+            .await;
+        assert_eq!(
+            (report.program, report.files, report.failed),
+            (1, 0, 0),
+            "{report:?}"
+        );
+        assert!(store.contains(&tool), "the program is in the cache");
+        assert!(!store.contains(&big1) && !store.contains(&hello));
+        // What this load reads is recorded for the next one.
+        let fs = loaded.fs.clone();
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(
+                fs.read_all(&vfs_path("/etc/hello.txt")).unwrap(),
+                &b"hello again\n"[..]
+            );
+            assert_eq!(fs.read_all(&vfs_path("/big1.bin")).unwrap().len(), 2 << 20);
+        })
+        .await
+        .unwrap();
+    });
+    // The record is written behind the reads; wait for it (a memo in the cache).
+    let layers: Vec<cache_core::Digest> = {
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(
+                layout.join("blobs/sha256").join(
+                    index["manifests"][0]["digest"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("sha256:"),
+                ),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| cache_core::Digest::parse(l["digest"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    let kind = cache_core::DerivedKind::new("lazy-reads").unwrap();
+    let recorded = |d: &cache_core::Digest| {
+        store
+            .get_derived(d, &kind)
+            .unwrap()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(recorded(&layers[0]).contains("/big1.bin")
+        && recorded(&layers[1]).contains("/etc/hello.txt"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reads were recorded: {:?} {:?}",
+            recorded(&layers[0]),
+            recorded(&layers[1])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The files leave the cache (as a trim would take them); the next load brings them
+    // back before they are read: one request per layer, nothing more when they are read.
+    for d in [&hello, &big1] {
+        std::fs::remove_file(store.blob_path(d)).unwrap();
+    }
+    meter.clear();
+    rt.block_on(async {
+        let loaded = loader(&cache, Lazy::Only)
+            .await
+            .load(&image, None)
+            .await
+            .unwrap();
+        let report = loaded.lazy_prefetch().unwrap().wait().await;
+        assert_eq!(report.failed, 0, "{report:?}");
+        assert_eq!(report.files, 2, "{report:?}");
+        assert_eq!(
+            report.requests, 2,
+            "one merged request per layer: {report:?}"
+        );
+        assert!(store.contains(&hello) && store.contains(&big1));
+        let prefetched = meter.bytes_served();
+        assert!(prefetched < (2 << 20) + (256 << 10), "{prefetched} bytes");
+        let fs = loaded.fs.clone();
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(
+                fs.read_all(&vfs_path("/big1.bin")).unwrap(),
+                noise(2 << 20, 7)
+            );
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            meter.bytes_served(),
+            prefetched,
+            "the read needed no request"
+        );
+    });
+
+    // A loader that does not prefetch has nothing to wait for.
+    rt.block_on(async {
+        let loaded = Loader::builder()
+            .cache_dir(work.path().join("cache-no-prefetch"))
+            .lazy(Lazy::Only)
+            .lazy_prefetch(false)
+            .credentials(fetch_http::Credentials::default())
+            .hosts_dir(work.path().join("no-hosts-dir"))
+            .build()
+            .await
+            .unwrap()
+            .load(&image, None)
+            .await
+            .unwrap();
+        assert!(loaded.lazy_prefetch().is_none());
+    });
+}
+
+fn vfs_path(p: &str) -> vfs_overlay::VfsPath {
+    vfs_overlay::VfsPath::new(p).unwrap()
 }
