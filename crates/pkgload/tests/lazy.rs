@@ -721,3 +721,68 @@ fn the_prefetch_brings_the_program_and_what_earlier_loads_read_in_few_requests()
 fn vfs_path(p: &str) -> vfs_overlay::VfsPath {
     vfs_overlay::VfsPath::new(p).unwrap()
 }
+
+#[test]
+fn sigkill_during_lazy_reads_leaves_a_cache_that_verifies_clean() {
+    let served = served();
+    // Slow enough that a kill lands while a file's frames are on the wire or being
+    // decoded into the store.
+    let shape = Shape {
+        latency: std::time::Duration::from_millis(5),
+        bytes_per_sec: Some(8 << 20),
+    };
+    let slow = ShapedProxy::start(served.registry.addr(), shape).unwrap();
+    let image = format!("{}/lazy/img:1", slow.host());
+    let cat = |cache: &Path| {
+        let mut command = pkgload(cache);
+        command.args(["cat", &image, "/big2.bin"]);
+        command
+    };
+    let verify_clean = |cache: &Path| {
+        let out = pkgload(cache).args(["cache", "verify"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cache verify found damage:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let timing = served.work.path().join("timing");
+    let started = std::time::Instant::now();
+    run(&mut cat(&timing));
+    let full = started.elapsed();
+
+    let cache = served.work.path().join("cache-killed");
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut landed = 0;
+    for trial in 0..30 {
+        if landed >= 6 {
+            break;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = full.mul_f64((rng % 1000) as f64 / 1000.0 * 0.9);
+        let mut child = cat(&cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            landed += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Every object in the store, file objects included, is whole and what its name
+        // says: a partial file is never visible.
+        verify_clean(&cache);
+        if trial % 3 == 2 {
+            run(pkgload(&cache).args(["cache", "clean"]));
+        }
+    }
+    assert!(landed >= 3, "only {landed} kills landed mid-read");
+    let whole = run(&mut cat(&cache));
+    assert_eq!(whole.stdout, noise(2 << 20, 11));
+    verify_clean(&cache);
+}
