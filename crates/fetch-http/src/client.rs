@@ -6,7 +6,7 @@
 //! `401` challenge, and classifies every failure as worth retrying or final.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -130,7 +130,9 @@ pub struct HttpClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Built on first use: building it loads the system's root certificates (hundreds of
+    /// files, several milliseconds), which a load served from the cache never needs.
+    http: OnceLock<std::result::Result<reqwest::Client, String>>,
     /// Each registry's `hosts.toml`, read once (`None`: it has none).
     registries: Mutex<HashMap<String, Option<Arc<RegistryHosts>>>>,
     /// Hosts a `hosts.toml` configures, by `host[:port]`: their own client (TLS settings)
@@ -158,15 +160,9 @@ impl HttpClient {
         // reqwest is built without a bundled crypto provider; ring is ours. An application
         // that installed another provider first keeps it.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = base_builder(&config)
-            .build()
-            .map_err(|e| Error::Transport {
-                url: String::new(),
-                message: format!("cannot build the HTTP client: {e}"),
-            })?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
-                http,
+                http: OnceLock::new(),
                 registries: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
                 global: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
@@ -176,6 +172,22 @@ impl HttpClient {
                 hosts: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The shared client (hosts without a `hosts.toml` of their own), built on first use.
+    fn http(&self, url: &Url) -> Result<&reqwest::Client> {
+        self.inner
+            .http
+            .get_or_init(|| {
+                base_builder(&self.inner.config)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::Transport {
+                url: redact(url),
+                message: format!("cannot build the HTTP client: {e}"),
+            })
     }
 
     /// The configuration.
@@ -292,7 +304,10 @@ impl HttpClient {
             // A host a hosts.toml configures has its own client (its CA, its client
             // certificate) and headers; any other host, the shared one.
             let endpoint = Origin::of(&url).and_then(|o| self.endpoint(&o.host_port));
-            let http = endpoint.as_ref().map_or(&self.inner.http, |e| &e.http);
+            let http = match &endpoint {
+                Some(e) => &e.http,
+                None => self.http(&url).map_err(Failure::Final)?,
+            };
             let mut builder = http
                 .request(method.clone(), url.clone())
                 .headers(req.headers.clone());
@@ -687,8 +702,8 @@ impl HttpClient {
             .unwrap_or_default();
         let permits = self.permits(&host).await;
         let mut builder = self
-            .inner
-            .http
+            .http(&req.url)
+            .map_err(Failure::Final)?
             .request(req.method.clone(), req.url.clone())
             .headers(req.headers.clone());
         if let Some(b) = req.body {
