@@ -116,9 +116,9 @@ pub fn write_zstd_chunked(
             },
             mode: u64::from(header.mode()? & 0o7777),
             size: 0,
-            uid: header.uid()?,
-            gid: header.gid()?,
-            modtime: rfc3339(header.mtime()?),
+            uid: number(&header.as_old().uid, header.uid())?,
+            gid: number(&header.as_old().gid, header.gid())?,
+            modtime: rfc3339(number(&header.as_old().mtime, header.mtime())?),
             digest: String::new(),
             offset: 0,
             end_offset: 0,
@@ -168,6 +168,15 @@ pub fn write_zstd_chunked(
             format!("{toc_offset}:{}:{}:1", toc.len(), json.len()),
         ),
     ])
+}
+
+/// A numeric header field; one left empty (all NUL or spaces, as some writers leave uid,
+/// gid or mtime) is 0, as the tar index reads it.
+fn number(raw: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
+    }
 }
 
 fn slice(tar: &[u8], start: u64, end: u64) -> io::Result<&[u8]> {

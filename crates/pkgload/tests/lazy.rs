@@ -786,3 +786,135 @@ fn sigkill_during_lazy_reads_leaves_a_cache_that_verifies_clean() {
     assert_eq!(whole.stdout, noise(2 << 20, 11));
     verify_clean(&cache);
 }
+
+/// An OCI layout holding one image tagged `v1` whose layers carry annotations.
+fn annotated_layout(
+    dir: &Path,
+    layers: &[(Vec<u8>, &str, Vec<(String, String)>)],
+    diff_ids: &[String],
+) {
+    let descriptors: Vec<Value> = layers
+        .iter()
+        .map(|(blob, media, annotations)| {
+            let annotations: serde_json::Map<String, Value> = annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                .collect();
+            serde_json::json!({"mediaType": media, "digest": write_blob(dir, blob),
+                               "size": blob.len(), "annotations": annotations})
+        })
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": write_blob(dir, &config),
+            "size": config.len(),
+        },
+        "layers": descriptors,
+    }))
+    .unwrap();
+    finish_layout(dir, &manifest, Some("v1"));
+}
+
+/// `blob`, a zstd:chunked layer written by `layer_toc`, with its table rewritten by `edit`
+/// (the table's frame, the footer and the annotations follow; the tar is unchanged).
+fn with_edited_table(
+    blob: &[u8],
+    annotations: &[(String, String)],
+    edit: impl FnOnce(&mut Value),
+) -> (Vec<u8>, Vec<(String, String)>) {
+    let position = &annotations
+        .iter()
+        .find(|(k, _)| k.ends_with("manifest-position"))
+        .unwrap()
+        .1;
+    let numbers: Vec<usize> = position.split(':').map(|n| n.parse().unwrap()).collect();
+    let (offset, len) = (numbers[0], numbers[1]);
+    let mut toc: Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&blob[offset..offset + len]).unwrap())
+            .unwrap();
+    edit(&mut toc);
+    let json = serde_json::to_vec(&toc).unwrap();
+    let compressed = zstd::bulk::compress(&json, 3).unwrap();
+    let mut out = blob[..offset].to_vec();
+    out[offset - 4..offset].copy_from_slice(&(compressed.len() as u32).to_le_bytes());
+    out.extend_from_slice(&compressed);
+    let mut footer = Vec::new();
+    for v in [offset as u64, compressed.len() as u64, json.len() as u64, 1] {
+        footer.extend_from_slice(&v.to_le_bytes());
+    }
+    footer.extend_from_slice(b"GnUlInUx");
+    out.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18]);
+    out.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+    out.extend_from_slice(&footer);
+    let annotations = vec![
+        (
+            layer_toc::WRITTEN_CHECKSUM_KEY.to_owned(),
+            sha256(&compressed),
+        ),
+        (
+            layer_toc::WRITTEN_POSITION_KEY.to_owned(),
+            format!("{offset}:{}:{}:1", compressed.len(), json.len()),
+        ),
+    ];
+    (out, annotations)
+}
+
+#[test]
+fn a_table_of_a_kind_not_served_lazily_means_the_layer_is_read_whole() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let big = noise(2 << 20, 5);
+    let tar = layer(&[
+        E::Dir("data/", 0o755),
+        E::File("data/big.bin", 0o644, &big),
+        E::File("data/small.txt", 0o644, b"small\n"),
+    ]);
+    let mut written = Vec::new();
+    let annotations = layer_toc::write_zstd_chunked(&tar, 3, &mut written).unwrap();
+    // The same layer with a table of a later version: valid, but not one this reader
+    // serves. Any zstd reader still reads the layer (the table is in a skippable frame).
+    let (blob, annotations) = with_edited_table(&written, &annotations, |toc| {
+        toc["version"] = Value::from(2)
+    });
+    assert_eq!(zstd::stream::decode_all(&blob[..]).unwrap(), tar);
+    let layout = work.path().join("later-version");
+    let media = "application/vnd.oci.image.layer.v1.tar+zstd";
+    annotated_layout(
+        &layout,
+        &[(blob.clone(), media, annotations)],
+        &[sha256(&tar)],
+    );
+    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
+    push(&layout, &format!("{}/lazy/later:1", registry.host()));
+    let image = format!("{}/lazy/later:1", meter.host());
+
+    let cache = work.path().join("cache");
+    let cat = run(pkgload(&cache).args(["-v", "cat", &image, "/data/small.txt"]));
+    assert_eq!(cat.stdout, b"small\n");
+    let log = String::from_utf8_lossy(&cat.stderr);
+    assert!(
+        log.contains("reading the layer whole") && log.contains("version 2"),
+        "{log}"
+    );
+    assert!(
+        meter.bytes_served() >= blob.len() as u64,
+        "the whole layer was fetched: {} of {}",
+        meter.bytes_served(),
+        blob.len()
+    );
+    let store = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(cache_core::Store::open(&cache))
+        .unwrap();
+    assert!(store.contains(&cache_core::Digest::parse(&sha256(&blob)).unwrap()));
+}
