@@ -787,12 +787,11 @@ fn sigkill_during_lazy_reads_leaves_a_cache_that_verifies_clean() {
     verify_clean(&cache);
 }
 
+/// A layer blob, its media type and its annotations.
+type AnnotatedLayer<'a> = (Vec<u8>, &'a str, Vec<(String, String)>);
+
 /// An OCI layout holding one image tagged `v1` whose layers carry annotations.
-fn annotated_layout(
-    dir: &Path,
-    layers: &[(Vec<u8>, &str, Vec<(String, String)>)],
-    diff_ids: &[String],
-) {
+fn annotated_layout(dir: &Path, layers: &[AnnotatedLayer<'_>], diff_ids: &[String]) {
     let descriptors: Vec<Value> = layers
         .iter()
         .map(|(blob, media, annotations)| {
