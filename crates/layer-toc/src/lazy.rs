@@ -27,6 +27,8 @@ use crate::toc::{Toc, TocFile};
 const WINDOW: u64 = 8 << 20;
 /// Decoded bytes handed to the store at a time.
 const OUT_CHUNK: usize = 256 << 10;
+/// Files kept open for repeated reads (the set starts over when full).
+const OPEN_FILES: usize = 256;
 
 /// Fetches byte ranges of one blob, from wherever the loader gets it (registry, mirrors).
 pub trait RangeFetch: Send + Sync + fmt::Debug {
@@ -47,6 +49,9 @@ pub struct LazyFiles {
     distrusted: OnceLock<String>,
     /// Told of each path when it is first read (the loader keeps a record for prefetch).
     on_first_read: OnceLock<ReadHook>,
+    /// Files read before, open, so that reading a file piece by piece (`read_at`) costs a
+    /// `dup` per read instead of a store lookup and an `open`.
+    open: std::sync::Mutex<std::collections::HashMap<Digest, Arc<std::fs::File>>>,
 }
 
 /// See [`LazyFiles::on_first_read`].
@@ -82,6 +87,7 @@ impl LazyFiles {
             read: std::sync::Mutex::default(),
             distrusted: OnceLock::new(),
             on_first_read: OnceLock::new(),
+            open: std::sync::Mutex::default(),
         }
     }
 
@@ -146,15 +152,14 @@ impl LazyFiles {
             })
     }
 
-    /// Blocks until the file is in the store (or the deadline passes).
-    fn present(&self, path: &VfsPath, file: &TocFile) -> Result<Blob, VfsError> {
-        let io = |message: String| VfsError::Io {
-            path: path.clone(),
-            op: "fetch",
-            message,
-        };
+    /// Refuses reads of a distrusted layer; records the read.
+    fn admit(&self, path: &VfsPath) -> Result<(), VfsError> {
         if let Some(reason) = self.distrusted.get() {
-            return Err(io(reason.clone()));
+            return Err(VfsError::Io {
+                path: path.clone(),
+                op: "fetch",
+                message: reason.clone(),
+            });
         }
         let first = self
             .read
@@ -164,6 +169,52 @@ impl LazyFiles {
         if first && let Some(hook) = self.on_first_read.get() {
             hook(path);
         }
+        Ok(())
+    }
+
+    /// The stored file, open: from `open` when a read had it before, else fetched if need
+    /// be and opened.
+    fn open_file(&self, path: &VfsPath, file: &TocFile) -> Result<std::fs::File, VfsError> {
+        let io = |op, e: std::io::Error| VfsError::Io {
+            path: path.clone(),
+            op,
+            message: e.to_string(),
+        };
+        let known = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&file.digest)
+            .cloned();
+        let opened = match known {
+            Some(opened) => opened,
+            None => {
+                self.present(path, file)?;
+                let opened = Arc::new(
+                    std::fs::File::open(self.store.blob_path(&file.digest))
+                        .map_err(|e| io("open", e))?,
+                );
+                let mut open = self
+                    .open
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if open.len() >= OPEN_FILES {
+                    open.clear();
+                }
+                open.insert(file.digest, opened.clone());
+                opened
+            }
+        };
+        opened.try_clone().map_err(|e| io("dup", e))
+    }
+
+    /// Blocks until the file is in the store (or the deadline passes).
+    fn present(&self, path: &VfsPath, file: &TocFile) -> Result<Blob, VfsError> {
+        let io = |message: String| VfsError::Io {
+            path: path.clone(),
+            op: "fetch",
+            message,
+        };
         if let Some(blob) = self
             .store
             .get(&file.digest)
@@ -205,6 +256,7 @@ impl FileSource for LazyFiles {
             return Ok(Bytes::new());
         }
         let file = self.toc_file(path, entry)?;
+        self.admit(path)?;
         Ok(self.present(path, file)?.into_bytes())
     }
 
@@ -217,14 +269,8 @@ impl FileSource for LazyFiles {
             return Ok(None);
         }
         let file = self.toc_file(path, entry)?;
-        self.present(path, file)?;
-        std::fs::File::open(self.store.blob_path(&file.digest))
-            .map(Some)
-            .map_err(|e| VfsError::Io {
-                path: path.clone(),
-                op: "open",
-                message: e.to_string(),
-            })
+        self.admit(path)?;
+        self.open_file(path, file).map(Some)
     }
 }
 
