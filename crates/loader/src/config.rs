@@ -70,6 +70,7 @@ pub struct LoaderBuilder {
     pub(crate) lazy: crate::Lazy,
     pub(crate) lazy_prefetch: bool,
     pub(crate) toc_limit: u64,
+    pub(crate) lazy_deadline: std::time::Duration,
 }
 
 impl std::fmt::Debug for LoaderBuilder {
@@ -107,6 +108,7 @@ impl Default for LoaderBuilder {
             lazy: crate::Lazy::default(),
             lazy_prefetch: true,
             toc_limit: layer_toc::DEFAULT_TOC_LIMIT,
+            lazy_deadline: crate::lazy::READ_DEADLINE,
         }
     }
 }
@@ -264,6 +266,15 @@ impl LoaderBuilder {
         self
     }
 
+    /// How long a read of a lazily read file waits for it to be fetched before failing
+    /// with `EIO` (default 300 s). The read blocks its thread meanwhile; a runtime that
+    /// must answer sooner sets it lower.
+    #[must_use]
+    pub fn lazy_read_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.lazy_deadline = deadline;
+        self
+    }
+
     /// HTTP settings (timeouts, retries, user agent); `jobs` (which sets the request
     /// limits) and insecure hosts given to this builder are applied on top.
     #[must_use]
@@ -306,7 +317,8 @@ impl LoaderBuilder {
         client.max_per_host = self.jobs;
         client.insecure_hosts.extend(self.insecure.iter().cloned());
         client.hosts = self.hosts.clone().unwrap_or_else(default_hosts_dirs);
-        let lazy = crate::lazy::LazyContext::new(client.clone(), credentials.clone());
+        let lazy =
+            crate::lazy::LazyContext::new(client.clone(), credentials.clone(), self.lazy_deadline);
         let client = HttpClient::new(client, credentials)
             .map_err(|e| LoadError::fetch("starting the HTTP client", e))?;
         Ok(crate::Loader::from_parts(store, client, lazy, self))

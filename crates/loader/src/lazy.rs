@@ -62,12 +62,14 @@ pub(crate) fn reads_lazily(lazy: Lazy, remote: &Remote, at: &Located, blob: &Blo
         && !remote.store.contains(&blob.digest)
 }
 
-/// How long a read waits for its file before failing with `EIO`.
-const READ_DEADLINE: Duration = Duration::from_secs(300);
+/// How long a read waits for its file before failing with `EIO`, unless the loader's
+/// builder says otherwise.
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The runtime and HTTP client lazy reads fetch on, made on first use.
 pub(crate) struct LazyContext {
     config: ClientConfig,
+    deadline: Duration,
     credentials: Credentials,
     runtime: OnceLock<std::result::Result<Arc<Runtime>, String>>,
     client: OnceLock<std::result::Result<HttpClient, String>>,
@@ -98,9 +100,10 @@ impl Drop for Runtime {
 }
 
 impl LazyContext {
-    pub(crate) fn new(config: ClientConfig, credentials: Credentials) -> Self {
+    pub(crate) fn new(config: ClientConfig, credentials: Credentials, deadline: Duration) -> Self {
         LazyContext {
             config,
+            deadline,
             credentials,
             runtime: OnceLock::new(),
             client: OnceLock::new(),
@@ -219,7 +222,7 @@ impl LazyContext {
             store.clone(),
             ranges.clone(),
             runtime.clone(),
-            READ_DEADLINE,
+            self.deadline,
         ));
         let record = ReadRecord::load(store, blob.digest, runtime.clone());
         let noted = record.clone();

@@ -917,3 +917,44 @@ fn a_table_of_a_kind_not_served_lazily_means_the_layer_is_read_whole() {
         .unwrap();
     assert!(store.contains(&cache_core::Digest::parse(&sha256(&blob)).unwrap()));
 }
+
+#[test]
+fn a_read_slower_than_the_deadline_fails_with_eio_naming_the_layer_and_file() {
+    let served = served();
+    // 32 KB/s: the manifest, the config and the tables arrive; a 2 MiB file would take
+    // a minute.
+    let shape = Shape {
+        latency: std::time::Duration::ZERO,
+        bytes_per_sec: Some(32_000),
+    };
+    let slow = ShapedProxy::start(served.registry.addr(), shape).unwrap();
+    let image = PackageRef::parse(&format!("{}/lazy/img:1", slow.host())).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loaded = rt.block_on(async {
+        Loader::builder()
+            .cache_dir(served.work.path().join("cache"))
+            .lazy(Lazy::Only)
+            .lazy_read_deadline(std::time::Duration::from_secs(1))
+            .credentials(fetch_http::Credentials::default())
+            .hosts_dir(served.work.path().join("no-hosts-dir"))
+            .build()
+            .await
+            .unwrap()
+            .load(&image, None)
+            .await
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let err = loaded.fs.read_all(&vfs_path("/big1.bin")).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // `Io` is the variant a POSIX front end reports as EIO.
+    assert!(
+        matches!(err, vfs_overlay::VfsError::Io { op: "fetch", .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("big1.bin") && text.contains("layer sha256:") && text.contains("within"),
+        "{text}"
+    );
+}
