@@ -19,8 +19,8 @@ pub enum TocError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The footer at the end of the blob is not a zstd:chunked footer.
-    #[error("layer {blob}: the zstd:chunked footer is malformed: {reason}")]
+    /// The footer at the end of the blob is not a zstd:chunked (or eStargz) footer.
+    #[error("layer {blob}: the footer is malformed: {reason}")]
     BadFooter {
         /// The layer.
         blob: Digest,

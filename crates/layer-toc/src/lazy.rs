@@ -20,7 +20,8 @@ use futures::future::BoxFuture;
 use vfs_overlay::{FileSource, TarEntry, TarVolume, VfsError, VfsPath};
 
 use crate::error::TocError;
-use crate::toc::{Toc, TocFile};
+use crate::gunzip::Gunzip;
+use crate::toc::{Codec, Toc, TocFile};
 
 /// Bytes fetched per range request while a file is decoded: memory stays bounded by this
 /// (plus the decoder's window) however large the file.
@@ -302,11 +303,23 @@ async fn decode_into(
     fetch: &dyn RangeFetch,
     file: &TocFile,
 ) -> Result<cache_core::Ingest, String> {
-    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
     // A partial left by a crash cannot be resumed mid-frame: start over.
     if ingest.offset() > 0 {
         ingest = ingest.restart().await.map_err(|e| e.to_string())?;
     }
+    match file.codec {
+        Codec::Zstd => decode_zstd(ingest, fetch, file).await,
+        Codec::Gzip => decode_gzip(ingest, fetch, file).await,
+    }
+}
+
+/// zstd frames hold exactly the file: more or fewer bytes is a lie.
+async fn decode_zstd(
+    mut ingest: cache_core::Ingest,
+    fetch: &dyn RangeFetch,
+    file: &TocFile,
+) -> Result<cache_core::Ingest, String> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
     let mut decoder = Decoder::new().map_err(|e| format!("zstd: {e}"))?;
     let mut out = vec![0u8; OUT_CHUNK];
     let mut produced = 0u64;
@@ -349,6 +362,66 @@ async fn decode_into(
     if produced != file.size {
         return Err(format!(
             "its frames decode to {produced} bytes, the table says {}",
+            file.size
+        ));
+    }
+    Ok(ingest)
+}
+
+/// gzip members hold the file after `skip` bytes, and whatever the tar has next after it
+/// (padding, headers, other files); decoding stops once the file's bytes are out, so the
+/// rest of its last member is neither fetched nor decoded when a window boundary allows.
+async fn decode_gzip(
+    mut ingest: cache_core::Ingest,
+    fetch: &dyn RangeFetch,
+    file: &TocFile,
+) -> Result<cache_core::Ingest, String> {
+    let want_end = file
+        .skip
+        .checked_add(file.size)
+        .ok_or("innerOffset and size add up past 2^64")?;
+    let mut gz = Gunzip::new();
+    let mut out = vec![0u8; OUT_CHUNK];
+    let mut decoded = 0u64;
+    let mut at = file.frames.start;
+    'windows: while at < file.frames.end {
+        let end = file.frames.end.min(at.saturating_add(WINDOW));
+        let data = fetch.fetch(at..end).await?;
+        if data.len() as u64 != end - at {
+            return Err(format!(
+                "bytes {at}..{end} of the layer came back as {} bytes",
+                data.len()
+            ));
+        }
+        let mut input: &[u8] = &data;
+        loop {
+            let (used, n) = gz
+                .step(input, &mut out)
+                .map_err(|e| format!("its gzip data does not decode: {e}"))?;
+            if used == 0 && n == 0 {
+                break;
+            }
+            input = input.get(used..).unwrap_or_default();
+            let n = n as u64;
+            let from = file.skip.saturating_sub(decoded).min(n);
+            let to = want_end.saturating_sub(decoded).min(n);
+            decoded = decoded.saturating_add(n);
+            let part = usize::try_from(from)
+                .ok()
+                .zip(usize::try_from(to).ok())
+                .and_then(|(from, to)| out.get(from..to))
+                .unwrap_or_default();
+            ingest.write_all(part).await.map_err(|e| e.to_string())?;
+            if decoded >= want_end {
+                break 'windows;
+            }
+        }
+        at = end;
+    }
+    if decoded < want_end {
+        return Err(format!(
+            "its gzip data ends after {} of its {} bytes",
+            decoded.saturating_sub(file.skip),
             file.size
         ));
     }

@@ -37,6 +37,8 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+mod estargz;
+mod gunzip;
 mod lazy;
 mod position;
 mod time;
@@ -44,9 +46,12 @@ pub mod toc;
 mod write;
 
 pub use error::TocError;
+pub use estargz::{
+    ESTARGZ_TOC_DIGEST_KEY, ESTARGZ_UNCOMPRESSED_SIZE_KEY, EstargzFooter, EstargzPosition,
+};
 pub use lazy::{LazyFiles, RangeFetch, ReadHook};
 pub use position::{CHECKSUM_KEY, Footer, POSITION_KEY, TocPosition};
-pub use toc::{Toc, TocFile};
+pub use toc::{Codec, Toc, TocFile};
 pub use write::{WRITTEN_CHECKSUM_KEY, WRITTEN_POSITION_KEY, write_zstd_chunked};
 
 /// The default limit on a table of contents, compressed or not (`--max-toc-size`).

@@ -174,7 +174,7 @@ impl Footer {
     pub fn parse(blob: Digest, tail: &[u8], blob_size: u64) -> Result<Footer, TocError> {
         let bad = |reason: &str| TocError::BadFooter {
             blob,
-            reason: reason.to_owned(),
+            reason: format!("zstd:chunked: {reason}"),
         };
         if !tail.ends_with(FOOTER_MAGIC) {
             return Err(bad("the blob does not end with the zstd:chunked magic"));

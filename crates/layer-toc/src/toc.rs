@@ -17,6 +17,14 @@
 //!
 //! Chunk digests are not checked: the file's sha256 covers every byte, and is checked
 //! before any byte is served (see [`crate::LazyFiles`]).
+//!
+//! An eStargz table ([`Toc::parse_estargz`], in [`crate::estargz`]) has the same schema and
+//! passes the same checks, except where its chunks are: an entry gives only the offset of
+//! the gzip member its data starts in (and `innerOffset`, the decoded bytes before it in
+//! that member), so a chunk's member is taken to run to the next offset any entry names,
+//! or to the table. Chunks of one file must follow each other in the decoded stream (in
+//! the same member right after the last, or at the start of the next one); no two chunks
+//! share decoded bytes.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -31,6 +39,16 @@ use crate::error::TocError;
 use crate::position::TocPosition;
 use crate::time::unix_seconds;
 
+/// How a file's content is compressed in the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// zstd frames that decode to exactly the file (zstd:chunked).
+    Zstd,
+    /// gzip members whose decoded stream holds the file after [`TocFile::skip`] bytes and
+    /// may go on past it (eStargz: tar padding, the next headers, other small files).
+    Gzip,
+}
+
 /// One regular file's content, as the table describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TocFile {
@@ -40,8 +58,13 @@ pub struct TocFile {
     pub size: u64,
     /// sha256 of its content.
     pub digest: Digest,
-    /// The bytes of the blob holding its zstd frames.
+    /// The bytes of the blob to fetch: its zstd frames, or the gzip members its chunks
+    /// are in (which other files' chunks may share).
     pub frames: Range<u64>,
+    /// How `frames` decode.
+    pub codec: Codec,
+    /// Decoded bytes before the content starts (eStargz's `innerOffset`; 0 for zstd).
+    pub skip: u64,
 }
 
 /// A checked table of contents.
@@ -94,6 +117,8 @@ struct RawEntry {
     chunk_offset: i64,
     #[serde(rename = "chunkType", default)]
     chunk_type: String,
+    #[serde(rename = "innerOffset", default)]
+    inner_offset: i64,
 }
 
 /// A file whose chunks are still being read.
@@ -103,8 +128,53 @@ struct OpenFile {
     covered: u64,
     /// Where the last chunk starts in the blob.
     last_chunk_at: u64,
+    /// Its `innerOffset` and size (eStargz: the next chunk in its member starts after it).
+    last_inner: u64,
+    last_size: u64,
     /// Whether `chunk` entries may follow (the file's entry gave a chunk size).
     chunked: bool,
+}
+
+/// Where file data may be and how a chunk's compressed range is known.
+pub(crate) enum Layout {
+    /// zstd:chunked: each file gives its frames' end; frames end by `frames_end`.
+    Zstd { frames_end: u64 },
+    /// eStargz: a chunk's member runs to the next of `starts` (every offset a chunk names,
+    /// sorted, once each), or to the table at `toc_offset`.
+    Gzip { toc_offset: u64, starts: Vec<u64> },
+}
+
+impl Layout {
+    /// The eStargz layout of a table at `toc_offset` whose entries are `raw`.
+    fn gzip(toc_offset: u64, raw: &[RawEntry]) -> Layout {
+        let mut starts: Vec<u64> = raw
+            .iter()
+            .filter(|e| e.kind == "chunk" || e.kind == "reg" && e.size > 0)
+            .filter_map(|e| u64::try_from(e.offset).ok())
+            .filter(|&o| o < toc_offset)
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        Layout::Gzip { toc_offset, starts }
+    }
+
+    /// Where the gzip member starting at `at` ends.
+    fn member_end(&self, at: u64) -> u64 {
+        match self {
+            Layout::Zstd { frames_end } => *frames_end,
+            Layout::Gzip { toc_offset, starts } => {
+                let next = starts.partition_point(|&s| s <= at);
+                starts.get(next).copied().unwrap_or(*toc_offset)
+            }
+        }
+    }
+}
+
+/// The decoded bytes one eStargz chunk takes in its member, for the overlap check.
+struct Span {
+    at: u64,
+    inner: Range<u64>,
+    file: usize,
 }
 
 impl Toc {
@@ -154,7 +224,40 @@ impl Toc {
             });
         }
         // File frames come before the table's own skippable frame (8-byte header).
-        Builder::new(blob, position.offset.saturating_sub(8)).build(raw.entries)
+        let mut builder = Builder::new(
+            blob,
+            Layout::Zstd {
+                frames_end: position.offset.saturating_sub(8),
+            },
+        );
+        builder.add_all(raw.entries)?;
+        builder.finish()
+    }
+
+    /// Checks an eStargz table's JSON (already hashed against its annotation) whose gzip
+    /// member starts at `toc_offset`, and builds the table, the file `extra` (the table's
+    /// own tar entry) last.
+    pub(crate) fn from_estargz_json(
+        blob: Digest,
+        json: &[u8],
+        toc_offset: u64,
+        extra: (TarEntry, TocFile),
+    ) -> Result<Toc, TocError> {
+        let raw: RawToc = serde_json::from_slice(json).map_err(|e| TocError::Json {
+            blob,
+            reason: e.to_string(),
+        })?;
+        if raw.version != 1 {
+            return Err(TocError::Unsupported {
+                blob,
+                what: format!("table of contents version {}", raw.version),
+            });
+        }
+        let mut builder = Builder::new(blob, Layout::gzip(toc_offset, &raw.entries));
+        let count = raw.entries.len();
+        builder.add_all(raw.entries)?;
+        builder.add_file(count, extra.0, extra.1)?;
+        builder.finish()
     }
 
     /// The layer this table describes.
@@ -217,35 +320,80 @@ fn decompress(blob: Digest, compressed: &[u8], expected: u64) -> Result<Vec<u8>,
 
 struct Builder {
     blob: Digest,
-    /// Frames must end by here.
-    frames_end: u64,
+    layout: Layout,
     entries: Vec<TarEntry>,
     files: Vec<TocFile>,
     offsets: Vec<u64>,
     next_offset: u64,
     seen: HashSet<VfsPath>,
     open: Option<OpenFile>,
+    /// eStargz chunks, for the overlap check.
+    spans: Vec<Span>,
 }
 
 impl Builder {
-    fn new(blob: Digest, frames_end: u64) -> Self {
+    fn new(blob: Digest, layout: Layout) -> Self {
         Builder {
             blob,
-            frames_end,
+            layout,
             entries: Vec::new(),
             files: Vec::new(),
             offsets: Vec::new(),
             next_offset: 0,
             seen: HashSet::new(),
             open: None,
+            spans: Vec::new(),
         }
     }
 
-    fn build(mut self, raw: Vec<RawEntry>) -> Result<Toc, TocError> {
+    fn add_all(&mut self, raw: Vec<RawEntry>) -> Result<(), TocError> {
         for (index, entry) in raw.into_iter().enumerate() {
             self.add(index, entry)?;
         }
-        self.close_file(usize::MAX, "")?;
+        self.close_file(usize::MAX, "")
+    }
+
+    /// A file that is no entry of the table (eStargz: the table's own tar entry), placed
+    /// after the others; its path must be new like any other.
+    fn add_file(
+        &mut self,
+        index: usize,
+        mut entry: TarEntry,
+        file: TocFile,
+    ) -> Result<(), TocError> {
+        if !self.seen.insert(entry.path.clone()) {
+            return Err(TocError::BadEntry {
+                blob: self.blob,
+                index,
+                name: entry.path.as_str().to_owned(),
+                reason: "an entry has the name of the table of contents itself".into(),
+            });
+        }
+        entry.offset = self.next_offset;
+        self.next_offset = self.next_offset.saturating_add(entry.size.max(1));
+        if entry.size > 0 {
+            self.files.push(file);
+            self.offsets.push(entry.offset);
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Toc, TocError> {
+        match self.layout {
+            Layout::Zstd { .. } => self.check_frames_apart()?,
+            Layout::Gzip { .. } => self.check_spans_apart()?,
+        }
+        Ok(Toc {
+            blob: self.blob,
+            entries: self.entries,
+            files: self.files,
+            offsets: self.offsets,
+            len: self.next_offset,
+        })
+    }
+
+    fn check_frames_apart(&self) -> Result<(), TocError> {
         let mut ranges: Vec<(&Range<u64>, &VfsPath)> =
             self.files.iter().map(|f| (&f.frames, &f.path)).collect();
         ranges.sort_by_key(|(r, _)| (r.start, r.end));
@@ -264,13 +412,38 @@ impl Builder {
                 });
             }
         }
-        Ok(Toc {
-            blob: self.blob,
-            entries: self.entries,
-            files: self.files,
-            offsets: self.offsets,
-            len: self.next_offset,
-        })
+        Ok(())
+    }
+
+    /// No two eStargz chunks in one member share decoded bytes (chunks in different
+    /// members cannot: a member ends where the next one a chunk names starts).
+    fn check_spans_apart(&self) -> Result<(), TocError> {
+        let mut spans: Vec<&Span> = self.spans.iter().collect();
+        spans.sort_by_key(|s| (s.at, s.inner.start));
+        for pair in spans.windows(2) {
+            if let [a, b] = pair
+                && a.at == b.at
+                && b.inner.start < a.inner.end
+            {
+                let path = |i: usize| self.files.get(i).map(|f| f.path.as_str().to_owned());
+                return Err(TocError::BadEntry {
+                    blob: self.blob,
+                    index: 0,
+                    name: path(b.file).unwrap_or_default(),
+                    reason: format!(
+                        "its chunk at blob offset {} (decoded bytes {}..{}) overlaps one of {} \
+                         ({}..{})",
+                        b.at,
+                        b.inner.start,
+                        b.inner.end,
+                        path(a.file).unwrap_or_default(),
+                        a.inner.start,
+                        a.inner.end
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn add(&mut self, index: usize, raw: RawEntry) -> Result<(), TocError> {
@@ -369,37 +542,60 @@ impl Builder {
             .ok()
             .filter(|d| d.algorithm() == Algorithm::Sha256)
             .ok_or_else(|| format!("digest {:?} is not a sha256 digest", raw.digest))?;
-        let (start, end) = (
-            u64::try_from(raw.offset).map_err(|_| "a negative offset".to_owned())?,
-            u64::try_from(raw.end_offset).map_err(|_| "a negative endOffset".to_owned())?,
-        );
-        if start >= end || end > self.frames_end {
-            return Err(format!(
-                "its frames {start}..{end} are not inside the {} bytes of file data",
-                self.frames_end
-            ));
-        }
+        let start = u64::try_from(raw.offset).map_err(|_| "a negative offset".to_owned())?;
         let chunk_size =
             u64::try_from(raw.chunk_size).map_err(|_| "a negative chunkSize".to_owned())?;
         if chunk_size > entry.size || raw.chunk_offset != 0 {
             return Err("its first chunk is not at its start or is larger than it".into());
         }
         check_chunk_type(raw)?;
+        let (frames, codec, skip) = match &self.layout {
+            Layout::Zstd { frames_end } => {
+                let end =
+                    u64::try_from(raw.end_offset).map_err(|_| "a negative endOffset".to_owned())?;
+                if start >= end || end > *frames_end {
+                    return Err(format!(
+                        "its frames {start}..{end} are not inside the {frames_end} bytes of \
+                         file data"
+                    ));
+                }
+                (start..end, Codec::Zstd, 0)
+            }
+            Layout::Gzip { toc_offset, .. } => {
+                if start >= *toc_offset {
+                    return Err(format!(
+                        "its data at blob offset {start} is not before the table of contents \
+                         (at {toc_offset})"
+                    ));
+                }
+                let skip = inner_offset(raw)?;
+                (start..self.layout.member_end(start), Codec::Gzip, skip)
+            }
+        };
+        let first = if chunk_size == 0 {
+            entry.size
+        } else {
+            chunk_size
+        };
         self.files.push(TocFile {
             path: entry.path.clone(),
             size: entry.size,
             digest,
-            frames: start..end,
+            frames,
+            codec,
+            skip,
         });
         self.offsets.push(entry.offset);
+        let file = self.files.len() - 1;
+        if codec == Codec::Gzip {
+            self.spans.push(span(start, skip, first, file)?);
+        }
         self.open = Some(OpenFile {
-            file: self.files.len() - 1,
-            covered: if chunk_size == 0 {
-                entry.size
-            } else {
-                chunk_size
-            },
+            file,
+            covered: first,
             last_chunk_at: start,
+            last_inner: skip,
+            last_size: first,
             chunked: chunk_size != 0,
         });
         Ok(())
@@ -409,7 +605,7 @@ impl Builder {
         let Some(open) = self.open.as_mut() else {
             return Err("a chunk that follows no file with content".into());
         };
-        let Some(file) = self.files.get(open.file) else {
+        let Some(file) = self.files.get_mut(open.file) else {
             return Err("a chunk that follows no file with content".into());
         };
         if normalize(&raw.name).ok().as_ref() != Some(&file.path) || !open.chunked {
@@ -417,19 +613,48 @@ impl Builder {
         }
         check_chunk_type(raw)?;
         let at = u64::try_from(raw.offset).map_err(|_| "a negative offset".to_owned())?;
-        let size = u64::try_from(raw.chunk_size).map_err(|_| "a negative chunkSize".to_owned())?;
+        let mut size =
+            u64::try_from(raw.chunk_size).map_err(|_| "a negative chunkSize".to_owned())?;
+        if size == 0 && file.codec == Codec::Gzip {
+            // eStargz writes 0 for "to the end of the file".
+            size = file.size.saturating_sub(open.covered);
+        }
         if raw.chunk_offset != open.covered as i64 || size == 0 {
             return Err(format!(
                 "a chunk at byte {} of the file, where {} bytes were covered",
                 raw.chunk_offset, open.covered
             ));
         }
-        if at <= open.last_chunk_at || at >= file.frames.end {
-            return Err(format!(
-                "a chunk at blob offset {at}, not after the previous one ({}) and inside the \
-                 file's frames ({}..{})",
-                open.last_chunk_at, file.frames.start, file.frames.end
-            ));
+        match &self.layout {
+            Layout::Zstd { .. } => {
+                if at <= open.last_chunk_at || at >= file.frames.end {
+                    return Err(format!(
+                        "a chunk at blob offset {at}, not after the previous one ({}) and \
+                         inside the file's frames ({}..{})",
+                        open.last_chunk_at, file.frames.start, file.frames.end
+                    ));
+                }
+            }
+            Layout::Gzip { toc_offset, .. } => {
+                let inner = inner_offset(raw)?;
+                let next_member = self.layout.member_end(open.last_chunk_at);
+                let follows = if at == open.last_chunk_at {
+                    Some(inner) == open.last_inner.checked_add(open.last_size)
+                } else {
+                    at == next_member && at < *toc_offset && inner == 0
+                };
+                if !follows {
+                    return Err(format!(
+                        "a chunk at blob offset {at} (innerOffset {inner}) that does not \
+                         continue the previous one (at {}, decoded bytes {}..+{}; the next \
+                         member starts at {next_member})",
+                        open.last_chunk_at, open.last_inner, open.last_size
+                    ));
+                }
+                file.frames.end = self.layout.member_end(at);
+                self.spans.push(span(at, inner, size, open.file)?);
+                open.last_inner = inner;
+            }
         }
         open.covered = open
             .covered
@@ -437,6 +662,7 @@ impl Builder {
             .filter(|&c| c <= file.size)
             .ok_or_else(|| format!("chunks cover more than the file's {} bytes", file.size))?;
         open.last_chunk_at = at;
+        open.last_size = size;
         Ok(())
     }
 
@@ -458,6 +684,21 @@ impl Builder {
             _ => Ok(()),
         }
     }
+}
+
+fn inner_offset(raw: &RawEntry) -> Result<u64, String> {
+    u64::try_from(raw.inner_offset).map_err(|_| "a negative innerOffset".to_owned())
+}
+
+fn span(at: u64, inner: u64, size: u64, file: usize) -> Result<Span, String> {
+    let end = inner
+        .checked_add(size)
+        .ok_or_else(|| "innerOffset and size add up past 2^64".to_owned())?;
+    Ok(Span {
+        at,
+        inner: inner..end,
+        file,
+    })
 }
 
 fn check_chunk_type(raw: &RawEntry) -> Result<(), String> {

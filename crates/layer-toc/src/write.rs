@@ -88,37 +88,19 @@ pub fn write_zstd_chunked(
     let mut archive = tar::Archive::new(Cursor::new(tar));
     for entry in archive.entries_with_seek()? {
         let entry = entry?;
-        let header = entry.header();
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let link = entry
-            .link_name_bytes()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default();
-        use tar::EntryType as T;
-        let kind = match header.entry_type() {
-            T::Regular | T::Continuous if name.ends_with('/') => "dir",
-            T::Regular | T::Continuous => "reg",
-            T::Directory => "dir",
-            T::Symlink => "symlink",
-            T::Link => "hardlink",
-            T::Char => "char",
-            T::Block => "block",
-            T::Fifo => "fifo",
-            _ => continue,
+        let Some(meta) = TarMeta::of(&entry)? else {
+            continue;
         };
+        let kind = meta.kind;
         let mut e = OutEntry {
             kind,
-            name,
-            link_name: if matches!(kind, "symlink" | "hardlink") {
-                link
-            } else {
-                String::new()
-            },
-            mode: u64::from(header.mode()? & 0o7777),
+            name: meta.name,
+            link_name: meta.link_name,
+            mode: meta.mode,
             size: 0,
-            uid: number(&header.as_old().uid, header.uid())?,
-            gid: number(&header.as_old().gid, header.gid())?,
-            modtime: rfc3339(number(&header.as_old().mtime, header.mtime())?),
+            uid: meta.uid,
+            gid: meta.gid,
+            modtime: meta.modtime,
             digest: String::new(),
             offset: 0,
             end_offset: 0,
@@ -170,6 +152,54 @@ pub fn write_zstd_chunked(
     ])
 }
 
+/// What a table of contents says of a tar entry besides where its content is.
+pub(crate) struct TarMeta {
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
+    /// The target of a symlink or hardlink; empty for other kinds.
+    pub(crate) link_name: String,
+    pub(crate) mode: u64,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) modtime: String,
+}
+
+impl TarMeta {
+    /// `None` for entries a table does not list (PAX globals, GNU volume labels).
+    pub(crate) fn of<R: io::Read>(entry: &tar::Entry<'_, R>) -> io::Result<Option<TarMeta>> {
+        let header = entry.header();
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        use tar::EntryType as T;
+        let kind = match header.entry_type() {
+            T::Regular | T::Continuous if name.ends_with('/') => "dir",
+            T::Regular | T::Continuous => "reg",
+            T::Directory => "dir",
+            T::Symlink => "symlink",
+            T::Link => "hardlink",
+            T::Char => "char",
+            T::Block => "block",
+            T::Fifo => "fifo",
+            _ => return Ok(None),
+        };
+        let link_name = match kind {
+            "symlink" | "hardlink" => entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        Ok(Some(TarMeta {
+            kind,
+            name,
+            link_name,
+            mode: u64::from(header.mode()? & 0o7777),
+            uid: number(&header.as_old().uid, header.uid())?,
+            gid: number(&header.as_old().gid, header.gid())?,
+            modtime: rfc3339(number(&header.as_old().mtime, header.mtime())?),
+        }))
+    }
+}
+
 /// A numeric header field; one left empty (all NUL or spaces, as some writers leave uid,
 /// gid or mtime) is 0, as the tar index reads it.
 fn number(raw: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
@@ -179,7 +209,7 @@ fn number(raw: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
     }
 }
 
-fn slice(tar: &[u8], start: u64, end: u64) -> io::Result<&[u8]> {
+pub(crate) fn slice(tar: &[u8], start: u64, end: u64) -> io::Result<&[u8]> {
     usize::try_from(start)
         .ok()
         .zip(usize::try_from(end).ok())
