@@ -44,6 +44,7 @@ mod position;
 mod time;
 pub mod toc;
 mod write;
+mod write_estargz;
 
 pub use error::TocError;
 pub use estargz::{
@@ -53,6 +54,7 @@ pub use lazy::{LazyFiles, RangeFetch, ReadHook};
 pub use position::{CHECKSUM_KEY, Footer, POSITION_KEY, TocPosition};
 pub use toc::{Codec, Toc, TocFile};
 pub use write::{WRITTEN_CHECKSUM_KEY, WRITTEN_POSITION_KEY, write_zstd_chunked};
+pub use write_estargz::{EstargzOptions, EstargzWritten, write_estargz};
 
 /// The default limit on a table of contents, compressed or not (`--max-toc-size`).
 pub const DEFAULT_TOC_LIMIT: u64 = 64 << 20;
