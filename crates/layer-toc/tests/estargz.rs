@@ -2,7 +2,12 @@
 //! same files, its table is found the way a lazy reader finds it (tail, footer, maybe one
 //! more range), lazy reads give every file's bytes, and tables and blobs that lie are
 //! refused with errors naming the layer.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::result_large_err
+)]
 
 use std::io::{Read, Write};
 use std::ops::Range;
