@@ -4,6 +4,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher as _};
 
+mod estargz;
 mod json;
 mod layers;
 mod text;
@@ -48,6 +49,7 @@ pub const TARGETS: &[Target] = &[
     layers::MATERIALIZE,
     webc::WEBC,
     toc::ZSTD_CHUNKED_TOC,
+    estargz::ESTARGZ_TOC,
 ];
 
 /// The target called `name`.
