@@ -1,5 +1,6 @@
 //! [`LazyFiles`]: the [`FileSource`] of a volume known from its table of contents. A file's
-//! frames are fetched by range when it is first read, decoded, and committed to the store
+//! frames (zstd) or members (gzip) are fetched by range when it is first read, decoded
+//! (with memory bounded by one window and one output buffer), and committed to the store
 //! under the file's own sha256, which the store checks before the file appears: no byte is
 //! returned before the whole file is verified, and another layer or process holding the
 //! same content finds it there.

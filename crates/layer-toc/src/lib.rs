@@ -1,18 +1,32 @@
 //! Seekable compressed layers: read a layer's files before (or without) downloading it.
 //!
-//! A zstd:chunked layer (containers/storage's format; `skopeo copy --dest-compress-format
-//! zstd:chunked` writes it) compresses every regular file as its own zstd frame(s) and
-//! appends a table of contents (TOC) that says where each file's frames are and what its
-//! content hashes to. To any other reader it is an ordinary `tar+zstd` layer with the same
-//! diff_id. This crate:
+//! Two formats put every regular file's content in compressed pieces of its own and add a
+//! table of contents (TOC) saying where each file's pieces are and what its content hashes
+//! to; to any other reader the layer is an ordinary compressed tar:
 //!
-//! - finds the table: [`TocPosition`] from the layer's annotations (one range request),
-//!   [`Footer`] from the end of a whole blob;
-//! - checks it and turns it into a path table with the rules of a tar index ([`Toc`]):
-//!   nothing in it is trusted (see the [`toc`] module);
+//! - **zstd:chunked** (containers/storage; `skopeo copy --dest-compress-format
+//!   zstd:chunked`): `tar+zstd`, one zstd frame per file (or chunk); the TOC is compressed
+//!   in a skippable frame before a footer, and the layer's annotations give its position
+//!   and the sha256 of its compressed bytes. Same diff_id as the plain tar.
+//! - **eStargz** (containerd's stargz-snapshotter): `tar+gzip` made of many gzip members,
+//!   one starting at each file's content (or chunk); the TOC is the tar's last entry,
+//!   `stargz.index.json`, in a member of its own before a footer that gives its offset; the
+//!   annotation `containerd.io/snapshot/stargz/toc.digest` is the sha256 of its JSON. Small
+//!   files may share a member (`innerOffset`), and a member runs on past the file's bytes.
+//!
+//! This crate:
+//!
+//! - finds the table: [`TocPosition`] from a zstd:chunked layer's annotations (one range
+//!   request), [`Footer`] from the end of a whole blob; [`EstargzPosition`] from an
+//!   eStargz layer's annotation, then its tail (one request, a second for a TOC larger
+//!   than [`EstargzPosition::TAIL`]) and [`EstargzFooter`] in it (see [`estargz`] for the
+//!   sequence);
+//! - checks it and turns it into a path table with the rules of a tar index ([`Toc::parse`],
+//!   [`Toc::parse_estargz`]): nothing in it is trusted (see the [`toc`] module);
 //! - serves the layer as a `vfs-overlay` volume whose files are fetched by range on first
-//!   read and verified against their sha256 before a byte is returned ([`LazyFiles`]);
-//! - writes a tar as a zstd:chunked layer ([`write_zstd_chunked`]), reproducibly.
+//!   read and verified against their sha256 before a byte is returned ([`LazyFiles`]; each
+//!   [`TocFile`] says its [`Codec`]);
+//! - writes a tar as either, reproducibly ([`write_zstd_chunked`], [`write_estargz`]).
 //!
 //! ```
 //! use cache_core::{Algorithm, Digest};
@@ -37,7 +51,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
-mod estargz;
+pub mod estargz;
 mod gunzip;
 mod lazy;
 mod position;
