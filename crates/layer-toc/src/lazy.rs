@@ -385,8 +385,17 @@ async fn decode_gzip(
     let mut out = vec![0u8; OUT_CHUNK];
     let mut decoded = 0u64;
     let mut at = file.frames.start;
+    // What must be decoded (the skipped bytes, then the file) takes about as many
+    // compressed bytes, rarely more (a stored block adds 5 bytes per 64 KiB): the first
+    // window asks for that much, so a small file sharing a member with a large one does
+    // not bring the large one.
+    let mut window = want_end
+        .saturating_add(want_end / 64)
+        .saturating_add(4096)
+        .min(WINDOW);
     'windows: while at < file.frames.end {
-        let end = file.frames.end.min(at.saturating_add(WINDOW));
+        let end = file.frames.end.min(at.saturating_add(window));
+        window = WINDOW;
         let data = fetch.fetch(at..end).await?;
         if data.len() as u64 != end - at {
             return Err(format!(

@@ -55,6 +55,7 @@ pub mod estargz;
 mod gunzip;
 mod lazy;
 mod position;
+mod seekable;
 mod time;
 pub mod toc;
 mod write;
@@ -66,6 +67,7 @@ pub use estargz::{
 };
 pub use lazy::{LazyFiles, RangeFetch, ReadHook};
 pub use position::{CHECKSUM_KEY, Footer, POSITION_KEY, TocPosition};
+pub use seekable::Seekable;
 pub use toc::{Codec, Toc, TocFile};
 pub use write::{WRITTEN_CHECKSUM_KEY, WRITTEN_POSITION_KEY, write_zstd_chunked};
 pub use write_estargz::{EstargzOptions, EstargzWritten, write_estargz};

@@ -66,7 +66,7 @@ pub struct BlobRef {
     /// Where its table of contents is, when the descriptor's annotations say it is a
     /// seekable (zstd:chunked) layer; `Some(Err)` when they say so in a form that does not
     /// parse (an error only if the layer is read lazily).
-    pub toc: Option<Result<layer_toc::TocPosition, layer_toc::TocError>>,
+    pub toc: Option<Result<layer_toc::Seekable, layer_toc::TocError>>,
 }
 
 impl BlobRef {
@@ -89,7 +89,9 @@ impl BlobRef {
                 .as_deref()
                 .and_then(|data| embedded(data, digest, d.size(), reference)),
             toc: d.annotations().as_ref().and_then(|a| {
-                layer_toc::TocPosition::from_annotations(digest, |k| a.get(k).map(String::as_str))
+                layer_toc::Seekable::from_annotations(digest, d.size(), |k| {
+                    a.get(k).map(String::as_str)
+                })
             }),
         })
     }

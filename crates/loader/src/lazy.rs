@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_core::{Algorithm, Store};
+use cache_core::Store;
 use fetch_http::{BlobRequest, ClientConfig, Credentials, HttpClient};
 use futures::future::BoxFuture;
-use layer_toc::{LazyFiles, RangeFetch, Toc, TocPosition};
+use layer_toc::{LazyFiles, RangeFetch, Seekable};
 use vfs_overlay::TarVolume;
 
 use crate::artifact::BlobRef;
@@ -52,14 +52,15 @@ pub const WHOLE_BELOW: u64 = 1 << 20;
 /// Whether `blob` (an image layer or a package volume found at `at`) is read lazily under
 /// `lazy`: see the module docs.
 pub(crate) fn reads_lazily(lazy: Lazy, remote: &Remote, at: &Located, blob: &BlobRef) -> bool {
+    let Some(Ok(seekable)) = &blob.toc else {
+        return false;
+    };
     lazy != Lazy::Off
         && matches!(at, Located::Registry { .. })
-        && matches!(&blob.toc, Some(Ok(position))
-            if !remote.offline || remote.store.contains(&position.digest))
         && blob.size >= WHOLE_BELOW
-        && vfs_overlay::Compression::of_media_type(&blob.media_type)
-            == Some(vfs_overlay::Compression::Zstd)
+        && vfs_overlay::Compression::of_media_type(&blob.media_type) == Some(seekable.compression())
         && !remote.store.contains(&blob.digest)
+        && (!remote.offline || crate::lazy_table::table_stored(&remote.store, seekable))
 }
 
 /// How long a read waits for its file before failing with `EIO`, unless the loader's
@@ -150,10 +151,9 @@ impl LazyContext {
         remote: &Remote,
         request: BlobRequest,
         blob: &BlobRef,
-        position: &TocPosition,
+        seekable: &Seekable,
         toc_limit: u64,
     ) -> Result<Option<LazyOpened>> {
-        position.check(blob.size, toc_limit)?;
         let store = &remote.store;
         let (keep, runtime) = self.runtime()?;
         let ranges = Arc::new(LayerRanges {
@@ -165,57 +165,12 @@ impl LazyContext {
             held: Arc::default(),
             _runtime: keep,
         });
-        // The table is kept in the store under its own digest: a later lazy load of the
-        // layer needs no request before its first file.
-        let toc_bytes = match store.get(&position.digest)? {
-            Some(stored) => stored.into_bytes(),
-            None if remote.offline => {
-                return Err(
-                    remote.offline_miss(format!("the table of contents of layer {}", blob.digest))
-                );
-            }
-            None => {
-                let fetched = runtime
-                    .spawn(ranges.fetch(position.range()))
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?
-                    .map_err(|reason| layer_toc::TocError::File {
-                        blob: blob.digest,
-                        path: vfs_overlay::VfsPath::root(),
-                        reason: format!("fetching its table of contents: {reason}"),
-                    })?;
-                if store.contains(&blob.digest) {
-                    return Ok(None);
-                }
-                if Algorithm::Sha256.digest(&fetched) == position.digest {
-                    let data = fetched.clone();
-                    store
-                        .get_or_ingest(
-                            position.digest,
-                            Some(position.compressed),
-                            |mut ingest| async move { ingest.write(data).await.map(|()| ingest) },
-                        )
-                        .await?;
-                }
-                fetched
-            }
+        let Some(toc) =
+            crate::lazy_table::table(remote, &ranges, &runtime, blob, seekable, toc_limit).await?
+        else {
+            return Ok(None);
         };
-        let position = *position;
-        let parsed =
-            tokio::task::spawn_blocking(move || Toc::parse(&position, &toc_bytes, toc_limit))
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-        let toc = match parsed {
-            Ok(toc) => toc,
-            // Valid, but not something this reader serves (a newer table version, sparse
-            // chunks): the layer is read whole, as from a writer that wrote no table.
-            Err(e @ layer_toc::TocError::Unsupported { .. }) => {
-                tracing::info!(error = %e, "reading the layer whole");
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        tracing::info!(layer = %blob.digest, files = toc.files().len(), toc_bytes = position.compressed, "reading the layer lazily");
+        tracing::info!(layer = %blob.digest, files = toc.files().len(), "reading the layer lazily");
         let toc = Arc::new(toc);
         let files = Arc::new(LazyFiles::new(
             toc.clone(),
@@ -250,7 +205,7 @@ pub(crate) struct LazyOpened {
     pub(crate) runtime: tokio::runtime::Handle,
 }
 
-fn unavailable(reason: String) -> LoadError {
+pub(crate) fn unavailable(reason: String) -> LoadError {
     LoadError::Io {
         action: "read lazily from",
         path: "the registry".into(),

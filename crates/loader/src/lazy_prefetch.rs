@@ -428,6 +428,8 @@ mod tests {
             size: 1,
             digest: cache_core::Algorithm::Sha256.digest(name.as_bytes()),
             frames,
+            codec: layer_toc::Codec::Zstd,
+            skip: 0,
         }
     }
 

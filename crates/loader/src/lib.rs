@@ -47,6 +47,7 @@ mod gc;
 mod lazy;
 mod lazy_image;
 mod lazy_prefetch;
+mod lazy_table;
 mod load;
 mod local;
 mod pack;

@@ -43,6 +43,13 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Two layers, each over the 1 MiB below which layers are fetched whole, with whiteouts,
 /// an opaque directory, links of both kinds and a hardlink into the layer below.
 fn original(dir: &Path) {
+    let [l1, l2] = original_layers();
+    let diff_ids = [sha256(&l1), sha256(&l2)];
+    image_layout(dir, &[(l1, TAR), (l2, TAR)], &diff_ids);
+}
+
+/// The tars of [`original`]'s layers.
+fn original_layers() -> [Vec<u8>; 2] {
     let (big1, big2) = (noise(2 << 20, 7), noise(2 << 20, 11));
     let l1 = layer(&[
         E::Dir("etc/", 0o755),
@@ -67,8 +74,7 @@ fn original(dir: &Path) {
         E::File("etc/hello.txt", 0o640, b"hello again\n"),
         E::File("big2.bin", 0o644, &big2),
     ]);
-    let diff_ids = [sha256(&l1), sha256(&l2)];
-    image_layout(dir, &[(l1, TAR), (l2, TAR)], &diff_ids);
+    [l1, l2]
 }
 
 /// `original` converted by skopeo to zstd:chunked, its config's diff_ids recomputed from
@@ -956,5 +962,108 @@ fn a_read_slower_than_the_deadline_fails_with_eio_naming_the_layer_and_file() {
     assert!(
         text.contains("big1.bin") && text.contains("layer sha256:") && text.contains("within"),
         "{text}"
+    );
+}
+
+/// [`original`]'s layers written as eStargz into an image at `dir` (small files sharing
+/// gzip members, large ones in 1 MiB chunks); `lie` puts a wrong table digest on the
+/// second layer.
+fn estargz_layout(dir: &Path, lie: bool) {
+    let options = layer_toc::EstargzOptions {
+        chunk_size: 1 << 20,
+        min_chunk_size: 16 << 10,
+        level: 6,
+    };
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, tar) in original_layers().iter().enumerate() {
+        let mut blob = Vec::new();
+        let written = layer_toc::write_estargz(tar, &mut blob, &options).unwrap();
+        let mut annotations = written.annotations.clone();
+        if lie && i == 1 {
+            for (key, value) in &mut annotations {
+                if key == layer_toc::ESTARGZ_TOC_DIGEST_KEY {
+                    *value = sha256(b"another table");
+                }
+            }
+        }
+        diff_ids.push(written.diff_id.to_string());
+        layers.push((
+            blob,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            annotations,
+        ));
+    }
+    annotated_layout(dir, &layers, &diff_ids);
+}
+
+#[test]
+fn an_estargz_image_reads_lazily_and_its_tree_equals_umoci_unpack() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("estargz");
+    estargz_layout(&layout, false);
+    let lying = work.path().join("estargz-lying");
+    estargz_layout(&lying, true);
+    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
+    push(&layout, &format!("{}/lazy/estargz:1", registry.host()));
+    push(&lying, &format!("{}/lazy/estargz-lying:1", registry.host()));
+    let image = format!("{}/lazy/estargz:1", meter.host());
+    let layers_size = blob_sizes(&layout);
+    // umoci reads an eStargz layer as the tar+gzip it also is (the table included).
+    let theirs = umoci_tree(work.path(), &layout);
+    assert!(theirs.contains_key("stargz.index.json"));
+
+    let cache = work.path().join("cache");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loaded = rt.block_on(async {
+        let loader = loader(&cache, Lazy::Only).await;
+        loader
+            .load(&PackageRef::parse(&image).unwrap(), None)
+            .await
+            .unwrap()
+    });
+    let after_load = meter.bytes_served();
+    assert!(
+        after_load < 2 * layer_toc::EstargzPosition::TAIL + (64 << 10),
+        "the manifest, the config and one tail request per layer: {after_load} bytes of {layers_size}"
+    );
+    let ours = work.path().join("ours");
+    vfs_overlay::materialize(
+        loaded.fs.as_ref(),
+        &ours,
+        vfs_overlay::MaterializeOptions::new().link_mode(vfs_overlay::LinkMode::Copy),
+    )
+    .unwrap();
+    let mine = snapshot(&ours);
+    let differences = common::differences(&theirs, &mine);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert_eq!(mine["etc/hello.txt"].3, sha256(b"hello again\n"));
+
+    // The CLI: one small file costs the tails and that file; the cache verifies.
+    let cold = work.path().join("cache-cli");
+    meter.clear();
+    let cat = run(pkgload(&cold).args(["cat", &image, "/usr/bin/tool"]));
+    assert_eq!(cat.stdout, b"#!/bin/sh\necho tool\n");
+    assert!(
+        meter.bytes_served() < 2 * layer_toc::EstargzPosition::TAIL + (64 << 10),
+        "{} bytes",
+        meter.bytes_served()
+    );
+    run(pkgload(&cold).args(["cache", "verify"]));
+    // Offline, the kept tables and the file read serve again.
+    let again = run(pkgload(&cold).args(["--offline", "cat", &image, "/usr/bin/tool"]));
+    assert_eq!(again.stdout, cat.stdout);
+
+    // A table that is not the annotated one is refused, naming the layer.
+    let lie = pkgload(&work.path().join("cache-lie"))
+        .args(["ls", &format!("{}/lazy/estargz-lying:1", meter.host())])
+        .output()
+        .unwrap();
+    assert!(!lie.status.success());
+    let stderr = String::from_utf8_lossy(&lie.stderr);
+    assert!(
+        stderr.contains("table of contents hashes to") && stderr.contains("layer sha256:"),
+        "{stderr}"
     );
 }
