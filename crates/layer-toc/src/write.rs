@@ -21,34 +21,48 @@ pub const WRITTEN_CHECKSUM_KEY: &str = "io.containers.zstd-chunked.manifest-chec
 /// See [`WRITTEN_CHECKSUM_KEY`].
 pub const WRITTEN_POSITION_KEY: &str = "io.containers.zstd-chunked.manifest-position";
 
+/// A table of contents as both writers write it (CRFS JSON; fields left at zero or empty
+/// are not written, so each format's entries carry only the fields it uses).
 #[derive(Serialize)]
-struct OutToc<'a> {
-    version: u32,
-    entries: &'a [OutEntry],
+pub(crate) struct OutToc<'a> {
+    pub(crate) version: u32,
+    pub(crate) entries: &'a [OutEntry],
 }
 
-#[derive(Serialize)]
-struct OutEntry {
+#[derive(Serialize, Default)]
+pub(crate) struct OutEntry {
     #[serde(rename = "type")]
-    kind: &'static str,
-    name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
     #[serde(rename = "linkName", skip_serializing_if = "String::is_empty")]
-    link_name: String,
+    pub(crate) link_name: String,
     #[serde(skip_serializing_if = "is_zero")]
-    mode: u64,
+    pub(crate) mode: u64,
     #[serde(skip_serializing_if = "is_zero")]
-    size: u64,
+    pub(crate) size: u64,
     #[serde(skip_serializing_if = "is_zero")]
-    uid: u64,
+    pub(crate) uid: u64,
     #[serde(skip_serializing_if = "is_zero")]
-    gid: u64,
-    modtime: String,
+    pub(crate) gid: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
-    digest: String,
+    pub(crate) modtime: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) digest: String,
     #[serde(skip_serializing_if = "is_zero")]
-    offset: u64,
+    pub(crate) offset: u64,
+    /// zstd:chunked: where the file's frames end.
     #[serde(rename = "endOffset", skip_serializing_if = "is_zero")]
-    end_offset: u64,
+    pub(crate) end_offset: u64,
+    /// eStargz: decoded bytes before the chunk in its member.
+    #[serde(rename = "innerOffset", skip_serializing_if = "is_zero")]
+    pub(crate) inner_offset: u64,
+    #[serde(rename = "chunkOffset", skip_serializing_if = "is_zero")]
+    pub(crate) chunk_offset: u64,
+    /// eStargz: 0 for "to the end of the file", as stargz-snapshotter writes it.
+    #[serde(rename = "chunkSize", skip_serializing_if = "is_zero")]
+    pub(crate) chunk_size: u64,
+    #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
+    pub(crate) chunk_digest: String,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -101,9 +115,7 @@ pub fn write_zstd_chunked(
             uid: meta.uid,
             gid: meta.gid,
             modtime: meta.modtime,
-            digest: String::new(),
-            offset: 0,
-            end_offset: 0,
+            ..OutEntry::default()
         };
         let size = entry.size();
         if kind == "reg" && size > 0 {

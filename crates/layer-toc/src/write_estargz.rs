@@ -15,10 +15,9 @@ use std::io::{self, Cursor, Write};
 use cache_core::{Algorithm, Digest, Hasher};
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
-use serde::Serialize;
 
 use crate::estargz::{ESTARGZ_TOC_DIGEST_KEY, ESTARGZ_UNCOMPRESSED_SIZE_KEY, TOC_TAR_NAME};
-use crate::write::{TarMeta, slice};
+use crate::write::{OutEntry, OutToc, TarMeta, slice};
 
 /// How [`write_estargz`] cuts and compresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,48 +56,6 @@ pub struct EstargzWritten {
     pub size: u64,
     /// The layer's annotations (key, value).
     pub annotations: Vec<(String, String)>,
-}
-
-#[derive(Serialize)]
-struct OutToc<'a> {
-    version: u32,
-    entries: &'a [OutEntry],
-}
-
-#[derive(Serialize)]
-struct OutEntry {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    name: String,
-    #[serde(rename = "linkName", skip_serializing_if = "String::is_empty")]
-    link_name: String,
-    #[serde(skip_serializing_if = "is_zero")]
-    mode: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    size: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    uid: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    gid: u64,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    modtime: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    digest: String,
-    #[serde(skip_serializing_if = "is_zero")]
-    offset: u64,
-    #[serde(rename = "innerOffset", skip_serializing_if = "is_zero")]
-    inner_offset: u64,
-    #[serde(rename = "chunkOffset", skip_serializing_if = "is_zero")]
-    chunk_offset: u64,
-    /// 0 for "to the end of the file", as stargz-snapshotter writes it.
-    #[serde(rename = "chunkSize", skip_serializing_if = "is_zero")]
-    chunk_size: u64,
-    #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
-    chunk_digest: String,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 /// The gzip members written so far and the one being written.
@@ -206,12 +163,7 @@ pub fn write_estargz(
             uid: meta.uid,
             gid: meta.gid,
             modtime: meta.modtime,
-            digest: String::new(),
-            offset: 0,
-            inner_offset: 0,
-            chunk_offset: 0,
-            chunk_size: 0,
-            chunk_digest: String::new(),
+            ..OutEntry::default()
         };
         if first.kind != "reg" || size == 0 {
             entries.push(first);
@@ -282,18 +234,7 @@ fn chunk_of(name: String) -> OutEntry {
     OutEntry {
         kind: "chunk",
         name,
-        link_name: String::new(),
-        mode: 0,
-        size: 0,
-        uid: 0,
-        gid: 0,
-        modtime: String::new(),
-        digest: String::new(),
-        offset: 0,
-        inner_offset: 0,
-        chunk_offset: 0,
-        chunk_size: 0,
-        chunk_digest: String::new(),
+        ..OutEntry::default()
     }
 }
 
