@@ -20,7 +20,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{E, finish_layout, image_layout, layer, pkgload, run, sha256, snapshot, write_blob};
+use common::{
+    E, annotated_layout, finish_layout, image_layout, layer, pkgload, run, sha256, snapshot,
+    write_blob,
+};
 use loader::{Lazy, LoadError, Loader, PackageRef};
 use serde_json::Value;
 use test_servers::registry::Registry;
@@ -791,43 +794,6 @@ fn sigkill_during_lazy_reads_leaves_a_cache_that_verifies_clean() {
     let whole = run(&mut cat(&cache));
     assert_eq!(whole.stdout, noise(2 << 20, 11));
     verify_clean(&cache);
-}
-
-/// A layer blob, its media type and its annotations.
-type AnnotatedLayer<'a> = (Vec<u8>, &'a str, Vec<(String, String)>);
-
-/// An OCI layout holding one image tagged `v1` whose layers carry annotations.
-fn annotated_layout(dir: &Path, layers: &[AnnotatedLayer<'_>], diff_ids: &[String]) {
-    let descriptors: Vec<Value> = layers
-        .iter()
-        .map(|(blob, media, annotations)| {
-            let annotations: serde_json::Map<String, Value> = annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-                .collect();
-            serde_json::json!({"mediaType": media, "digest": write_blob(dir, blob),
-                               "size": blob.len(), "annotations": annotations})
-        })
-        .collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "config": {},
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": write_blob(dir, &config),
-            "size": config.len(),
-        },
-        "layers": descriptors,
-    }))
-    .unwrap();
-    finish_layout(dir, &manifest, Some("v1"));
 }
 
 /// `blob`, a zstd:chunked layer written by `layer_toc`, with its table rewritten by `edit`

@@ -108,10 +108,31 @@ pub fn gzip_layout(dir: &Path, layers: &[Vec<u8>]) {
 /// An OCI layout holding one image tagged `v1` whose layers are the given blobs, already
 /// encoded, with their media types; `diff_ids` go into the image config as they are.
 pub fn image_layout(dir: &Path, layers: &[(Vec<u8>, &str)], diff_ids: &[String]) {
+    let layers: Vec<AnnotatedLayer<'_>> = layers
+        .iter()
+        .map(|(blob, media)| (blob.clone(), *media, Vec::new()))
+        .collect();
+    annotated_layout(dir, &layers, diff_ids);
+}
+
+/// A layer blob, its media type and its annotations.
+pub type AnnotatedLayer<'a> = (Vec<u8>, &'a str, Vec<(String, String)>);
+
+/// [`image_layout`] with annotations on the layers' descriptors.
+pub fn annotated_layout(dir: &Path, layers: &[AnnotatedLayer<'_>], diff_ids: &[String]) {
     let descriptors: Vec<Value> = layers
         .iter()
-        .map(|(blob, media)| {
-            json!({"mediaType": media, "digest": write_blob(dir, blob), "size": blob.len()})
+        .map(|(blob, media, annotations)| {
+            let mut d =
+                json!({"mediaType": media, "digest": write_blob(dir, blob), "size": blob.len()});
+            if !annotations.is_empty() {
+                let annotations: serde_json::Map<String, Value> = annotations
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                    .collect();
+                d["annotations"] = Value::Object(annotations);
+            }
+            d
         })
         .collect();
     let config = serde_json::to_vec(&json!({
