@@ -10,30 +10,21 @@
 )]
 
 use std::io::{Read, Write};
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
-use cache_core::{Algorithm, Digest, Store};
-use futures::future::BoxFuture;
+use cache_core::{Algorithm, Digest};
 use layer_toc::{
-    Codec, ESTARGZ_TOC_DIGEST_KEY, EstargzFooter, EstargzOptions, EstargzPosition, LazyFiles,
-    RangeFetch, Toc, TocError, write_estargz,
+    Codec, ESTARGZ_TOC_DIGEST_KEY, EstargzFooter, EstargzOptions, EstargzPosition, LazyFiles, Toc,
+    TocError, write_estargz,
 };
 use serde_json::{Value, json};
 use vfs_overlay::{FileSystem, FileType, TarVolume, VfsError, VfsPath};
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(1_700_000_000);
-    h.set_uid(1000);
-    h.set_gid(100);
-    h
-}
+use common::{Fixture, MemRanges, fixture, header, noise, p, volume_of};
 
 const BIG: usize = 300_000;
 const CHUNK: u64 = 64 << 10;
@@ -62,18 +53,6 @@ fn sample_tar() -> Vec<u8> {
     let mut h = header(tar::EntryType::Link, 0o644, 0);
     b.append_link(&mut h, "etc/hard", "etc/hello.txt").unwrap();
     b.into_inner().unwrap()
-}
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn options(min_chunk_size: u64) -> EstargzOptions {
@@ -121,34 +100,6 @@ fn gunzip(blob: &[u8]) -> Vec<u8> {
     tar
 }
 
-/// Serves ranges of an in-memory blob and records them.
-#[derive(Debug, Default)]
-struct MemRanges {
-    blob: Bytes,
-    asked: Mutex<Vec<Range<u64>>>,
-}
-
-impl MemRanges {
-    fn new(blob: Bytes) -> Arc<Self> {
-        Arc::new(MemRanges {
-            blob,
-            ..MemRanges::default()
-        })
-    }
-
-    fn get(&self, range: Range<u64>) -> Bytes {
-        self.asked.lock().unwrap().push(range.clone());
-        self.blob.slice(range.start as usize..range.end as usize)
-    }
-}
-
-impl RangeFetch for MemRanges {
-    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, Result<Bytes, String>> {
-        let data = self.get(range);
-        Box::pin(async move { Ok(data) })
-    }
-}
-
 /// What a lazy reader does: the tail, the footer in it, the rest of the table if it starts
 /// before the tail, then the table.
 fn read_toc(position: &EstargzPosition, ranges: &MemRanges, limit: u64) -> Result<Toc, TocError> {
@@ -162,41 +113,8 @@ fn read_toc(position: &EstargzPosition, ranges: &MemRanges, limit: u64) -> Resul
     Toc::parse_estargz(position, &footer, &toc_bytes, limit)
 }
 
-struct Fixture {
-    rt: tokio::runtime::Runtime,
-    store: Store,
-    _dir: tempfile::TempDir,
-}
-
-fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = rt.block_on(Store::open(dir.path())).unwrap();
-    Fixture {
-        rt,
-        store,
-        _dir: dir,
-    }
-}
-
 fn lazy_volume(f: &Fixture, toc: Toc, ranges: Arc<MemRanges>) -> TarVolume {
-    Arc::new(LazyFiles::new(
-        Arc::new(toc),
-        f.store.clone(),
-        ranges,
-        f.rt.handle().clone(),
-        Duration::from_secs(10),
-    ))
-    .volume()
-    .unwrap()
-}
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
+    volume_of(f, toc, ranges)
 }
 
 /// Walks both volumes: same listings, metadata, contents and link targets.

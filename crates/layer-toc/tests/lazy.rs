@@ -3,27 +3,18 @@
 //! verify them, and keep the file in the store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
-use cache_core::{Algorithm, Digest, Store};
-use futures::future::BoxFuture;
-use layer_toc::{Footer, LazyFiles, RangeFetch, Toc, TocPosition, write_zstd_chunked};
+use cache_core::{Algorithm, Digest};
+use layer_toc::{Footer, LazyFiles, Toc, TocPosition, write_zstd_chunked};
 use vfs_overlay::{FileSystem, FileType, TarVolume, VfsError, VfsPath};
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(1_700_000_000);
-    h.set_uid(1000);
-    h.set_gid(100);
-    h
-}
+use common::{Fixture, MemRanges, fixture, header, noise, p, volume_of};
 
 /// A layer with every kind of entry, a 3 MiB file of noise and a whiteout.
 fn sample_tar() -> Vec<u8> {
@@ -50,18 +41,6 @@ fn sample_tar() -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 struct Layer {
     blob: Bytes,
     digest: Digest,
@@ -86,66 +65,11 @@ fn chunked(tar: &[u8]) -> Layer {
     }
 }
 
-/// Serves ranges of an in-memory blob and records them.
-#[derive(Debug, Default)]
-struct MemRanges {
-    blob: Bytes,
-    asked: Mutex<Vec<Range<u64>>>,
-    hang: AtomicBool,
-}
-
-impl RangeFetch for MemRanges {
-    fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, Result<Bytes, String>> {
-        self.asked.lock().unwrap().push(range.clone());
-        let data = self.blob.slice(range.start as usize..range.end as usize);
-        let hang = self.hang.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if hang {
-                futures::future::pending::<()>().await;
-            }
-            Ok(data)
-        })
-    }
-}
-
-struct Fixture {
-    rt: tokio::runtime::Runtime,
-    store: Store,
-    _dir: tempfile::TempDir,
-}
-
-fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = rt.block_on(Store::open(dir.path())).unwrap();
-    Fixture {
-        rt,
-        store,
-        _dir: dir,
-    }
-}
-
 fn lazy_volume(f: &Fixture, layer: &Layer, ranges: Arc<MemRanges>) -> TarVolume {
     let toc_bytes =
         &layer.blob[layer.position.range().start as usize..layer.position.range().end as usize];
     let toc = Toc::parse(&layer.position, toc_bytes, 64 << 20).unwrap();
-    Arc::new(LazyFiles::new(
-        Arc::new(toc),
-        f.store.clone(),
-        ranges,
-        f.rt.handle().clone(),
-        Duration::from_secs(10),
-    ))
-    .volume()
-    .unwrap()
-}
-
-fn p(s: &str) -> VfsPath {
-    VfsPath::new(s).unwrap()
+    volume_of(f, toc, ranges)
 }
 
 #[test]
