@@ -22,7 +22,7 @@ use std::process::Command;
 
 use common::{
     E, annotated_layout, finish_layout, image_layout, layer, pkgload, run, sha256, snapshot,
-    write_blob,
+    verify_clean, write_blob,
 };
 use loader::{Lazy, LoadError, Loader, PackageRef};
 use serde_json::Value;
@@ -746,15 +746,6 @@ fn sigkill_during_lazy_reads_leaves_a_cache_that_verifies_clean() {
         let mut command = pkgload(cache);
         command.args(["cat", &image, "/big2.bin"]);
         command
-    };
-    let verify_clean = |cache: &Path| {
-        let out = pkgload(cache).args(["cache", "verify"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "cache verify found damage:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     };
     let timing = served.work.path().join("timing");
     let started = std::time::Instant::now();

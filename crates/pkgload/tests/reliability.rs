@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{E, gzip_layout, layer, pkgload, run};
+use common::{E, gzip_layout, layer, pkgload, run, verify_clean};
 use test_servers::proxy::{CountingProxy, Fault, FaultMix};
 use test_servers::registry::Registry;
 
@@ -68,16 +68,6 @@ fn push_image(
         &format!("docker://{}/test/big:1", registry.host()),
     ]));
     files
-}
-
-fn verify_clean(cache: &Path) {
-    let out = pkgload(cache).args(["cache", "verify"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "cache verify found damage:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -290,3 +290,14 @@ pub fn package_names(json: &serde_json::Value) -> Vec<String> {
         })
         .collect()
 }
+
+/// Asserts that `pkgload cache verify` finds every blob in `cache` whole and named right.
+pub fn verify_clean(cache: &Path) {
+    let out = pkgload(cache).args(["cache", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cache verify found damage:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
