@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use crate::cmd::Cmd;
 use crate::{Error, Result};
 
-/// One external program that some test starts.
+/// One external program that some test starts, or a package of sources a test builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tool {
-    /// The executable's file name, looked up on PATH and in [`EXTRA_DIRS`].
+    /// The executable's file name, looked up on PATH and in [`EXTRA_DIRS`]; or, for a
+    /// package that installs no program (Go sources), the absolute path of what it installs.
     pub binary: &'static str,
     /// The Debian package that provides it.
     pub package: &'static str,
@@ -66,6 +67,16 @@ pub const REQUIRED: &[Tool] = &[
         binary: "umoci",
         package: "umoci",
         why: "vfs-overlay umoci tests: stacked layers must equal `umoci unpack`, path for path",
+    },
+    Tool {
+        binary: "go",
+        package: "golang-go",
+        why: "pkgload lazy tests: build tests/stargz-writer, layers pkgload did not write",
+    },
+    Tool {
+        binary: "/usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz",
+        package: "golang-github-containerd-stargz-snapshotter-dev",
+        why: "pkgload lazy tests: stargz-snapshotter's eStargz and zstd:chunked writer (Go)",
     },
 ];
 
@@ -137,7 +148,13 @@ fn is_executable(path: &Path) -> bool {
 fn missing(tools: &[Tool], locate: impl Fn(&str) -> Option<PathBuf>) -> Vec<Tool> {
     tools
         .iter()
-        .filter(|tool| locate(tool.binary).is_none())
+        .filter(|tool| {
+            if tool.binary.starts_with('/') {
+                !Path::new(tool.binary).exists()
+            } else {
+                locate(tool.binary).is_none()
+            }
+        })
         .copied()
         .collect()
 }
@@ -286,7 +303,8 @@ mod tests {
     fn the_table_is_well_formed() {
         for (i, tool) in REQUIRED.iter().enumerate() {
             assert!(
-                !tool.binary.is_empty() && !tool.binary.contains('/'),
+                !tool.binary.is_empty()
+                    && (!tool.binary.contains('/') || tool.binary.starts_with('/')),
                 "{tool:?}"
             );
             assert!(!tool.package.is_empty() && !tool.why.is_empty(), "{tool:?}");

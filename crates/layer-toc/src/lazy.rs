@@ -325,7 +325,7 @@ async fn decode_zstd(
     let mut out = vec![0u8; OUT_CHUNK];
     let mut produced = 0u64;
     let mut at = file.frames.start;
-    while at < file.frames.end {
+    'frames: while at < file.frames.end {
         let end = file.frames.end.min(at.saturating_add(WINDOW));
         let data = fetch.fetch(at..end).await?;
         if data.len() as u64 != end - at {
@@ -343,17 +343,16 @@ async fn decode_zstd(
                     .map_err(|e| format!("its frames do not decode: {e}"))?;
                 output.pos()
             };
-            produced = produced.saturating_add(n as u64);
-            if produced > file.size {
-                return Err(format!(
-                    "its frames decode to more than its {} bytes",
-                    file.size
-                ));
-            }
+            // The legacy layout's last frame also holds the tar bytes after the file.
+            let keep = file.size.saturating_sub(produced).min(n as u64);
+            produced = produced.saturating_add(keep);
             ingest
-                .write_all(out.get(..n).unwrap_or_default())
+                .write_all(out.get(..keep as usize).unwrap_or_default())
                 .await
                 .map_err(|e| e.to_string())?;
+            if produced == file.size {
+                break 'frames;
+            }
             if input.pos() >= data.len() && n < out.len() {
                 break;
             }

@@ -133,41 +133,62 @@ struct OpenFile {
     last_size: u64,
     /// Whether `chunk` entries may follow (the file's entry gave a chunk size).
     chunked: bool,
+    /// zstd:chunked without `endOffset` (the legacy layout): each chunk's frame runs to
+    /// the next offset the table names, so the chunks must follow one another.
+    frames_follow: bool,
 }
 
 /// Where file data may be and how a chunk's compressed range is known.
 pub(crate) enum Layout {
-    /// zstd:chunked: each file gives its frames' end; frames end by `frames_end`.
-    Zstd { frames_end: u64 },
-    /// eStargz: a chunk's member runs to the next of `starts` (every offset a chunk names,
-    /// sorted, once each), or to the table at `toc_offset`.
+    /// zstd:chunked: each file gives its frames' end, frames end by `frames_end`. Tables
+    /// of the legacy layout (stargz-snapshotter's writer, early containers/storage) give no
+    /// `endOffset`: there a chunk's frame runs to the next of `starts`, and also holds the
+    /// tar headers written after the chunk.
+    Zstd { frames_end: u64, starts: Vec<u64> },
+    /// eStargz: a chunk's member runs to the next of `starts`, or to the table at
+    /// `toc_offset`.
     Gzip { toc_offset: u64, starts: Vec<u64> },
 }
 
 impl Layout {
+    /// The zstd:chunked layout of a table whose file frames end by `frames_end`.
+    fn zstd(frames_end: u64, raw: &[RawEntry]) -> Layout {
+        let starts = chunk_starts(raw, frames_end);
+        Layout::Zstd { frames_end, starts }
+    }
+
     /// The eStargz layout of a table at `toc_offset` whose entries are `raw`.
     fn gzip(toc_offset: u64, raw: &[RawEntry]) -> Layout {
-        let mut starts: Vec<u64> = raw
-            .iter()
-            .filter(|e| e.kind == "chunk" || e.kind == "reg" && e.size > 0)
-            .filter_map(|e| u64::try_from(e.offset).ok())
-            .filter(|&o| o < toc_offset)
-            .collect();
-        starts.sort_unstable();
-        starts.dedup();
+        let starts = chunk_starts(raw, toc_offset);
         Layout::Gzip { toc_offset, starts }
     }
 
     /// Where the gzip member starting at `at` ends.
     fn member_end(&self, at: u64) -> u64 {
-        match self {
-            Layout::Zstd { frames_end } => *frames_end,
-            Layout::Gzip { toc_offset, starts } => {
-                let next = starts.partition_point(|&s| s <= at);
-                starts.get(next).copied().unwrap_or(*toc_offset)
-            }
+        let (Layout::Zstd {
+            frames_end: end,
+            starts,
         }
+        | Layout::Gzip {
+            toc_offset: end,
+            starts,
+        }) = self;
+        let next = starts.partition_point(|&s| s <= at);
+        starts.get(next).copied().unwrap_or(*end)
     }
+}
+
+/// Every blob offset a chunk of file data starts at, below `limit`, sorted, once each.
+fn chunk_starts(raw: &[RawEntry], limit: u64) -> Vec<u64> {
+    let mut starts: Vec<u64> = raw
+        .iter()
+        .filter(|e| e.kind == "chunk" || e.kind == "reg" && e.size > 0)
+        .filter_map(|e| u64::try_from(e.offset).ok())
+        .filter(|&o| o < limit)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts
 }
 
 /// The decoded bytes one eStargz chunk takes in its member, for the overlap check.
@@ -224,12 +245,8 @@ impl Toc {
             });
         }
         // File frames come before the table's own skippable frame (8-byte header).
-        let mut builder = Builder::new(
-            blob,
-            Layout::Zstd {
-                frames_end: position.offset.saturating_sub(8),
-            },
-        );
+        let frames_end = position.offset.saturating_sub(8);
+        let mut builder = Builder::new(blob, Layout::zstd(frames_end, &raw.entries));
         builder.add_all(raw.entries)?;
         builder.finish()
     }
@@ -549,10 +566,16 @@ impl Builder {
             return Err("its first chunk is not at its start or is larger than it".into());
         }
         check_chunk_type(raw)?;
+        let mut frames_follow = false;
         let (frames, codec, skip) = match &self.layout {
-            Layout::Zstd { frames_end } => {
-                let end =
-                    u64::try_from(raw.end_offset).map_err(|_| "a negative endOffset".to_owned())?;
+            Layout::Zstd { frames_end, .. } => {
+                let end = match raw.end_offset {
+                    0 => {
+                        frames_follow = true;
+                        self.layout.member_end(start)
+                    }
+                    end => u64::try_from(end).map_err(|_| "a negative endOffset".to_owned())?,
+                };
                 if start >= end || end > *frames_end {
                     return Err(format!(
                         "its frames {start}..{end} are not inside the {frames_end} bytes of \
@@ -597,6 +620,7 @@ impl Builder {
             last_inner: skip,
             last_size: first,
             chunked: chunk_size != 0,
+            frames_follow,
         });
         Ok(())
     }
@@ -626,6 +650,17 @@ impl Builder {
             ));
         }
         match &self.layout {
+            Layout::Zstd { .. } if open.frames_follow => {
+                let next_frame = self.layout.member_end(open.last_chunk_at);
+                if at != next_frame {
+                    return Err(format!(
+                        "a chunk at blob offset {at}, not the frame after the previous one \
+                         (at {}, ending at {next_frame})",
+                        open.last_chunk_at
+                    ));
+                }
+                file.frames.end = self.layout.member_end(at);
+            }
             Layout::Zstd { .. } => {
                 if at <= open.last_chunk_at || at >= file.frames.end {
                     return Err(format!(

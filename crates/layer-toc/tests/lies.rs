@@ -67,6 +67,33 @@ fn an_honest_table_parses() {
     );
 }
 
+/// The legacy zstd:chunked layout (stargz-snapshotter's writer) gives no `endOffset`: a
+/// frame runs to the next offset the table names, or to the end of the file data.
+#[test]
+fn a_legacy_table_without_end_offsets_parses_and_its_chunks_must_follow() {
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let toc = parse_json(&json!({"version": 1, "entries": [
+        {"type": "dir", "name": "a/"},
+        {"type": "reg", "name": "a/x", "size": 10, "offset": 100, "digest": digest},
+        {"type": "reg", "name": "a/big", "size": 30, "offset": 200, "digest": digest,
+         "chunkSize": 10},
+        {"type": "chunk", "name": "a/big", "offset": 300, "chunkOffset": 10, "chunkSize": 20},
+        {"type": "reg", "name": "a/last", "size": 10, "offset": 900, "digest": digest},
+    ]}))
+    .unwrap();
+    let frames: Vec<_> = toc.files().iter().map(|f| f.frames.clone()).collect();
+    assert_eq!(frames, [100..200, 200..900, 900..DATA_END]);
+
+    // A chunk before its file's first frame.
+    let back = parse_json(&json!({"version": 1, "entries": [
+        {"type": "reg", "name": "big", "size": 30, "offset": 200, "digest": digest,
+         "chunkSize": 10},
+        {"type": "chunk", "name": "big", "offset": 100, "chunkOffset": 10, "chunkSize": 20},
+    ]}))
+    .unwrap_err();
+    assert!(back.to_string().contains("not the frame after"), "{back}");
+}
+
 #[test]
 fn lies_are_refused() {
     refused(vec![file("../etc/passwd", 0, 10)], "climbs out");

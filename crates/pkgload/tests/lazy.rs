@@ -1024,3 +1024,155 @@ fn an_estargz_image_reads_lazily_and_its_tree_equals_umoci_unpack() {
         "{stderr}"
     );
 }
+
+/// The layer writer of containerd's stargz-snapshotter (its Go `estargz` package, from
+/// Debian), built from `tests/stargz-writer` in GOPATH mode: layers pkgload did not write.
+fn stargz_writer(work: &Path) -> PathBuf {
+    let binary = work.join("stargz-writer");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stargz-writer/main.go");
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", work.join("go-cache")));
+    binary
+}
+
+/// [`original_layers`] written by the stargz-snapshotter writer in `format` (`estargz` or
+/// `zstdchunked`, its legacy zstd:chunked) into an image at `dir`, in 512 KiB chunks, the
+/// first layer with a prioritized file. Returns the same layers as plain tars, decoded by
+/// flate2 / zstd, for the reference unpack.
+fn stargz_layout(writer: &Path, work: &Path, dir: &Path, format: &str) -> Vec<Vec<u8>> {
+    let media = match format {
+        "estargz" => "application/vnd.oci.image.layer.v1.tar+gzip",
+        _ => "application/vnd.oci.image.layer.v1.tar+zstd",
+    };
+    let (mut layers, mut diff_ids, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, tar) in original_layers().iter().enumerate() {
+        let input = work.join(format!("{format}-{i}.tar"));
+        let output = work.join(format!("{format}-{i}.layer"));
+        std::fs::write(&input, tar).unwrap();
+        let mut command = Command::new(writer);
+        command.args(["-format", format, "-chunk-size", "524288"]);
+        if i == 0 {
+            command.args(["-prioritized", "etc/hello.txt"]);
+        }
+        let written: Value =
+            serde_json::from_slice(&run(command.arg(&input).arg(&output)).stdout).unwrap();
+        let blob = std::fs::read(&output).unwrap();
+        let decoded = if format == "estargz" {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&blob[..]), &mut out)
+                .unwrap();
+            out
+        } else {
+            zstd::stream::decode_all(&blob[..]).unwrap()
+        };
+        let diff_id = written["diff_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            diff_id,
+            sha256(&decoded),
+            "the writer's diff_id is its tar's"
+        );
+        let annotations: Vec<(String, String)> = written["annotations"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        assert!(!annotations.is_empty(), "{written}");
+        layers.push((blob, media, annotations));
+        diff_ids.push(diff_id);
+        plain.push(decoded);
+    }
+    annotated_layout(dir, &layers, &diff_ids);
+    plain
+}
+
+#[test]
+fn layers_written_by_the_stargz_snapshotter_library_read_lazily_as_their_tars_unpack() {
+    let registry = Registry::start().expect("docker-registry (cargo xtask test installs it)");
+    let work = tempfile::tempdir().unwrap();
+    let writer = stargz_writer(work.path());
+    let meter = ShapedProxy::start(registry.addr(), Shape::none()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (format, table_bytes) in [
+        ("estargz", 2 * layer_toc::EstargzPosition::TAIL),
+        ("zstdchunked", 0),
+    ] {
+        let layout = work.path().join(format);
+        let plain = stargz_layout(&writer, work.path(), &layout, format);
+        // The reference: umoci's unpack of the writer's tar streams.
+        let reference = work.path().join(format!("{format}-plain"));
+        let diff_ids: Vec<String> = plain.iter().map(|tar| sha256(tar)).collect();
+        image_layout(
+            &reference,
+            &plain.into_iter().map(|tar| (tar, TAR)).collect::<Vec<_>>(),
+            &diff_ids,
+        );
+        let theirs = umoci_tree(&work.path().join(format), &reference);
+        assert!(
+            theirs.contains_key(".prefetch.landmark") && theirs.contains_key("big2.bin"),
+            "{:?}",
+            theirs.keys().collect::<Vec<_>>()
+        );
+
+        push(&layout, &format!("{}/lazy/{format}:1", registry.host()));
+        let image = format!("{}/lazy/{format}:1", meter.host());
+        let layers_size = blob_sizes(&layout);
+        meter.clear();
+        let cache = work.path().join(format!("{format}-cache"));
+        let loaded = rt.block_on(async {
+            let loader = loader(&cache, Lazy::Only).await;
+            loader
+                .load(&PackageRef::parse(&image).unwrap(), None)
+                .await
+                .unwrap()
+        });
+        let after_load = meter.bytes_served();
+        assert!(
+            after_load < table_bytes + (64 << 10),
+            "{format}: the manifest, the config and the tables: {after_load} bytes of {layers_size}"
+        );
+        let ours = work.path().join(format!("{format}-ours"));
+        vfs_overlay::materialize(
+            loaded.fs.as_ref(),
+            &ours,
+            vfs_overlay::MaterializeOptions::new().link_mode(vfs_overlay::LinkMode::Copy),
+        )
+        .unwrap();
+        let mine = snapshot(&ours);
+        let differences = common::differences(&theirs, &mine);
+        assert!(
+            differences.is_empty(),
+            "{format}: {}",
+            differences.join("\n")
+        );
+        let total = meter.bytes_served();
+        assert!(
+            total < layers_size + table_bytes + (64 << 10),
+            "{format}: every file's frames once: {total} bytes for {layers_size} bytes of layers"
+        );
+        run(pkgload(&cache).args(["cache", "verify"]));
+
+        // The background fill checks the writer's whole layers against its diff_ids.
+        let filled = work.path().join(format!("{format}-filled"));
+        rt.block_on(async {
+            let loader = loader(&filled, Lazy::Auto).await;
+            let loaded = loader
+                .load(&PackageRef::parse(&image).unwrap(), None)
+                .await
+                .unwrap();
+            loaded
+                .lazy_fill()
+                .unwrap_or_else(|| panic!("{format}: both layers are read lazily"))
+                .wait()
+                .await
+                .unwrap();
+        });
+        run(pkgload(&filled).args(["cache", "verify"]));
+    }
+}

@@ -35,8 +35,11 @@
 //!   ([`TarIndex::lower_links`]) for an [`crate::Overlay`] to resolve, and a volume used on
 //!   its own refuses it ([`TarVolume::new`]) or leaves it out ([`TarVolume::new_layer`]).
 //! - **Data past the end of the buffer** (a truncated tar, including a cut inside the
-//!   padding that rounds data up to 512 bytes) is [`TarError::Truncated`]; a tar cut at an
-//!   entry boundary lacks its end-of-archive zero block and is [`TarError::MissingEnd`].
+//!   padding that rounds data up to 512 bytes) is [`TarError::Truncated`]. A tar that ends
+//!   right after an entry, without the end-of-archive zero blocks, is complete, as GNU tar,
+//!   Go's `archive/tar` and containerd read it: the legacy zstd:chunked layers of
+//!   stargz-snapshotter's writer end that way, and a blob cut in transit never gets here
+//!   (blobs are indexed only once their digest, and a layer's diff_id, has been checked).
 //!   An empty buffer is an empty volume.
 //! - **Sparse files** are refused ([`TarError::Unsupported`]): their data is not one range.
 //!   PAX global headers and unknown entry types are skipped.
@@ -118,13 +121,6 @@ pub enum TarError {
         size: u64,
         /// Length of the archive.
         len: u64,
-    },
-    /// The archive stops right after an entry, without the zero block that ends a tar: it was
-    /// cut at an entry boundary.
-    #[error("tar ends at byte {at} without an end-of-archive block (truncated download?)")]
-    MissingEnd {
-        /// Where the next header or the end marker should start.
-        at: u64,
     },
     /// An entry kind whose data cannot be served as one slice.
     #[error("tar entry {path}: {kind} entries are not supported")]
@@ -461,12 +457,11 @@ impl TarIndex {
         let mut archive = ::tar::Archive::new(Cursor::new(data));
         let entries = archive.entries_with_seek().map_err(|e| malformed(0, &e))?;
         let mut at = 0u64;
-        // Where the next header starts: after the last entry's data, padded to 512 bytes.
-        let mut end = 0u64;
         for entry in entries {
             let mut entry = entry.map_err(|e| malformed(at, &e))?;
             at = entry.raw_header_position();
-            end = padded_end(entry.raw_file_position(), entry.size())
+            // The entry's data, padded to 512 bytes, must be inside the buffer.
+            padded_end(entry.raw_file_position(), entry.size())
                 .filter(|&e| e <= len)
                 .ok_or_else(|| TarError::Truncated {
                     path: VfsPath::new(&String::from_utf8_lossy(&entry.path_bytes()))
@@ -557,12 +552,6 @@ impl TarIndex {
                 TarEntryKind::Dir | TarEntryKind::Other => {}
             }
             index.insert(e)?;
-        }
-        let marker = usize::try_from(end)
-            .ok()
-            .and_then(|e| data.get(e..e.checked_add(512)?));
-        if !data.is_empty() && !marker.is_some_and(|b| b.iter().all(|&x| x == 0)) {
-            return Err(TarError::MissingEnd { at: end });
         }
         index.finish();
         Ok(index)
