@@ -897,9 +897,30 @@ fn with_tls(
     Ok(builder)
 }
 
-/// The host's certificate was refused, or ours: the words of the TLS layer, if that is
-/// what `e` is.
-fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// Why a TLS connection was refused, in the TLS layer's words.
+#[derive(Debug, PartialEq, Eq)]
+enum TlsRefusal {
+    /// We do not trust the server's certificate.
+    Untrusted(String),
+    /// The server sent an alert: it refused our client certificate, or the lack of one.
+    RefusedUs(String),
+}
+
+/// The alerts a server sends about the client's certificate. Under TLS 1.3 they come after
+/// the handshake, on the first read, and over HTTP/2 the `h2` crate keeps only the words of
+/// the I/O error that carried them; those words are rustls's own for these alerts.
+const CERTIFICATE_ALERTS: [rustls::AlertDescription; 7] = [
+    rustls::AlertDescription::BadCertificate,
+    rustls::AlertDescription::UnsupportedCertificate,
+    rustls::AlertDescription::CertificateRevoked,
+    rustls::AlertDescription::CertificateExpired,
+    rustls::AlertDescription::CertificateUnknown,
+    rustls::AlertDescription::UnknownCA,
+    rustls::AlertDescription::CertificateRequired,
+];
+
+/// The host's certificate was refused, or ours, if that is what `e` is.
+fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal> {
     let mut source = Some(e);
     while let Some(mut inner) = source {
         // An io::Error's `source` skips the error it wraps (and the connector wraps the
@@ -912,11 +933,19 @@ fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
         if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
             return match tls {
-                rustls::Error::InvalidCertificate(_)
-                | rustls::Error::NoCertificatesPresented
-                | rustls::Error::AlertReceived(_) => Some(tls.to_string()),
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    Some(TlsRefusal::Untrusted(tls.to_string()))
+                }
+                rustls::Error::AlertReceived(_) => Some(TlsRefusal::RefusedUs(tls.to_string())),
                 _ => None,
             };
+        }
+        let words = inner.to_string();
+        if CERTIFICATE_ALERTS
+            .iter()
+            .any(|&alert| words == rustls::Error::AlertReceived(alert).to_string())
+        {
+            return Some(TlsRefusal::RefusedUs(words));
         }
         source = inner.source();
     }
@@ -941,10 +970,18 @@ fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
     }
     // Trust is not transient: a certificate refused now is refused on every retry.
     if let Some(refusal) = tls_refusal(&e) {
-        return Failure::Final(Error::Tls {
-            host: Origin::of(url).map(|o| o.host_port).unwrap_or_default(),
-            url: shown,
-            message: refusal,
+        let host = Origin::of(url).map(|o| o.host_port).unwrap_or_default();
+        return Failure::Final(match refusal {
+            TlsRefusal::Untrusted(message) => Error::Tls {
+                url: shown,
+                host,
+                message,
+            },
+            TlsRefusal::RefusedUs(message) => Error::TlsClientRefused {
+                url: shown,
+                host,
+                message,
+            },
         });
     }
     // Connect errors, timeouts, resets and broken bodies are all worth another attempt.
@@ -978,6 +1015,29 @@ mod tests {
         ] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    #[test]
+    fn a_certificate_alert_is_a_refusal_even_when_only_its_words_came_through() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        // How hyper's HTTP/1 path hands it on: the rustls error inside an io::Error.
+        let typed = std::io::Error::new(std::io::ErrorKind::InvalidData, alert.clone());
+        assert_eq!(
+            tls_refusal(&typed),
+            Some(TlsRefusal::RefusedUs(alert.to_string()))
+        );
+        // How h2 hands it on: the words alone.
+        let words = std::io::Error::new(std::io::ErrorKind::InvalidData, alert.to_string());
+        assert_eq!(
+            tls_refusal(&words),
+            Some(TlsRefusal::RefusedUs(alert.to_string()))
+        );
+        // Other alerts and other errors stay transient.
+        let close = rustls::Error::AlertReceived(rustls::AlertDescription::InternalError);
+        let words = std::io::Error::new(std::io::ErrorKind::InvalidData, close.to_string());
+        assert_eq!(tls_refusal(&words), None);
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(tls_refusal(&reset), None);
     }
 
     #[test]

@@ -159,6 +159,22 @@ pub enum Error {
         message: String,
     },
 
+    /// The server refused our client certificate, or the lack of one (a TLS alert it sent):
+    /// not worth a retry.
+    #[error(
+        "{url}: {host} refused the TLS connection: {message}; it wants a client certificate \
+         it trusts: set `client = [\"cert.pem\", \"key.pem\"]` in its hosts.toml \
+         (--hosts-dir DIR/{host}/hosts.toml)"
+    )]
+    TlsClientRefused {
+        /// The URL, without query.
+        url: String,
+        /// `host[:port]`.
+        host: String,
+        /// What the TLS layer said.
+        message: String,
+    },
+
     /// A `hosts.toml` could not be used.
     #[error(transparent)]
     Hosts(#[from] crate::hosts::HostsError),

@@ -202,8 +202,8 @@ fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
     );
 
     // Without a client certificate the server refuses us. Under TLS 1.3 it says so only
-    // after the handshake, which reaches the client as a closed connection: the error names
-    // the registry (it is retried like any dropped connection; see ARCHITECTURE.md).
+    // after the handshake, with an alert on the first read: that is final at once (one
+    // attempt), and the error names the registry and what to configure.
     let without = hosts_dir(
         work.path(),
         "without",
@@ -215,5 +215,11 @@ fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
         &without,
         &["load", &reference],
     ));
-    assert!(err.contains(&registry.host()), "{err}");
+    assert!(
+        err.contains(&format!("{} refused the TLS connection", registry.host()))
+            && err.contains("client = [")
+            // A retried failure reads "failed after N attempts".
+            && !err.contains("attempts"),
+        "{err}"
+    );
 }
