@@ -70,6 +70,11 @@ impl LocalParts {
                         )),
                         None => None,
                     },
+                    // Indexing a volume checked before reads its index only: no need to
+                    // leave this task. A first opening hashes every file.
+                    LocalRoot::Webc { container, .. } if container.volume_is_checked(&key.1) => {
+                        Some(Arc::new(container.volume(&key.1)?))
+                    }
                     LocalRoot::Webc { container, .. } => {
                         let (container, name) = (container.clone(), key.1.clone());
                         Some(Arc::new(
@@ -97,19 +102,24 @@ impl LocalParts {
                 LocalRoot::Webc {
                     container, blob, ..
                 } => {
+                    // An atom checked before is a slice; a first one is hashed.
+                    let checked = container.atom_is_checked(&key.1);
                     let (container, blob, name) = (container.clone(), blob.clone(), key.1.clone());
-                    blocking("opening a webc atom", move || {
-                        let atom = container.atom(&name)?;
-                        let digest =
-                            Digest::from_raw(Algorithm::Sha256, &atom.sha256).ok_or_else(|| {
-                                LoadError::Inconsistent {
+                    let open =
+                        move || {
+                            let atom = container.atom(&name)?;
+                            let digest = Digest::from_raw(Algorithm::Sha256, &atom.sha256)
+                                .ok_or_else(|| LoadError::Inconsistent {
                                     reference: container.origin().to_owned(),
                                     reason: "an atom's sha256 is not 32 bytes".to_owned(),
-                                }
-                            })?;
-                        Ok(Blob::verified_part(&blob, digest, atom.bytes))
-                    })
-                    .await?
+                                })?;
+                            Ok(Blob::verified_part(&blob, digest, atom.bytes))
+                        };
+                    if checked {
+                        open()?
+                    } else {
+                        blocking("opening a webc atom", open).await?
+                    }
                 }
             };
             parts.atoms.insert(key, blob);

@@ -86,12 +86,24 @@ impl Parsed {
         base: Base,
     ) -> Result<Parsed> {
         let (container, spec) = parse(blob.bytes().clone(), &shown).await?;
-        // Checks read the store's file, so they do not make the whole map resident.
-        let container = match std::fs::File::open(store.blob_path(blob.digest())) {
-            Ok(file) => container.with_file(file),
-            Err(_) => container,
-        };
         let checked = recorded_checks(store, blob.digest());
+        // Checks read the store's file, so they do not make the whole map resident; when
+        // an earlier load checked every atom and volume, there is nothing left to read.
+        let all_checked = container
+            .atom_names()
+            .iter()
+            .all(|atom| checked.atoms.contains_key(atom))
+            && container
+                .volume_names()
+                .iter()
+                .all(|volume| checked.volumes.contains(volume));
+        let container = match all_checked {
+            true => container,
+            false => match std::fs::File::open(store.blob_path(blob.digest())) {
+                Ok(file) => container.with_file(file),
+                Err(_) => container,
+            },
+        };
         if checked != Checked::default() {
             tracing::info!(
                 file = %shown,
@@ -216,11 +228,21 @@ impl WebcRoot {
     }
 }
 
-/// Parses the webc container `bytes` (named `shown` in errors) off the runtime's threads
-/// and reads its package model.
+/// Containers up to this size are parsed on the calling task. Parsing reads the framing,
+/// the manifest and the section indexes, never atom or file data, so for a container this
+/// small it takes microseconds, less than the trip through `spawn_blocking` (a thread
+/// woken or started per package, which dominated warm loads of many small packages).
+const PARSE_HERE_MAX: usize = 8 << 20;
+
+/// Parses the webc container `bytes` (named `shown` in errors), a large one off the
+/// runtime's threads, and reads its package model.
 pub(crate) async fn parse(bytes: Bytes, shown: &str) -> Result<(WebcContainer, PackageSpec)> {
     let origin = shown.to_owned();
-    let container = blocking(shown, move || Ok(WebcContainer::parse(bytes, origin)?)).await?;
+    let container = if bytes.len() <= PARSE_HERE_MAX {
+        WebcContainer::parse(bytes, origin)?
+    } else {
+        blocking(shown, move || Ok(WebcContainer::parse(bytes, origin)?)).await?
+    };
     let spec = PackageSpec::from_manifest(
         container.manifest(),
         container.version(),

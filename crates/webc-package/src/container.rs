@@ -186,6 +186,23 @@ impl WebcContainer {
             .extend(checked.volumes.iter().cloned());
     }
 
+    /// Whether [`Self::atom`] would hand `name` out without hashing it (checked before, or
+    /// vouched for): then it costs microseconds and need not leave the caller's thread.
+    pub fn atom_is_checked(&self, name: &str) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
+    }
+
+    /// Whether [`Self::volume`] would index `name` without hashing its files.
+    pub fn volume_is_checked(&self, name: &str) -> bool {
+        self.checked_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
     /// The file or URL this came from.
     pub fn origin(&self) -> &str {
         &self.origin
