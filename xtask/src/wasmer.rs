@@ -694,6 +694,9 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
         // it back next time: a cold load gets a fresh copy of the directory.
         let copy = bench.fresh("wasmer-tree-copy")?;
         copy_flat(&tree, &copy)?;
+        // The copy's 150 MiB would otherwise be written back while the first loader runs,
+        // and pkgload's fsyncs would wait behind it.
+        output(&mut Command::new("sync"))?;
         let copy_root = copy.join(ROOT_FILE);
         let wasmer_args: Vec<&std::ffi::OsStr> = vec![
             "load".as_ref(),
