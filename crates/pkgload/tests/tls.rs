@@ -2,7 +2,8 @@
 //! `docker-registry` serving TLS with a CA the test generates: a loopback registry is spoken
 //! to over HTTPS when its `server` says so, HTTP/2 is negotiated, a certificate signed by a
 //! CA nobody configured is one clear error with no retries, and a registry that requires a
-//! client certificate gets the one `client` names.
+//! client certificate gets the one `client` names; one that refuses ours, or its absence, is
+//! one clear error too.
 
 #![allow(
     clippy::unwrap_used,
@@ -219,6 +220,37 @@ fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
         err.contains(&format!("{} refused the TLS connection", registry.host()))
             && err.contains("client = [")
             // A retried failure reads "failed after N attempts".
+            && !err.contains("attempts"),
+        "{err}"
+    );
+
+    // A registry that trusts another CA for its clients refuses the certificate we present:
+    // the same one error.
+    let (certificate, key) = pki.server();
+    let strict = Registry::start_tls(&RegistryTls {
+        certificate,
+        key,
+        client_ca: Some(pki.other_ca()),
+    })
+    .expect("start docker-registry trusting another client CA");
+    let refused = hosts_dir(
+        work.path(),
+        "refused",
+        &strict,
+        &format!(
+            "ca = \"{}\"\nclient = [\"{}\", \"{}\"]\n",
+            toml_path(&pki.ca()),
+            toml_path(&client_cert),
+            toml_path(&client_key)
+        ),
+    );
+    let err = failed(&pkgload(
+        &work.path().join("cache3"),
+        &refused,
+        &["load", &format!("{}/acme/tls:1.0.0", strict.host())],
+    ));
+    assert!(
+        err.contains(&format!("{} refused the TLS connection", strict.host()))
             && !err.contains("attempts"),
         "{err}"
     );
