@@ -39,7 +39,7 @@
 //!   right after an entry, without the end-of-archive zero blocks, is complete, as GNU tar,
 //!   Go's `archive/tar` and containerd read it: the legacy zstd:chunked layers of
 //!   stargz-snapshotter's writer end that way, and a blob cut in transit never gets here
-//!   (blobs are indexed only once their digest, and a layer's diff_id, has been checked).
+//!   (the loader indexes blobs only after checking their digest).
 //!   An empty buffer is an empty volume.
 //! - **Sparse files** are refused ([`TarError::Unsupported`]): their data is not one range.
 //!   PAX global headers and unknown entry types are skipped.
