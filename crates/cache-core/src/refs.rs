@@ -2,8 +2,9 @@
 //!
 //! A cold load of a package tree meets hundreds of repositories, and for each it learns
 //! the tag list and one tag's digest. One file per fact made that two files (two inodes,
-//! two renames) per package; one file per repository makes it one, rewritten as facts come
-//! in. The file is a cache of what a registry said, so it is written without `fsync`:
+//! two renames) per package; one file per repository makes it one, and
+//! [`Store::set_tags_and_ref`](crate::Store::set_tags_and_ref) records both facts in one
+//! write (each write is a temp file and so a new inode). The file is a cache of what a registry said, so it is written without `fsync`:
 //! after a power cut it may be empty or torn, and the checksum line at its end
 //! (the torn-write guard) turns that into "nothing remembered", which costs a request.
 //!

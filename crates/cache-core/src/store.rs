@@ -146,6 +146,12 @@ impl TagList {
     }
 }
 
+/// The tags that can be remembered (a refs file holds only valid tags).
+fn valid_tags(mut tags: Vec<String>) -> Vec<String> {
+    tags.retain(|t| crate::layout::Layout::check_tag(t));
+    tags
+}
+
 fn now_millis() -> u64 {
     let millis = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -496,9 +502,26 @@ impl Store {
 
     /// Remember that `key` pointed to `digest` now.
     pub async fn set_ref(&self, key: &crate::RefKey, digest: &Digest) -> Result<()> {
+        self.set_tags_and_ref(key, None, digest).await
+    }
+
+    /// Remember a repository's tag list (when given) and that `key` pointed to `digest`,
+    /// in one write: a cold load learns both about each repository, and each write of the
+    /// refs file is a new inode.
+    pub async fn set_tags_and_ref(
+        &self,
+        key: &crate::RefKey,
+        tags: Option<Vec<String>>,
+        digest: &Digest,
+    ) -> Result<()> {
         let (tag, digest) = (key.tag().to_owned(), *digest);
+        let tags = tags.map(valid_tags);
         self.update_refs(key.registry(), key.repository(), move |refs| {
-            refs.refs.insert(tag, (digest, now_millis()));
+            let now = now_millis();
+            if let Some(tags) = tags {
+                refs.tags = Some((now, tags));
+            }
+            refs.refs.insert(tag, (digest, now));
         })
         .await
     }
@@ -534,11 +557,7 @@ impl Store {
         repository: &str,
         tags: &[String],
     ) -> Result<()> {
-        let tags: Vec<String> = tags
-            .iter()
-            .filter(|t| crate::layout::Layout::check_tag(t))
-            .cloned()
-            .collect();
+        let tags = valid_tags(tags.to_vec());
         self.update_refs(registry, repository, move |refs| {
             refs.tags = Some((now_millis(), tags));
         })

@@ -556,6 +556,32 @@ async fn refs_and_derived_entries() {
     assert!(store.get_tag_list("127.0.0.1:5000", "../etc").is_err());
     assert_eq!(store.refs().await.unwrap().len(), 1);
 
+    // A tag list and a tag's digest remembered in one write; invalid tags are dropped.
+    let other = RefKey::new("127.0.0.1:5000", "team/acme/lib", "2.0.0").unwrap();
+    store
+        .set_tags_and_ref(
+            &other,
+            Some(vec!["2.0.0".to_owned(), "../bad".to_owned()]),
+            &d1,
+        )
+        .await
+        .unwrap();
+    let list = store
+        .get_tag_list("127.0.0.1:5000", "team/acme/lib")
+        .unwrap()
+        .unwrap();
+    assert_eq!(list.tags, ["2.0.0"]);
+    assert_eq!(store.get_ref(&other).unwrap().unwrap().digest, d1);
+    // Without a tag list, the one already remembered stays.
+    let latest = RefKey::new("127.0.0.1:5000", "team/acme/lib", "latest").unwrap();
+    store.set_tags_and_ref(&latest, None, &d1).await.unwrap();
+    let list = store
+        .get_tag_list("127.0.0.1:5000", "team/acme/lib")
+        .unwrap()
+        .unwrap();
+    assert_eq!(list.tags, ["2.0.0"]);
+    assert_eq!(store.get_ref(&latest).unwrap().unwrap().digest, d1);
+
     let kind = DerivedKind::new("tar-index").unwrap();
     assert!(DerivedKind::new("../x").is_err());
     assert!(store.get_derived(&d1, &kind).unwrap().is_none());

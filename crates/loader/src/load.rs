@@ -295,6 +295,7 @@ impl Loader {
             platform: fetch_http::platform::PlatformMatcher::new(
                 &fetch_http::platform::Platform::host(),
             ),
+            unwritten_tags: Default::default(),
         };
         Loader {
             remote: Arc::new(remote),
@@ -329,7 +330,11 @@ impl Loader {
         lock: Option<&Lockfile>,
     ) -> Result<Resolved> {
         let started = std::time::Instant::now();
-        let resolved = self.resolve_reference(reference, lock).await?;
+        let resolved = self.resolve_reference(reference, lock).await;
+        // Tag lists not yet written beside a tag's digest are written now, whether or not
+        // the resolution succeeded: the next load reuses them either way.
+        self.remote.write_tag_lists().await?;
+        let resolved = resolved?;
         tracing::info!(
             packages = resolved.packages.len(),
             ms = started.elapsed().as_millis() as u64,

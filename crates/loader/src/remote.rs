@@ -8,6 +8,7 @@
 //!   the store and the store's gc keeps what its refs point to;
 //! - offline, a miss is [`LoadError::Offline`] naming what is missing.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +137,10 @@ pub(crate) struct Remote {
     pub(crate) ttl: Duration,
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) platform: fetch_http::platform::PlatformMatcher,
+    /// Tag lists fetched by this load and not yet in the store, by (registry, repository):
+    /// written with the repository's tag digest when one is fetched (one refs file write
+    /// instead of two, see `cache_core::refs`), else by [`Remote::write_tag_lists`].
+    pub(crate) unwritten_tags: std::sync::Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -162,6 +167,10 @@ impl Remote {
         registry: &str,
         repository: &str,
     ) -> Result<Vec<String>> {
+        let key = (registry.to_owned(), repository.to_owned());
+        if let Some(tags) = self.unwritten_tags().get(&key) {
+            return Ok(tags.clone());
+        }
         let cached = self.store.get_tag_list(registry, repository)?;
         if let Some(list) = &cached
             && (self.offline || list.is_fresh(self.ttl))
@@ -182,8 +191,25 @@ impl Remote {
                 ));
             }
         };
-        self.store.set_tag_list(registry, repository, &tags).await?;
+        self.unwritten_tags().insert(key, tags.clone());
         Ok(tags)
+    }
+
+    fn unwritten_tags(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<String>>> {
+        self.unwritten_tags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Write the tag lists this load fetched and has not written yet.
+    pub(crate) async fn write_tag_lists(&self) -> Result<()> {
+        let unwritten = std::mem::take(&mut *self.unwritten_tags());
+        for ((registry, repository), tags) in unwritten {
+            self.store
+                .set_tag_list(&registry, &repository, &tags)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A registry manifest by tag or digest, cache-first. `trust_ref`: use a cached tag
@@ -220,7 +246,12 @@ impl Remote {
         self.keep_manifest(&manifest).await?;
         if Digest::parse(reference).is_err() {
             let key = RefKey::new(registry, repository, reference)?;
-            self.store.set_ref(&key, &manifest.digest).await?;
+            let tags = self
+                .unwritten_tags()
+                .remove(&(registry.to_owned(), repository.to_owned()));
+            self.store
+                .set_tags_and_ref(&key, tags, &manifest.digest)
+                .await?;
         }
         Ok(manifest)
     }

@@ -143,6 +143,12 @@ fn main() -> ExitCode {
         lazy: cli.lazy == LazyArg::Auto,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // File work waits on the disk, not the CPU, but a cold load of many small
+        // packages hands off thousands of short jobs: with tokio's default of up to 512
+        // threads it started ~60, each paying for its stack and malloc arena and for the
+        // wake-ups between them. Sixteen keep the disk busy on two cores and cost less
+        // (measured: CPU per package 4.0 vs 4.6 ms, same wall time).
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {

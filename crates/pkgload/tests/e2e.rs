@@ -342,6 +342,16 @@ fn package_universe_end_to_end() {
         unsat.contains("acme/python") && unsat.contains("3.13.0"),
         "{unsat}"
     );
+    // A failed resolution still keeps the tag lists it fetched (a tag list is written
+    // beside a tag's digest, and python's has none here: no version matches ^4), so asking
+    // again from the same cache asks the registry nothing.
+    let unsat_cache = world.work.path().join("unsat-cache");
+    let needs_py4 = world.reference("acme/needs-py4", "1.0.0");
+    failed(&pkgload(&unsat_cache, &["resolve", &needs_py4]));
+    world.proxy.clear();
+    let again = failed(&pkgload(&unsat_cache, &["resolve", &needs_py4]));
+    assert!(again.contains("3.13.0"), "{again}");
+    assert_eq!(world.proxy.requests(), Vec::<String>::new());
 
     // Warm: a second load of the same tree makes no request at all.
     world.proxy.clear();
