@@ -613,8 +613,10 @@ async fn truncated_or_garbled_streams_are_typed_errors() {
     assert!(!store.contains(&sha256(&tar)));
     assert!(ingest_files(dir.path()).is_empty());
 
-    // A gzip that is whole but holds a truncated tar is the tar's problem.
-    let digest = put(&store, &gzip(&tar[..tar.len() - 1024 - 100])).await;
+    // A gzip that is whole but holds a truncated tar is the tar's problem, and the error
+    // names the tar by its own digest (hashed only once it is known to be needed).
+    let truncated = &tar[..tar.len() - 1024 - 100];
+    let digest = put(&store, &gzip(truncated)).await;
     let err = open_layer(
         &store,
         &LayerSpec::new(digest, GZIP),
@@ -623,7 +625,8 @@ async fn truncated_or_garbled_streams_are_typed_errors() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, LayerError::Tar { digest: d, .. } if d == digest),
+        matches!(err, LayerError::Tar { digest: d, tar: t, .. }
+            if d == digest && t == sha256(truncated)),
         "{err}"
     );
 }
