@@ -143,12 +143,15 @@ fn main() -> ExitCode {
         lazy: cli.lazy == LazyArg::Auto,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        // File work waits on the disk, not the CPU, but a cold load of many small
-        // packages hands off thousands of short jobs: with tokio's default of up to 512
-        // threads it started ~60, each paying for its stack and malloc arena and for the
-        // wake-ups between them. Sixteen keep the disk busy on two cores and cost less
-        // (measured: CPU per package 4.0 vs 4.6 ms, same wall time).
-        .max_blocking_threads(16)
+        // A cold load of many small packages hands off thousands of short file jobs:
+        // with tokio's default bound of 512 blocking threads it started ~55, each paying
+        // for its stack, its malloc arena and the wake-ups between them. The bound must
+        // still leave a thread for every download in flight (at most `--jobs`): an
+        // ingest's worker holds its thread for the whole transfer, and over HTTP/2 a body
+        // whose worker waits in the queue is not read, keeps its share of the
+        // connection's flow-control window, and can stall the transfers the running
+        // workers wait for. Sixteen more serve the short jobs.
+        .max_blocking_threads(global.jobs.saturating_add(16))
         .enable_all()
         .build()
     {
