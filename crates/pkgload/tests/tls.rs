@@ -3,7 +3,8 @@
 //! to over HTTPS when its `server` says so, HTTP/2 is negotiated, a certificate signed by a
 //! CA nobody configured is one clear error with no retries, and a registry that requires a
 //! client certificate gets the one `client` names; one that refuses ours, or its absence, is
-//! one clear error too.
+//! one clear error too. More large downloads than blocking threads over one HTTP/2
+//! connection complete instead of stalling each other.
 
 #![allow(
     clippy::unwrap_used,
@@ -254,4 +255,95 @@ fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
             && !err.contains("attempts"),
         "{err}"
     );
+}
+
+/// More downloads in flight than the CLI keeps threads for short file jobs, over one HTTP/2
+/// connection: 24 layers of 4 MiB with `--jobs 32`. Each download's ingest worker holds a
+/// blocking thread for the whole transfer; when the runtime's bound was 16 threads, the
+/// downloads whose workers waited in the queue left their bodies unread, those bodies held
+/// the connection's flow-control window, and the running transfers stopped for good (the
+/// load hung). The bound now leaves a thread for every download `--jobs` allows.
+#[test]
+fn more_large_downloads_than_threads_over_one_http2_connection_complete() {
+    let pki = TestPki::generate().expect("generate a test PKI (cargo xtask test installs openssl)");
+    let (certificate, key) = pki.server();
+    let registry = Registry::start_tls(&RegistryTls {
+        certificate,
+        key,
+        client_ca: None,
+    })
+    .expect("start docker-registry over TLS");
+    let work = tempfile::tempdir().unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let layers: Vec<(Vec<u8>, &str)> = (0..24)
+        .map(|i| {
+            let mut data = vec![0u8; 4 << 20];
+            for word in data.chunks_exact_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                word.copy_from_slice(&seed.to_le_bytes());
+            }
+            let tar = common::layer(&[common::E::File(&format!("layer-{i}.bin"), 0o644, &data)]);
+            (tar, "application/vnd.oci.image.layer.v1.tar")
+        })
+        .collect();
+    let diff_ids: Vec<String> = layers.iter().map(|(tar, _)| common::sha256(tar)).collect();
+    let layout = work.path().join("layout");
+    common::image_layout(&layout, &layers, &diff_ids);
+    let certs = work.path().join("skopeo-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(pki.ca(), certs.join("ca.crt")).unwrap();
+    let reference = format!("{}/acme/big:v1", registry.host());
+    common::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{reference}"),
+    ]));
+
+    let hosts = hosts_dir(
+        work.path(),
+        "hosts",
+        &registry,
+        &format!("ca = \"{}\"\n", toml_path(&pki.ca())),
+    );
+    let cache = work.path().join("cache");
+    let mut child = common::pkgload(&cache)
+        .arg("--hosts-dir")
+        .arg(&hosts)
+        .args(["-vv", "--jobs", "32", "fetch", &reference])
+        .env_remove("SSL_CERT_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pkgload");
+    // Read stderr meanwhile, so a full pipe cannot stop the child.
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the fetch of 24 layers with --jobs 32 over HTTP/2 hung for 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let log = log.join().unwrap();
+    assert!(status.success(), "pkgload failed:\n{log}");
+    assert!(
+        log.contains("HTTP/2.0"),
+        "HTTP/2 was not negotiated:\n{log}"
+    );
+    common::verify_clean(&cache);
 }
