@@ -179,6 +179,10 @@ impl LoaderBuilder {
     /// How much runs at once (default 16): HTTP requests in flight (tag lists, manifests
     /// and blobs alike, all registries together), and package volumes being unpacked.
     /// `jobs(1)` makes a load strictly one step at a time.
+    ///
+    /// Each download in flight holds one of the runtime's blocking threads while its body
+    /// arrives: a runtime built with `max_blocking_threads` below `jobs` plus a few can
+    /// stall HTTP/2 transfers for good (tokio's default, 512, is ample).
     #[must_use]
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs.max(1);
