@@ -307,9 +307,12 @@ fn forward_responses(
         if let Some(bucket) = bucket {
             bucket.take(bytes.len());
         }
+        // Counted before the write, so a client that has the bytes never reads a count
+        // without them; taken back if they were not sent.
+        served.fetch_add(bytes.len() as u64, Ordering::SeqCst);
         let sent = client.write_all(bytes).is_ok();
-        if sent {
-            served.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        if !sent {
+            served.fetch_sub(bytes.len() as u64, Ordering::SeqCst);
         }
         sent
     });
