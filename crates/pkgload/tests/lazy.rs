@@ -178,6 +178,15 @@ async fn loader(cache: &Path, lazy: Lazy) -> Loader {
         .unwrap()
 }
 
+/// `image` loaded into `cache` by a fresh loader (the tree outlives it).
+async fn load(cache: &Path, lazy: Lazy, image: &str) -> loader::LoadedPackage {
+    loader(cache, lazy)
+        .await
+        .load(&PackageRef::parse(image).unwrap(), None)
+        .await
+        .unwrap()
+}
+
 /// The original image converted (honest diff_ids) and pushed as `lazy/img:1`, with the
 /// reference that reaches it through a counting proxy and the converted layers' size.
 struct Served {
@@ -232,13 +241,7 @@ fn a_lazily_read_tree_equals_umoci_unpack_of_the_original() {
 
     let cache = work.path().join("cache");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let loaded = rt.block_on(async {
-        let loader = loader(&cache, Lazy::Only).await;
-        loader
-            .load(&PackageRef::parse(&image).unwrap(), None)
-            .await
-            .unwrap()
-    });
+    let loaded = rt.block_on(load(&cache, Lazy::Only, &image));
     assert!(
         loaded.lazy_fill().is_none(),
         "Only never starts a background download"
@@ -374,12 +377,8 @@ fn the_background_fill_stores_the_layers_and_checks_their_diff_ids() {
     // stored layers, with the registry gone.
     let cache = work.path().join("cache");
     let loaded = rt.block_on(async {
-        let loader = loader(&cache, Lazy::Auto).await;
         let image = format!("{}/lazy/honest:1", proxy.host());
-        let loaded = loader
-            .load(&PackageRef::parse(&image).unwrap(), None)
-            .await
-            .unwrap();
+        let loaded = load(&cache, Lazy::Auto, &image).await;
         loaded
             .lazy_fill()
             .expect("two layers are read lazily")
@@ -414,12 +413,8 @@ fn the_background_fill_stores_the_layers_and_checks_their_diff_ids() {
     .unwrap();
     let cache = work.path().join("cache-lying");
     let (err, after) = rt.block_on(async {
-        let loader = loader(&cache, Lazy::Auto).await;
         let image = format!("{}/lazy/lying:1", proxy.host());
-        let loaded = loader
-            .load(&PackageRef::parse(&image).unwrap(), None)
-            .await
-            .unwrap();
+        let loaded = load(&cache, Lazy::Auto, &image).await;
         let fs = loaded.fs.clone();
         let read = tokio::task::spawn_blocking(move || {
             fs.read_all(&vfs_overlay::VfsPath::new("/etc/hello.txt").unwrap())
@@ -973,13 +968,7 @@ fn an_estargz_image_reads_lazily_and_its_tree_equals_umoci_unpack() {
 
     let cache = work.path().join("cache");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let loaded = rt.block_on(async {
-        let loader = loader(&cache, Lazy::Only).await;
-        loader
-            .load(&PackageRef::parse(&image).unwrap(), None)
-            .await
-            .unwrap()
-    });
+    let loaded = rt.block_on(load(&cache, Lazy::Only, &image));
     let after_load = meter.bytes_served();
     assert!(
         after_load < 2 * layer_toc::EstargzPosition::TAIL + (64 << 10),
@@ -1125,13 +1114,7 @@ fn layers_written_by_the_stargz_snapshotter_library_read_lazily_as_their_tars_un
         let layers_size = blob_sizes(&layout);
         meter.clear();
         let cache = work.path().join(format!("{format}-cache"));
-        let loaded = rt.block_on(async {
-            let loader = loader(&cache, Lazy::Only).await;
-            loader
-                .load(&PackageRef::parse(&image).unwrap(), None)
-                .await
-                .unwrap()
-        });
+        let loaded = rt.block_on(load(&cache, Lazy::Only, &image));
         let after_load = meter.bytes_served();
         assert!(
             after_load < table_bytes + (64 << 10),
@@ -1161,11 +1144,7 @@ fn layers_written_by_the_stargz_snapshotter_library_read_lazily_as_their_tars_un
         // The background fill checks the writer's whole layers against its diff_ids.
         let filled = work.path().join(format!("{format}-filled"));
         rt.block_on(async {
-            let loader = loader(&filled, Lazy::Auto).await;
-            let loaded = loader
-                .load(&PackageRef::parse(&image).unwrap(), None)
-                .await
-                .unwrap();
+            let loaded = load(&filled, Lazy::Auto, &image).await;
             loaded
                 .lazy_fill()
                 .unwrap_or_else(|| panic!("{format}: both layers are read lazily"))

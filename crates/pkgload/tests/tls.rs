@@ -47,6 +47,18 @@ fn failed(out: &Output) -> String {
     stderr
 }
 
+/// A `docker-registry` serving TLS with `pki`'s server certificate, asking clients for a
+/// certificate signed by `client_ca` when there is one; `what` names it if it cannot start.
+fn tls_registry(pki: &TestPki, client_ca: Option<PathBuf>, what: &str) -> Registry {
+    let (certificate, key) = pki.server();
+    Registry::start_tls(&RegistryTls {
+        certificate,
+        key,
+        client_ca,
+    })
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// `DIR/<host>/hosts.toml` saying the registry is at `https://<host>`, with `extra` lines.
 fn hosts_dir(work: &Path, name: &str, registry: &Registry, extra: &str) -> PathBuf {
     let dir = work.join(name);
@@ -81,13 +93,7 @@ fn toml_path(p: &Path) -> String {
 #[test]
 fn a_loopback_registry_over_tls_with_the_ca_from_hosts_toml() {
     let pki = TestPki::generate().expect("generate a test PKI (cargo xtask test installs openssl)");
-    let (certificate, key) = pki.server();
-    let registry = Registry::start_tls(&RegistryTls {
-        certificate,
-        key,
-        client_ca: None,
-    })
-    .expect("start docker-registry over TLS");
+    let registry = tls_registry(&pki, None, "start docker-registry over TLS");
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let trusted = hosts_dir(
@@ -166,13 +172,11 @@ fn a_loopback_registry_over_tls_with_the_ca_from_hosts_toml() {
 #[test]
 fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
     let pki = TestPki::generate().expect("generate a test PKI (cargo xtask test installs openssl)");
-    let (certificate, key) = pki.server();
-    let registry = Registry::start_tls(&RegistryTls {
-        certificate,
-        key,
-        client_ca: Some(pki.ca()),
-    })
-    .expect("start docker-registry over mutual TLS");
+    let registry = tls_registry(
+        &pki,
+        Some(pki.ca()),
+        "start docker-registry over mutual TLS",
+    );
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let (client_cert, client_key) = pki.client();
@@ -227,13 +231,11 @@ fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
 
     // A registry that trusts another CA for its clients refuses the certificate we present:
     // the same one error.
-    let (certificate, key) = pki.server();
-    let strict = Registry::start_tls(&RegistryTls {
-        certificate,
-        key,
-        client_ca: Some(pki.other_ca()),
-    })
-    .expect("start docker-registry trusting another client CA");
+    let strict = tls_registry(
+        &pki,
+        Some(pki.other_ca()),
+        "start docker-registry trusting another client CA",
+    );
     let refused = hosts_dir(
         work.path(),
         "refused",
@@ -266,13 +268,7 @@ fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
 #[test]
 fn more_large_downloads_than_threads_over_one_http2_connection_complete() {
     let pki = TestPki::generate().expect("generate a test PKI (cargo xtask test installs openssl)");
-    let (certificate, key) = pki.server();
-    let registry = Registry::start_tls(&RegistryTls {
-        certificate,
-        key,
-        client_ca: None,
-    })
-    .expect("start docker-registry over TLS");
+    let registry = tls_registry(&pki, None, "start docker-registry over TLS");
     let work = tempfile::tempdir().unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let layers: Vec<(Vec<u8>, &str)> = (0..24)
