@@ -7,7 +7,7 @@ use bytes::Bytes;
 use cache_core::{Begin, Blob, Digest, Store};
 use reqwest::Url;
 
-use crate::client::HttpClient;
+use crate::client::{Endpoint, HttpClient, Request};
 use crate::download::{Begun, BlobDownload};
 use crate::error::{Error, Result, redact};
 
@@ -23,10 +23,43 @@ pub enum BlobSource {
     },
     /// A local file (`file://` URLs become this).
     File(PathBuf),
-    /// The same blob at several hosts, tried in order (mirrors, then the origin, with the
-    /// token scope each needs): a host that fails for good hands its partial download to
-    /// the next.
-    Hosts(Vec<(Url, Option<String>)>),
+    /// The same blob at several hosts, tried in order (mirrors, then the origin): a host
+    /// that fails for good hands its partial download to the next.
+    Hosts(Vec<BlobHost>),
+}
+
+/// One host serving a blob: its URL, the token scope it needs, and the settings of the
+/// `hosts.toml` table that named it (its CA, client certificate, headers).
+#[derive(Debug, Clone)]
+pub struct BlobHost {
+    /// The URL.
+    pub url: Url,
+    /// The registry token scope, if the host uses token auth.
+    pub scope: Option<String>,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl BlobHost {
+    /// A host spoken to with the settings configured for its `host[:port]`, if any.
+    pub fn new(url: Url, scope: Option<String>) -> Self {
+        BlobHost {
+            url,
+            scope,
+            endpoint: None,
+        }
+    }
+
+    pub(crate) fn via(mut self, endpoint: Option<Arc<Endpoint>>) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// A request for its URL, addressed to its configured host.
+    pub(crate) fn request(&self) -> Request {
+        Request::get(self.url.clone())
+            .scope(self.scope.clone())
+            .via(self.endpoint.clone())
+    }
 }
 
 impl BlobSource {
@@ -59,7 +92,7 @@ impl BlobSource {
             BlobSource::File(p) => p.display().to_string(),
             BlobSource::Hosts(hosts) => hosts
                 .iter()
-                .map(|(url, _)| redact(url))
+                .map(|host| redact(&host.url))
                 .collect::<Vec<_>>()
                 .join(" or "),
         }
@@ -183,7 +216,9 @@ impl HttpClient {
             BlobSource::Url { url, scope } => match BlobDownload::begin(store, &req).await? {
                 Begun::Present(blob) => (blob, None),
                 Begun::Download(download) => (
-                    download.run(self, url, scope.as_deref()).await?,
+                    download
+                        .run(self, &BlobHost::new(url.clone(), scope.clone()))
+                        .await?,
                     Some(url.authority().to_owned()),
                 ),
             },
@@ -213,15 +248,16 @@ impl HttpClient {
     async fn download_from_hosts(
         &self,
         download: &mut BlobDownload,
-        hosts: &[(Url, Option<String>)],
+        hosts: &[BlobHost],
     ) -> Result<(Blob, String)> {
         let mut last = Error::Refused {
             url: String::new(),
             reason: "no host to fetch the blob from".to_owned(),
         };
-        for (index, (url, scope)) in hosts.iter().enumerate() {
+        for (index, host) in hosts.iter().enumerate() {
             let more = index + 1 < hosts.len();
-            match download.run_on(self, url, scope.as_deref(), more).await {
+            let url = &host.url;
+            match download.run_on(self, host, more).await {
                 Ok(blob) => {
                     tracing::info!(
                         host = url.authority(),

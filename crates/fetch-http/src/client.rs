@@ -90,6 +90,9 @@ pub(crate) struct Request {
     /// The token scope this request needs (e.g. `repository:acme/app:pull`), so a token
     /// can be fetched before the first 401.
     pub(crate) scope: Option<String>,
+    /// The configured host it is addressed to (its TLS client, its headers), when a
+    /// `hosts.toml` names it.
+    pub(crate) endpoint: Option<Arc<Endpoint>>,
 }
 
 impl Request {
@@ -100,7 +103,13 @@ impl Request {
             headers: HeaderMap::new(),
             body: None,
             scope: None,
+            endpoint: None,
         }
+    }
+
+    pub(crate) fn via(mut self, endpoint: Option<Arc<Endpoint>>) -> Self {
+        self.endpoint = endpoint;
+        self
     }
 
     pub(crate) fn header(mut self, name: header::HeaderName, value: &str) -> Self {
@@ -133,10 +142,12 @@ struct Inner {
     /// Built on first use: building it loads the system's root certificates (hundreds of
     /// files, several milliseconds), which a load served from the cache never needs.
     http: OnceLock<std::result::Result<reqwest::Client, String>>,
-    /// Each registry's `hosts.toml`, read once (`None`: it has none).
-    registries: Mutex<HashMap<String, Option<Arc<RegistryHosts>>>>,
-    /// Hosts a `hosts.toml` configures, by `host[:port]`: their own client (TLS settings)
-    /// and headers.
+    /// Each registry's `hosts.toml`, read once, with an endpoint per host (`None`: it has
+    /// none).
+    registries: Mutex<HashMap<String, Option<Arc<ConfiguredHosts>>>>,
+    /// The endpoint for a URL that does not say which configured host it is for (a
+    /// redirect, a plain URL): a registry's `server` settings win over a mirror table
+    /// naming the same `host[:port]`.
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     config: ClientConfig,
     credentials: Credentials,
@@ -210,6 +221,11 @@ impl HttpClient {
     /// [`Error::Hosts`] for a file that cannot be used, [`Error::Transport`] when a
     /// host's TLS settings cannot be loaded (a missing or malformed PEM file).
     pub fn registry_hosts(&self, registry: &str) -> Result<Option<Arc<RegistryHosts>>> {
+        Ok(self.configured(registry)?.map(|c| c.hosts.clone()))
+    }
+
+    /// [`registry_hosts`](Self::registry_hosts), each host with its endpoint.
+    pub(crate) fn configured(&self, registry: &str) -> Result<Option<Arc<ConfiguredHosts>>> {
         if let Some(known) = self
             .inner
             .registries
@@ -219,29 +235,44 @@ impl HttpClient {
         {
             return Ok(known.clone());
         }
-        let hosts = self
-            .inner
-            .config
-            .hosts
-            .for_registry(registry)?
-            .map(Arc::new);
-        if let Some(hosts) = &hosts {
-            for host in hosts.mirrors.iter().chain(std::iter::once(&hosts.origin)) {
-                let endpoint = Endpoint::new(&self.inner.config, host, &hosts.file)?;
-                self.inner
+        let configured = match self.inner.config.hosts.for_registry(registry)? {
+            None => None,
+            Some(hosts) => {
+                let endpoint = |host: &Host| {
+                    Endpoint::new(&self.inner.config, host, &hosts.file).map(Arc::new)
+                };
+                let mirrors = hosts
+                    .mirrors
+                    .iter()
+                    .map(endpoint)
+                    .collect::<Result<Vec<_>>>()?;
+                let origin = endpoint(&hosts.origin)?;
+                let mut by_authority = self
+                    .inner
                     .endpoints
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(host.authority.clone(), Arc::new(endpoint));
+                    .unwrap_or_else(|p| p.into_inner());
+                for (host, endpoint) in hosts.mirrors.iter().zip(&mirrors) {
+                    by_authority
+                        .entry(host.authority.clone())
+                        .or_insert_with(|| endpoint.clone());
+                }
+                by_authority.insert(hosts.origin.authority.clone(), origin.clone());
+                drop(by_authority);
+                tracing::debug!(registry, file = %hosts.file.display(), mirrors = hosts.mirrors.len(), "host configuration");
+                Some(Arc::new(ConfiguredHosts {
+                    hosts: Arc::new(hosts),
+                    mirrors,
+                    origin,
+                }))
             }
-            tracing::debug!(registry, file = %hosts.file.display(), mirrors = hosts.mirrors.len(), "host configuration");
-        }
+        };
         self.inner
             .registries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(registry.to_owned(), hosts.clone());
-        Ok(hosts)
+            .insert(registry.to_owned(), configured.clone());
+        Ok(configured)
     }
 
     fn endpoint(&self, authority: &str) -> Option<Arc<Endpoint>> {
@@ -288,7 +319,7 @@ impl HttpClient {
             url: shown.clone(),
             reason: "not an http(s) URL with a host".into(),
         })?;
-        self.check_scheme(&req.url)?;
+        self.check_scheme(&req.url, self.endpoint_for(&req.url, &req).as_deref())?;
         let queued = std::time::Instant::now();
         let permits = self.permits(&origin.host_port).await;
         let started = std::time::Instant::now();
@@ -303,7 +334,7 @@ impl HttpClient {
         loop {
             // A host a hosts.toml configures has its own client (its CA, its client
             // certificate) and headers; any other host, the shared one.
-            let endpoint = Origin::of(&url).and_then(|o| self.endpoint(&o.host_port));
+            let endpoint = self.endpoint_for(&url, &req);
             let http = match &endpoint {
                 Some(e) => &e.http,
                 None => self.http(&url).map_err(Failure::Final)?,
@@ -347,7 +378,7 @@ impl HttpClient {
                         reason: format!("more than {} redirects", self.inner.config.max_redirects),
                     }));
                 }
-                self.check_scheme(&next)?;
+                self.check_scheme(&next, self.endpoint_for(&next, &req).as_deref())?;
                 tracing::debug!(from = %redact(&url), to = %redact(&next), "redirect");
                 if status == StatusCode::SEE_OTHER {
                     method = Method::GET;
@@ -484,12 +515,24 @@ impl HttpClient {
         }
     }
 
-    fn check_scheme(&self, url: &Url) -> Result<(), Failure> {
+    /// The endpoint for `url` within `req`: the configured host `req` is addressed to while
+    /// `url` stays on it, else whatever is configured for `url`'s `host[:port]`.
+    fn endpoint_for(&self, url: &Url, req: &Request) -> Option<Arc<Endpoint>> {
+        let origin = Origin::of(url)?;
+        match &req.endpoint {
+            Some(addressed) if addressed.origin == origin => Some(addressed.clone()),
+            _ => self.endpoint(&origin.host_port),
+        }
+    }
+
+    /// Refuse plain HTTP to a host that has not been allowed it (`endpoint`: the configured
+    /// host `url` is for, whose `http://` URL allows it).
+    fn check_scheme(&self, url: &Url, endpoint: Option<&Endpoint>) -> Result<(), Failure> {
         match url.scheme() {
             "https" => Ok(()),
             "http" => {
                 let host = Origin::of(url).map(|o| o.host_port).unwrap_or_default();
-                if self.allows_plain_http(&host) {
+                if endpoint.is_some_and(|e| e.plain_http) || self.allows_plain_http(&host) {
                     Ok(())
                 } else {
                     Err(Failure::Final(Error::Refused {
@@ -641,7 +684,7 @@ impl HttpClient {
         };
         let mut url = Url::parse(realm)
             .map_err(|_| refused("the token realm in WWW-Authenticate is not a URL".into()))?;
-        self.check_scheme(&url)?;
+        self.check_scheme(&url, self.endpoint(&host.to_ascii_lowercase()).as_deref())?;
         let mut params =
             Url::parse("http://form.invalid/").map_err(|_| refused("internal".into()))?;
         {
@@ -837,12 +880,30 @@ fn base_builder(config: &ClientConfig) -> reqwest::ClientBuilder {
     builder
 }
 
-/// A host a `hosts.toml` configures, ready to be spoken to.
-struct Endpoint {
+/// A registry's configured hosts, each with its endpoint.
+pub(crate) struct ConfiguredHosts {
+    pub(crate) hosts: Arc<RegistryHosts>,
+    /// One per mirror, in order.
+    pub(crate) mirrors: Vec<Arc<Endpoint>>,
+    pub(crate) origin: Arc<Endpoint>,
+}
+
+/// A host a `hosts.toml` configures, ready to be spoken to. Requests carry it, rather than
+/// finding it by `host[:port]`: two tables may name one `host[:port]` with different
+/// settings (a `[host."https://registry"]` table repeating the `server` to give it a `ca`,
+/// or two registries' files naming one mirror), and each is spoken to as written.
+pub(crate) struct Endpoint {
+    origin: Origin,
     http: reqwest::Client,
     headers: Vec<(String, String)>,
     /// Its URL says `http://`: plain HTTP was asked for explicitly.
     plain_http: bool,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.origin.scheme, self.origin.host_port)
+    }
 }
 
 impl Endpoint {
@@ -854,7 +915,9 @@ impl Endpoint {
         let http = with_tls(base_builder(config), &host.tls, &failed)?
             .build()
             .map_err(|e| failed(format!("cannot build its HTTP client: {e}")))?;
+        let origin = Origin::of(&host.api).ok_or_else(|| failed("not an http(s) URL".into()))?;
         Ok(Endpoint {
+            origin,
             http,
             headers: host.headers.clone(),
             plain_http: host.api.scheme() == "http",

@@ -26,8 +26,8 @@ use cache_core::{Begin, Blob, Ingest, Store};
 use futures::StreamExt;
 use reqwest::{StatusCode, Url, header};
 
-use crate::blob::{BlobRequest, Progress};
-use crate::client::{Failure, HttpClient, Request};
+use crate::blob::{BlobHost, BlobRequest, Progress};
+use crate::client::{Failure, HttpClient};
 use crate::encoding;
 use crate::error::{Error, Result, redact};
 use crate::retry::RetryPolicy;
@@ -104,33 +104,28 @@ impl BlobDownload {
         (self.attempts, self.stalled)
     }
 
-    /// Download from `url` until the blob is stored, retrying per `client`'s
+    /// Download from `host` until the blob is stored, retrying per `client`'s
     /// [`RetryPolicy`]: bounded by attempts in a row without progress and by total time.
-    pub async fn run(
-        mut self,
-        client: &HttpClient,
-        url: &Url,
-        scope: Option<&str>,
-    ) -> Result<Blob> {
-        self.run_on(client, url, scope, false).await
+    pub async fn run(mut self, client: &HttpClient, host: &BlobHost) -> Result<Blob> {
+        self.run_on(client, host, false).await
     }
 
-    /// [`run`](Self::run) without giving the download up: when `url` fails for good (its
+    /// [`run`](Self::run) without giving the download up: when `host` fails for good (its
     /// retries spent, a final error, or with `leave_unreachable` no connection at all),
     /// the partial stays here for the next host to resume. The retry budget starts afresh
     /// on each host.
     pub async fn run_on(
         &mut self,
         client: &HttpClient,
-        url: &Url,
-        scope: Option<&str>,
+        host: &BlobHost,
         leave_unreachable: bool,
     ) -> Result<Blob> {
+        let url = &host.url;
         let policy = client.config().retry.clone();
         self.stalled = 0;
         self.started = Instant::now();
         loop {
-            let failed = match self.attempt(client, url, scope).await? {
+            let failed = match self.attempt(client, host).await? {
                 Ok(blob) => return Ok(blob),
                 Err(failed) => failed,
             };
@@ -195,15 +190,15 @@ impl BlobDownload {
         (self.started.elapsed() + wait < policy.max_elapsed).then_some(wait)
     }
 
-    /// One attempt from `url`: request from the partial's length, stream the body into it,
-    /// and commit when it is complete. `Err` is final (not found, refused, disk full);
+    /// One attempt from `host`: request from the partial's length, stream the body into
+    /// it, and commit when it is complete. `Err` is final (not found, refused, disk full);
     /// `Ok(Err(_))` is a transient failure worth another attempt, here or elsewhere.
     pub async fn attempt(
         &mut self,
         client: &HttpClient,
-        url: &Url,
-        scope: Option<&str>,
+        host: &BlobHost,
     ) -> Result<std::result::Result<Blob, AttemptFailed>> {
+        let url = &host.url;
         self.attempts += 1;
         let ingest = match self.ingest.take() {
             Some(ingest) => ingest,
@@ -216,7 +211,7 @@ impl BlobDownload {
         if self.validator.as_ref().is_some_and(|(from, _)| from != url) {
             self.validator = None;
         }
-        match self.transfer(client, url, scope, ingest).await {
+        match self.transfer(client, host, ingest).await {
             Transfer::Complete(ingest) => match ingest.commit().await {
                 Ok(blob) => Ok(Ok(blob)),
                 // A corrupt transfer: the partial is gone; the next attempt starts at 0.
@@ -263,17 +258,17 @@ impl BlobDownload {
     async fn transfer(
         &mut self,
         client: &HttpClient,
-        url: &Url,
-        scope: Option<&str>,
+        host: &BlobHost,
         mut ingest: Ingest,
     ) -> Transfer {
+        let url = &host.url;
         let req = &self.req;
         let offset = ingest.written();
         if req.size == Some(offset) {
             // Everything is here already (resumed after the last byte); commit verifies.
             return Transfer::Complete(ingest);
         }
-        let mut request = Request::get(url.clone()).scope(scope.map(str::to_owned));
+        let mut request = host.request();
         if offset > 0 {
             request = request
                 .header(header::RANGE, &format!("bytes={offset}-"))

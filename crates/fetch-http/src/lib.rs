@@ -54,7 +54,7 @@ mod url_file;
 #[doc(hidden)]
 pub use auth::{Challenge, parse_challenge};
 pub use auth::{Credential, Credentials};
-pub use blob::{BlobRequest, BlobSource, Progress, ProgressFn};
+pub use blob::{BlobHost, BlobRequest, BlobSource, Progress, ProgressFn};
 pub use client::{ClientConfig, HttpClient};
 pub use download::{AttemptFailed, Begun, BlobDownload};
 pub use error::{Error, Result};

@@ -13,8 +13,8 @@ use std::ops::Range;
 use bytes::Bytes;
 use reqwest::header;
 
-use crate::blob::BlobSource;
-use crate::client::{Failure, HttpClient, Request, Response};
+use crate::blob::{BlobHost, BlobSource};
+use crate::client::{Failure, HttpClient, Response};
 use crate::error::{Error, Result, redact};
 
 impl HttpClient {
@@ -31,13 +31,15 @@ impl HttpClient {
         match source {
             BlobSource::File(path) => read_file_range(path.clone(), range).await,
             BlobSource::Url { url, scope } => {
-                self.range_from(url, scope.as_deref(), &range, false).await
+                let host = BlobHost::new(url.clone(), scope.clone());
+                self.range_from(&host, &range, false).await
             }
             BlobSource::Hosts(hosts) => {
                 let mut last = None;
-                for (index, (url, scope)) in hosts.iter().enumerate() {
+                for (index, host) in hosts.iter().enumerate() {
                     let more = index + 1 < hosts.len();
-                    match self.range_from(url, scope.as_deref(), &range, more).await {
+                    let url = &host.url;
+                    match self.range_from(host, &range, more).await {
                         Ok(bytes) => return Ok(bytes),
                         Err(e @ Error::RangeIgnored { .. }) => return Err(e),
                         Err(e) => {
@@ -58,14 +60,14 @@ impl HttpClient {
 
     async fn range_from(
         &self,
-        url: &reqwest::Url,
-        scope: Option<&str>,
+        host: &BlobHost,
         range: &Range<u64>,
         leave_unreachable: bool,
     ) -> Result<Bytes> {
+        let url = &host.url;
         let len = range.end - range.start;
-        let req = Request::get(url.clone())
-            .scope(scope.map(str::to_owned))
+        let req = host
+            .request()
             .header(
                 header::RANGE,
                 &format!("bytes={}-{}", range.start, range.end - 1),

@@ -4,14 +4,16 @@
 //! loopback hosts, and hosts configured as insecure, are spoken to over plain HTTP; every
 //! other registry over HTTPS.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cache_core::{Algorithm, Digest};
 use oci_spec::image::{ImageIndex, ImageManifest};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode, Url};
 
-use crate::blob::{BlobRequest, BlobSource};
-use crate::client::{Failure, HttpClient, Request};
+use crate::blob::{BlobHost, BlobRequest, BlobSource};
+use crate::client::{Endpoint, Failure, HttpClient, Request};
 use crate::error::{Error, Result, redact};
 
 /// Manifests and indexes larger than this are refused.
@@ -101,6 +103,29 @@ enum Need {
     Resolve,
 }
 
+/// One host to ask, with its settings when a `hosts.toml` configures it.
+struct Via {
+    /// Its API root (`https://host/v2/`).
+    root: Url,
+    mirror: bool,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl Via {
+    /// `path` on this host. A mirror is told which registry is meant (`?ns=`, as
+    /// containerd does), so one mirror may serve several.
+    fn url(&self, registry: &str, path: &str) -> Result<Url> {
+        let mut url = self.root.join(path).map_err(|e| Error::Refused {
+            url: format!("{}{path}", self.root),
+            reason: format!("invalid registry path: {e}"),
+        })?;
+        if self.mirror {
+            url.query_pairs_mut().append_pair("ns", registry);
+        }
+        Ok(url)
+    }
+}
+
 fn pull_scope(repository: &str) -> Option<String> {
     Some(format!("repository:{repository}:pull"))
 }
@@ -133,49 +158,69 @@ impl HttpClient {
         })
     }
 
-    /// The API roots to ask for what `need` allows, in order: the registry's mirrors that
-    /// have the capability, then the registry itself. Each comes with whether it is a
-    /// mirror. A mirror is told which registry is meant (`?ns=`, as containerd does), so
-    /// one mirror may serve several.
-    fn hosts_for(&self, registry: &str, need: Need) -> Result<Vec<(Url, bool)>> {
-        let Some(hosts) = self.registry_hosts(registry)? else {
-            return Ok(vec![(self.registry_base(registry)?, false)]);
+    /// The hosts to ask for what `need` allows, in order: the registry's mirrors that have
+    /// the capability, then the registry itself.
+    fn hosts_for(&self, registry: &str, need: Need) -> Result<Vec<Via>> {
+        let Some(configured) = self.configured(registry)? else {
+            return Ok(vec![Via {
+                root: self.registry_base(registry)?,
+                mirror: false,
+                endpoint: None,
+            }]);
         };
-        let mut roots: Vec<(Url, bool)> = hosts
+        let mut hosts: Vec<Via> = configured
+            .hosts
             .mirrors
             .iter()
-            .filter(|h| match need {
+            .zip(&configured.mirrors)
+            .filter(|(h, _)| match need {
                 Need::Pull => h.capabilities.pull,
                 Need::Resolve => h.capabilities.resolve,
             })
-            .map(|h| (h.api.clone(), true))
+            .map(|(h, endpoint)| Via {
+                root: h.api.clone(),
+                mirror: true,
+                endpoint: Some(endpoint.clone()),
+            })
             .collect();
-        roots.push((hosts.origin.api.clone(), false));
-        Ok(roots)
+        hosts.push(Via {
+            root: configured.hosts.origin.api.clone(),
+            mirror: false,
+            endpoint: Some(configured.origin.clone()),
+        });
+        Ok(hosts)
     }
 
-    fn host_url(root: &Url, mirror: bool, registry: &str, path: &str) -> Result<Url> {
-        let mut url = root.join(path).map_err(|e| Error::Refused {
-            url: format!("{root}{path}"),
-            reason: format!("invalid registry path: {e}"),
-        })?;
-        if mirror {
-            url.query_pairs_mut().append_pair("ns", registry);
-        }
-        Ok(url)
-    }
-
-    /// Where pushes for `registry` go, joined with `path`: the first mirror with the
-    /// `push` capability (told the registry with `?ns=`), else the registry itself. One
-    /// host only, as containerd does: an upload is not split across hosts.
-    fn push_url(&self, registry: &str, path: &str) -> Result<Url> {
-        if let Some(hosts) = self.registry_hosts(registry)?
-            && let Some(mirror) = hosts.mirrors.iter().find(|h| h.capabilities.push)
+    /// Where pushes for `registry` go: the first mirror with the `push` capability, else
+    /// the registry itself. One host only, as containerd does: an upload is not split
+    /// across hosts.
+    fn push_host(&self, registry: &str) -> Result<Via> {
+        let Some(configured) = self.configured(registry)? else {
+            return Ok(Via {
+                root: self.registry_base(registry)?,
+                mirror: false,
+                endpoint: None,
+            });
+        };
+        let hosts = &configured.hosts;
+        if let Some((mirror, endpoint)) = hosts
+            .mirrors
+            .iter()
+            .zip(&configured.mirrors)
+            .find(|(h, _)| h.capabilities.push)
         {
             tracing::info!(host = mirror.authority, "pushing to a mirror");
-            return Self::host_url(&mirror.api, true, registry, path);
+            return Ok(Via {
+                root: mirror.api.clone(),
+                mirror: true,
+                endpoint: Some(endpoint.clone()),
+            });
         }
-        Self::host_url(&self.registry_base(registry)?, false, registry, path)
+        Ok(Via {
+            root: hosts.origin.api.clone(),
+            mirror: false,
+            endpoint: Some(configured.origin.clone()),
+        })
     }
 
     /// Pull a manifest by tag or digest. A digest reference is verified against the body;
@@ -198,10 +243,10 @@ impl HttpClient {
         let hosts = self.hosts_for(registry, need)?;
         let path = format!("{repository}/manifests/{reference}");
         let mut last = None;
-        for (index, (root, mirror)) in hosts.iter().enumerate() {
-            let url = Self::host_url(root, *mirror, registry, &path)?;
+        for (index, host) in hosts.iter().enumerate() {
+            let url = host.url(registry, &path)?;
             match self
-                .manifest_from(&url, repository, pinned, index + 1 < hosts.len())
+                .manifest_from(host, &url, repository, pinned, index + 1 < hosts.len())
                 .await
             {
                 Ok(manifest) => {
@@ -227,12 +272,14 @@ impl HttpClient {
     /// one is then left at once).
     async fn manifest_from(
         &self,
+        host: &Via,
         url: &Url,
         repository: &str,
         pinned: Option<Digest>,
         more: bool,
     ) -> Result<Manifest> {
         let req = Request::get(url.clone())
+            .via(host.endpoint.clone())
             .header(header::ACCEPT, &MANIFEST_MEDIA_TYPES.join(", "))
             .scope(pull_scope(repository));
         let (bytes, headers, _) = self
@@ -275,16 +322,22 @@ impl HttpClient {
         let path = format!("{repository}/blobs/{digest}");
         let hosts = self.hosts_for(registry, Need::Pull)?;
         let source = match hosts.as_slice() {
-            [(root, mirror)] => BlobSource::Url {
-                url: Self::host_url(root, *mirror, registry, &path)?,
+            [
+                only @ Via {
+                    endpoint: None,
+                    mirror: false,
+                    ..
+                },
+            ] => BlobSource::Url {
+                url: only.url(registry, &path)?,
                 scope: pull_scope(repository),
             },
             _ => BlobSource::Hosts(
                 hosts
                     .iter()
-                    .map(|(root, mirror)| {
-                        let url = Self::host_url(root, *mirror, registry, &path)?;
-                        Ok((url, pull_scope(repository)))
+                    .map(|host| {
+                        let url = host.url(registry, &path)?;
+                        Ok(BlobHost::new(url, pull_scope(repository)).via(host.endpoint.clone()))
                     })
                     .collect::<Result<_>>()?,
             ),
@@ -309,10 +362,10 @@ impl HttpClient {
         let hosts = self.hosts_for(registry, Need::Resolve)?;
         let path = format!("{repository}/tags/list?n={page}");
         let mut last = None;
-        for (index, (root, mirror)) in hosts.iter().enumerate() {
-            let url = Self::host_url(root, *mirror, registry, &path)?;
+        for (index, host) in hosts.iter().enumerate() {
+            let url = host.url(registry, &path)?;
             let more = index + 1 < hosts.len();
-            match self.tags_from(url.clone(), repository, more).await {
+            match self.tags_from(host, url.clone(), repository, more).await {
                 Ok(tags) => {
                     tracing::info!(host = url.authority(), "tags served");
                     return Ok(tags);
@@ -332,7 +385,13 @@ impl HttpClient {
     }
 
     /// Every page of one host's tag list, starting at `url`.
-    async fn tags_from(&self, mut url: Url, repository: &str, more: bool) -> Result<Vec<String>> {
+    async fn tags_from(
+        &self,
+        host: &Via,
+        mut url: Url,
+        repository: &str,
+        more: bool,
+    ) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
@@ -341,6 +400,7 @@ impl HttpClient {
         let mut tags = Vec::new();
         for _ in 0..MAX_PAGES {
             let req = Request::get(url.clone())
+                .via(host.endpoint.clone())
                 .header(header::ACCEPT, "application/json")
                 .scope(pull_scope(repository));
             let (body, headers, _) = self
@@ -369,8 +429,11 @@ impl HttpClient {
         repository: &str,
         digest: &Digest,
     ) -> Result<bool> {
-        let url = self.push_url(registry, &format!("{repository}/blobs/{digest}"))?;
-        let mut req = Request::get(url).scope(push_scope(repository));
+        let host = self.push_host(registry)?;
+        let url = host.url(registry, &format!("{repository}/blobs/{digest}"))?;
+        let mut req = Request::get(url)
+            .via(host.endpoint)
+            .scope(push_scope(repository));
         req.method = Method::HEAD;
         match self.send(req).await {
             Ok(_) => Ok(true),
@@ -399,14 +462,17 @@ impl HttpClient {
         if self.blob_exists(registry, repository, digest).await? {
             return Ok(Pushed::Existed);
         }
-        let mut start = self.push_url(registry, &format!("{repository}/blobs/uploads/"))?;
+        let host = self.push_host(registry)?;
+        let mut start = host.url(registry, &format!("{repository}/blobs/uploads/"))?;
         if let Some(from) = mount_from {
             start
                 .query_pairs_mut()
                 .append_pair("mount", &digest.to_string())
                 .append_pair("from", from);
         }
-        let mut post = Request::get(start).scope(push_scope(repository));
+        let mut post = Request::get(start)
+            .via(host.endpoint.clone())
+            .scope(push_scope(repository));
         post.method = Method::POST;
         post.headers.insert(
             header::CONTENT_LENGTH,
@@ -422,7 +488,9 @@ impl HttpClient {
             let mut offset = 0;
             while offset < data.len() {
                 let end = (offset + chunk).min(data.len());
-                let mut patch = Request::get(location.clone()).scope(push_scope(repository));
+                let mut patch = Request::get(location.clone())
+                    .via(host.endpoint.clone())
+                    .scope(push_scope(repository));
                 patch.method = Method::PATCH;
                 patch.body = Some(data.slice(offset..end));
                 patch = patch
@@ -436,7 +504,9 @@ impl HttpClient {
             finish
                 .query_pairs_mut()
                 .append_pair("digest", &digest.to_string());
-            let mut put = Request::get(finish).scope(push_scope(repository));
+            let mut put = Request::get(finish)
+                .via(host.endpoint.clone())
+                .scope(push_scope(repository));
             put.method = Method::PUT;
             put.headers.insert(
                 header::CONTENT_LENGTH,
@@ -448,7 +518,9 @@ impl HttpClient {
             finish
                 .query_pairs_mut()
                 .append_pair("digest", &digest.to_string());
-            let mut put = Request::get(finish).scope(push_scope(repository));
+            let mut put = Request::get(finish)
+                .via(host.endpoint.clone())
+                .scope(push_scope(repository));
             put.method = Method::PUT;
             put.body = Some(data);
             put = put.header(header::CONTENT_TYPE, "application/octet-stream");
@@ -475,8 +547,11 @@ impl HttpClient {
             });
         }
         let digest = Algorithm::Sha256.digest(&bytes);
-        let url = self.push_url(registry, &format!("{repository}/manifests/{reference}"))?;
-        let mut put = Request::get(url.clone()).scope(push_scope(repository));
+        let host = self.push_host(registry)?;
+        let url = host.url(registry, &format!("{repository}/manifests/{reference}"))?;
+        let mut put = Request::get(url.clone())
+            .via(host.endpoint)
+            .scope(push_scope(repository));
         put.method = Method::PUT;
         put.body = Some(bytes);
         put = put.header(header::CONTENT_TYPE, media_type);

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use fetch_http::{BlobSource, ClientConfig, Credentials, Error, HttpClient, RetryPolicy};
+use fetch_http::{BlobHost, BlobSource, ClientConfig, Credentials, Error, HttpClient, RetryPolicy};
 use support::random_bytes;
 use test_servers::fault::{FaultServer, RangeMode, Route};
 
@@ -78,7 +78,10 @@ async fn hosts_are_tried_in_order() {
     mirror.route("/blob", Route::new("").status_first(9, 404, None));
     origin.route("/blob", Route::new(data.clone()));
     let url = |s: &FaultServer| reqwest_url(&s.url("/blob"));
-    let source = BlobSource::Hosts(vec![(url(&mirror), None), (url(&origin), None)]);
+    let source = BlobSource::Hosts(vec![
+        BlobHost::new(url(&mirror), None),
+        BlobHost::new(url(&origin), None),
+    ]);
     let got = client().fetch_blob_range(&source, 0..10).await.unwrap();
     assert_eq!(got, data.slice(0..10));
     assert_eq!(mirror.hits("/blob"), 1);

@@ -169,6 +169,72 @@ fn a_loopback_registry_over_tls_with_the_ca_from_hosts_toml() {
     assert!(err.contains("hosts.toml:3") && err.contains("pul"), "{err}");
 }
 
+/// A `[host."…"]` table naming the registry's own `host:port` is a host of its own, spoken
+/// to with its own settings, as containerd does: the common way to give the registry a CA
+/// is such a table repeating the `server` URL. Both ways round: the table's CA is used when
+/// the `server` has none, and a table with the wrong CA fails (and is left for the `server`,
+/// whose top-level CA is right) instead of borrowing the `server`'s settings.
+#[test]
+fn a_host_table_naming_the_registry_itself_keeps_its_own_tls_settings() {
+    let pki = TestPki::generate().expect("generate a test PKI (cargo xtask test installs openssl)");
+    let registry = tls_registry(&pki, None, "start docker-registry over TLS");
+    let work = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let reference = format!("{host}/acme/tls:1.0.0");
+    let trusted = hosts_dir(
+        work.path(),
+        "trusted",
+        &registry,
+        &format!("ca = \"{}\"\n", toml_path(&pki.ca())),
+    );
+    let dir = package(work.path());
+    ok(&pkgload(
+        &work.path().join("cache-push"),
+        &trusted,
+        &["push", dir.to_str().unwrap(), &reference],
+    ));
+
+    let table_ca = hosts_dir(
+        work.path(),
+        "table-ca",
+        &registry,
+        &format!(
+            "[host.\"https://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\nca = \"{}\"\n",
+            toml_path(&pki.ca())
+        ),
+    );
+    assert_eq!(
+        ok(&pkgload(
+            &work.path().join("cache1"),
+            &table_ca,
+            &["cat", &reference, "/hello.txt"]
+        )),
+        "over TLS\n"
+    );
+
+    let table_wrong = hosts_dir(
+        work.path(),
+        "table-wrong",
+        &registry,
+        &format!(
+            "ca = \"{}\"\n[host.\"https://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\nca = \"{}\"\n",
+            toml_path(&pki.ca()),
+            toml_path(&pki.other_ca())
+        ),
+    );
+    let out = pkgload(
+        &work.path().join("cache2"),
+        &table_wrong,
+        &["-v", "cat", &reference, "/hello.txt"],
+    );
+    assert_eq!(ok(&out), "over TLS\n");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("host failed; trying the next") && log.contains("UnknownIssuer"),
+        "the table's own (wrong) CA was not used:\n{log}"
+    );
+}
+
 #[test]
 fn a_registry_that_requires_a_client_certificate_gets_the_one_configured() {
     let pki = TestPki::generate().expect("generate a test PKI (cargo xtask test installs openssl)");
