@@ -61,6 +61,7 @@ mod webc;
 mod webc_dir;
 mod webc_oci;
 mod webc_pack;
+mod webc_precheck;
 
 pub use artifact::{
     Artifact, ArtifactKind, BlobRef, PACKAGE_ARTIFACT_TYPE, PACKAGE_CONFIG_MEDIA_TYPE,

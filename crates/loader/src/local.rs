@@ -13,17 +13,20 @@ use webc_package::{Checked, WebcContainer};
 use crate::error::{LoadError, Result};
 use crate::package_dir::PackageDir;
 use crate::remote::blocking;
+use crate::webc_precheck::Precheck;
 
 /// Where a local package's parts come from.
 #[derive(Debug, Clone)]
 pub(crate) enum LocalRoot {
     /// A directory holding `pkgload.toml`.
     Directory(PackageDir),
-    /// A webc file, its copy in the store, and what earlier loads had checked in it.
+    /// A webc file, its copy in the store, what earlier loads had checked in it, and the
+    /// checks this load started early.
     Webc {
         container: WebcContainer,
         blob: Blob,
         recorded: Checked,
+        precheck: Precheck,
     },
 }
 
@@ -58,6 +61,14 @@ impl LocalParts {
                     reason: "not a local package (a loader bug)".to_owned(),
                 })
         };
+        // Parts whose checks started during resolution open once those are done, as
+        // checked parts.
+        futures::future::join_all(packages.values().map(|root| async move {
+            if let LocalRoot::Webc { precheck, .. } = &**root {
+                precheck.done().await;
+            }
+        }))
+        .await;
         // Volumes open side by side: a v3 volume's first opening hashes every file.
         let opened = futures::future::try_join_all(volumes.into_iter().map(|key| {
             let root = package(&key.0);
@@ -131,6 +142,7 @@ impl LocalParts {
                     container,
                     blob,
                     recorded,
+                    ..
                 } => record_checks(store, blob.digest(), container, recorded).await,
                 LocalRoot::Directory(_) => Ok(()),
             }

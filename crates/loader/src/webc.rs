@@ -30,6 +30,7 @@ use crate::artifact::{Artifact, ArtifactKind, BlobRef};
 use crate::error::{LoadError, Result};
 use crate::local::{LocalRoot, recorded_checks};
 use crate::remote::{Found, Located, Place, blocking};
+use crate::webc_precheck::Precheck;
 
 /// The media type pkgload gives a webc file wherever it names one (an OCI layer, a
 /// descriptor).
@@ -178,6 +179,8 @@ pub(crate) struct WebcFile {
     pub(crate) needs_place: bool,
     /// What earlier loads had checked in it.
     pub(crate) checked: Checked,
+    /// The checks of the parts it uses, started when its summary was made.
+    pub(crate) precheck: Precheck,
 }
 
 impl WebcFile {
@@ -187,6 +190,7 @@ impl WebcFile {
             container: self.container.clone(),
             blob: self.blob.clone(),
             recorded: self.checked.clone(),
+            precheck: self.precheck.clone(),
         }
     }
 
@@ -202,6 +206,7 @@ impl WebcFile {
             .dependencies
             .iter()
             .any(|d| matches!(d.source, DependencySource::Registry { .. }));
+        let precheck = Precheck::start(&parsed.container, &manifest);
         Ok(WebcFile {
             container: parsed.container,
             blob: parsed.blob,
@@ -209,6 +214,7 @@ impl WebcFile {
             found: parsed.found,
             needs_place,
             checked: parsed.checked,
+            precheck,
         })
     }
 }
