@@ -370,6 +370,7 @@ impl DirectPackages {
     async fn summarize(self: &Arc<Self>, id: &PackageId, met: &Met) -> Result<Summary> {
         let links = Links::new(self, met.parsed.base.clone());
         let file = Arc::new(links.read(met.parsed.clone()).await?);
+        file.precheck();
         let summary = Summary {
             manifest: file.manifest.clone(),
             digest: file.blob.digest().to_string(),

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use cache_core::{Algorithm, Blob, Digest, Store};
@@ -179,19 +179,29 @@ pub(crate) struct WebcFile {
     pub(crate) needs_place: bool,
     /// What earlier loads had checked in it.
     pub(crate) checked: Checked,
-    /// The checks of the parts it uses, started when its summary was made.
-    pub(crate) precheck: Precheck,
+    /// The checks of the parts it uses, started when the solver reads its summary (not
+    /// when it is opened: a directory's unplaced files are all opened to be indexed).
+    precheck: OnceLock<Precheck>,
 }
 
 impl WebcFile {
-    /// Where the load takes this package's volumes and atoms from.
+    /// Where the load takes this package's volumes and atoms from (starting its checks,
+    /// if its summary did not).
     pub(crate) fn local_root(&self) -> LocalRoot {
         LocalRoot::Webc {
             container: self.container.clone(),
             blob: self.blob.clone(),
             recorded: self.checked.clone(),
-            precheck: self.precheck.clone(),
+            precheck: self.precheck(),
         }
+    }
+
+    /// Start checking the parts the package uses itself, once (see `webc_precheck.rs`):
+    /// called when its summary goes to the solver.
+    pub(crate) fn precheck(&self) -> Precheck {
+        self.precheck
+            .get_or_init(|| Precheck::start(&self.container, &self.manifest))
+            .clone()
     }
 
     /// The package of `parsed`; `direct` names the packages its `use` entries give by URL
@@ -206,7 +216,6 @@ impl WebcFile {
             .dependencies
             .iter()
             .any(|d| matches!(d.source, DependencySource::Registry { .. }));
-        let precheck = Precheck::start(&parsed.container, &manifest);
         Ok(WebcFile {
             container: parsed.container,
             blob: parsed.blob,
@@ -214,7 +223,7 @@ impl WebcFile {
             found: parsed.found,
             needs_place,
             checked: parsed.checked,
-            precheck,
+            precheck: OnceLock::new(),
         })
     }
 }

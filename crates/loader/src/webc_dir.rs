@@ -215,6 +215,7 @@ impl WebcDirSource {
                 ),
             });
         }
+        file.precheck();
         self.found
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
