@@ -1,6 +1,7 @@
 //! `fetch_blob_range` against a real loopback server: exactly the bytes asked for, retried
 //! through a 503, the next host after a 404, and `RangeIgnored` at once (body unread) from
-//! a server that answers the whole blob.
+//! a server that answers the whole blob; one mirror that two registries' `hosts.toml` name
+//! gets each one's own settings.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -89,4 +90,65 @@ async fn hosts_are_tried_in_order() {
 
 fn reqwest_url(text: &str) -> fetch_http::Url {
     fetch_http::Url::parse(text).unwrap()
+}
+
+/// Two registries' `hosts.toml` files name one mirror, each with its own header: every
+/// request for a registry carries that registry's header, not the other file's (settings
+/// travel with the request, not with the mirror's `host:port`).
+#[tokio::test]
+async fn one_mirror_named_by_two_registries_gets_each_ones_settings() {
+    let data = random_bytes(10_000, 6);
+    let digest = cache_core::Algorithm::Sha256.digest(&data);
+    let (mirror, origin) = (server(), server());
+    let path = format!("/v2/acme/app/blobs/{digest}");
+    mirror.route(&path, Route::new(data.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    for registry in ["one.test", "two.test"] {
+        std::fs::create_dir_all(dir.path().join(registry)).unwrap();
+        std::fs::write(
+            dir.path().join(registry).join("hosts.toml"),
+            format!(
+                "server = \"{}\"\n[host.\"{}\"]\ncapabilities = [\"pull\"]\n\
+                 [host.\"{}\".header]\nx-registry = \"{registry}\"\n",
+                origin.base_url(),
+                mirror.base_url(),
+                mirror.base_url()
+            ),
+        )
+        .unwrap();
+    }
+    let client = HttpClient::new(
+        ClientConfig {
+            hosts: fetch_http::hosts::HostsDirs::pinned(dir.path()),
+            ..ClientConfig::default()
+        },
+        Credentials::new(),
+    )
+    .unwrap();
+    for registry in ["one.test", "two.test", "one.test"] {
+        let request = client
+            .registry_blob(registry, "acme/app", digest, Some(data.len() as u64))
+            .unwrap();
+        let got = client
+            .fetch_blob_range(&request.source, 0..10)
+            .await
+            .unwrap();
+        assert_eq!(got, data.slice(0..10));
+    }
+    let requests = mirror.requests_to(&path);
+    assert_eq!(requests.len(), 3, "the origin was asked");
+    for request in requests {
+        let ns = request
+            .path_and_query
+            .split("ns=")
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let header = request
+            .headers
+            .get("x-registry")
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(header, Some(ns.as_str()), "{}", request.path_and_query);
+    }
+    assert_eq!(origin.requests().len(), 0);
 }
