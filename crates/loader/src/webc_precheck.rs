@@ -22,9 +22,20 @@ use resolve_graph::Manifest;
 use tokio::sync::Semaphore;
 use webc_package::WebcContainer;
 
-/// The checks started for one webc file; cheap to clone.
+/// The checks started for one webc file; cheap to clone. When the last clone is dropped
+/// (a resolution that was never assembled, as `pkgload resolve`), checks still waiting
+/// for their turn are called off: only those already hashing run on.
 #[derive(Clone, Default)]
-pub(crate) struct Precheck(Option<Shared<BoxFuture<'static, ()>>>);
+pub(crate) struct Precheck(Option<(Shared<BoxFuture<'static, ()>>, Arc<CallOff>)>);
+
+/// Aborts the checks' task when dropped.
+struct CallOff(tokio::task::AbortHandle);
+
+impl Drop for CallOff {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 impl std::fmt::Debug for Precheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,18 +90,20 @@ impl Precheck {
             })
             .await;
         });
-        Precheck(Some(
+        let call_off = Arc::new(CallOff(task.abort_handle()));
+        Precheck(Some((
             async move {
                 let _ = task.await;
             }
             .boxed()
             .shared(),
-        ))
+            call_off,
+        )))
     }
 
     /// Wait until the checks started are done (at once when none were).
     pub(crate) async fn done(&self) {
-        if let Some(checks) = &self.0 {
+        if let Some((checks, _)) = &self.0 {
             checks.clone().await;
         }
     }
@@ -100,11 +113,13 @@ impl Precheck {
 fn limit() -> Arc<Semaphore> {
     static LIMIT: OnceLock<Arc<Semaphore>> = OnceLock::new();
     LIMIT
-        .get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            Arc::new(Semaphore::new(cores))
-        })
+        .get_or_init(|| Arc::new(Semaphore::new(turns())))
         .clone()
+}
+
+/// How many checks may run at once: the cores this process may use.
+fn turns() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[cfg(test)]
@@ -177,6 +192,22 @@ mod tests {
         assert!(!container.atom_is_checked("spare"));
         // Nothing left to check: nothing started.
         assert!(Precheck::start(&container, &manifest).0.is_none());
+    }
+
+    #[tokio::test]
+    async fn checks_nobody_waits_for_any_more_are_called_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, manifest) = package(dir.path());
+        let container = WebcContainer::parse(bytes, "test package").unwrap();
+        // Every turn taken: the checks wait for one.
+        let all = u32::try_from(turns()).unwrap();
+        let turns = limit().acquire_many_owned(all).await.unwrap();
+        drop(Precheck::start(&container, &manifest));
+        drop(turns);
+        // Had they not been called off, they would have run by now.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!container.atom_is_checked("run"));
+        assert!(!container.volume_is_checked("v"));
     }
 
     #[tokio::test]
