@@ -884,8 +884,20 @@ fn base_builder(config: &ClientConfig) -> reqwest::ClientBuilder {
 pub(crate) struct ConfiguredHosts {
     pub(crate) hosts: Arc<RegistryHosts>,
     /// One per mirror, in order.
-    pub(crate) mirrors: Vec<Arc<Endpoint>>,
-    pub(crate) origin: Arc<Endpoint>,
+    mirrors: Vec<Arc<Endpoint>>,
+    origin: Arc<Endpoint>,
+}
+
+impl ConfiguredHosts {
+    /// Each mirror, in file order, with its endpoint.
+    pub(crate) fn mirrors(&self) -> impl Iterator<Item = (&Host, &Arc<Endpoint>)> {
+        self.hosts.mirrors.iter().zip(&self.mirrors)
+    }
+
+    /// The registry itself (`server`), with its endpoint.
+    pub(crate) fn origin(&self) -> (&Host, &Arc<Endpoint>) {
+        (&self.hosts.origin, &self.origin)
+    }
 }
 
 /// A host a `hosts.toml` configures, ready to be spoken to. Requests carry it, rather than

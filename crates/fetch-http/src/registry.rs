@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode, Url};
 use crate::blob::{BlobHost, BlobRequest, BlobSource};
 use crate::client::{Endpoint, Failure, HttpClient, Request};
 use crate::error::{Error, Result, redact};
+use crate::hosts::Host;
 
 /// Manifests and indexes larger than this are refused.
 pub const MANIFEST_LIMIT: u64 = 4 << 20;
@@ -112,6 +113,24 @@ struct Via {
 }
 
 impl Via {
+    /// A registry no `hosts.toml` configures, at `root`.
+    fn unconfigured(root: Url) -> Via {
+        Via {
+            root,
+            mirror: false,
+            endpoint: None,
+        }
+    }
+
+    /// A configured host; `mirror` when it is not the registry itself.
+    fn configured(host: &Host, endpoint: &Arc<Endpoint>, mirror: bool) -> Via {
+        Via {
+            root: host.api.clone(),
+            mirror,
+            endpoint: Some(endpoint.clone()),
+        }
+    }
+
     /// `path` on this host. A mirror is told which registry is meant (`?ns=`, as
     /// containerd does), so one mirror may serve several.
     fn url(&self, registry: &str, path: &str) -> Result<Url> {
@@ -162,32 +181,18 @@ impl HttpClient {
     /// the capability, then the registry itself.
     fn hosts_for(&self, registry: &str, need: Need) -> Result<Vec<Via>> {
         let Some(configured) = self.configured(registry)? else {
-            return Ok(vec![Via {
-                root: self.registry_base(registry)?,
-                mirror: false,
-                endpoint: None,
-            }]);
+            return Ok(vec![Via::unconfigured(self.registry_base(registry)?)]);
         };
         let mut hosts: Vec<Via> = configured
-            .hosts
-            .mirrors
-            .iter()
-            .zip(&configured.mirrors)
+            .mirrors()
             .filter(|(h, _)| match need {
                 Need::Pull => h.capabilities.pull,
                 Need::Resolve => h.capabilities.resolve,
             })
-            .map(|(h, endpoint)| Via {
-                root: h.api.clone(),
-                mirror: true,
-                endpoint: Some(endpoint.clone()),
-            })
+            .map(|(h, endpoint)| Via::configured(h, endpoint, true))
             .collect();
-        hosts.push(Via {
-            root: configured.hosts.origin.api.clone(),
-            mirror: false,
-            endpoint: Some(configured.origin.clone()),
-        });
+        let (origin, endpoint) = configured.origin();
+        hosts.push(Via::configured(origin, endpoint, false));
         Ok(hosts)
     }
 
@@ -196,31 +201,14 @@ impl HttpClient {
     /// across hosts.
     fn push_host(&self, registry: &str) -> Result<Via> {
         let Some(configured) = self.configured(registry)? else {
-            return Ok(Via {
-                root: self.registry_base(registry)?,
-                mirror: false,
-                endpoint: None,
-            });
+            return Ok(Via::unconfigured(self.registry_base(registry)?));
         };
-        let hosts = &configured.hosts;
-        if let Some((mirror, endpoint)) = hosts
-            .mirrors
-            .iter()
-            .zip(&configured.mirrors)
-            .find(|(h, _)| h.capabilities.push)
-        {
+        if let Some((mirror, endpoint)) = configured.mirrors().find(|(h, _)| h.capabilities.push) {
             tracing::info!(host = mirror.authority, "pushing to a mirror");
-            return Ok(Via {
-                root: mirror.api.clone(),
-                mirror: true,
-                endpoint: Some(endpoint.clone()),
-            });
+            return Ok(Via::configured(mirror, endpoint, true));
         }
-        Ok(Via {
-            root: hosts.origin.api.clone(),
-            mirror: false,
-            endpoint: Some(configured.origin.clone()),
-        })
+        let (origin, endpoint) = configured.origin();
+        Ok(Via::configured(origin, endpoint, false))
     }
 
     /// Pull a manifest by tag or digest. A digest reference is verified against the body;

@@ -51,22 +51,23 @@ impl Precheck {
     /// Start checking the parts of `container` that `manifest` (its package) uses itself
     /// and that are not checked yet; nothing when there are none, or outside a runtime.
     pub(crate) fn start(container: &WebcContainer, manifest: &Manifest) -> Precheck {
-        let mut atoms: Vec<String> = manifest
-            .commands
-            .iter()
-            .filter(|c| c.dependency.is_none() && !container.atom_is_checked(&c.atom))
-            .map(|c| c.atom.clone())
-            .collect();
-        let mut volumes: Vec<String> = manifest
-            .fs
-            .iter()
-            .filter(|m| m.dependency.is_none() && !container.volume_is_checked(&m.volume))
-            .map(|m| m.volume.clone())
-            .collect();
-        atoms.sort();
-        atoms.dedup();
-        volumes.sort();
-        volumes.dedup();
+        let own = |dependency: &Option<String>| dependency.is_none();
+        let atoms = unchecked(
+            manifest
+                .commands
+                .iter()
+                .filter(|c| own(&c.dependency))
+                .map(|c| &c.atom),
+            |atom| container.atom_is_checked(atom),
+        );
+        let volumes = unchecked(
+            manifest
+                .fs
+                .iter()
+                .filter(|m| own(&m.dependency))
+                .map(|m| &m.volume),
+            |volume| container.volume_is_checked(volume),
+        );
         if atoms.is_empty() && volumes.is_empty() {
             return Precheck(None);
         }
@@ -107,6 +108,17 @@ impl Precheck {
             checks.clone().await;
         }
     }
+}
+
+/// The `names` that are not `checked` yet, each once.
+fn unchecked<'a>(
+    names: impl Iterator<Item = &'a String>,
+    checked: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut names: Vec<String> = names.filter(|n| !checked(n)).cloned().collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One check at a time per core, across the process.
