@@ -142,6 +142,8 @@ struct Inner {
     /// Built on first use: building it loads the system's root certificates (hundreds of
     /// files, several milliseconds), which a load served from the cache never needs.
     http: OnceLock<std::result::Result<reqwest::Client, String>>,
+    /// The same limited to HTTP/1.1, for the rare request that needs it (see `send_inner`).
+    http1: OnceLock<std::result::Result<reqwest::Client, String>>,
     /// Each registry's `hosts.toml`, read once, with an endpoint per host (`None`: it has
     /// none).
     registries: Mutex<HashMap<String, Option<Arc<ConfiguredHosts>>>>,
@@ -174,6 +176,7 @@ impl HttpClient {
         Ok(HttpClient {
             inner: Arc::new(Inner {
                 http: OnceLock::new(),
+                http1: OnceLock::new(),
                 registries: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
                 global: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
@@ -199,6 +202,33 @@ impl HttpClient {
                 url: redact(url),
                 message: format!("cannot build the HTTP client: {e}"),
             })
+    }
+
+    /// The client for `url` limited to HTTP/1.1 (`endpoint`'s when it has one), built on
+    /// first use.
+    fn http1<'a>(
+        &'a self,
+        url: &Url,
+        endpoint: Option<&'a Endpoint>,
+    ) -> Result<&'a reqwest::Client> {
+        let built = match endpoint {
+            Some(endpoint) => endpoint.http1(&self.inner.config),
+            None => self
+                .inner
+                .http1
+                .get_or_init(|| {
+                    base_builder(&self.inner.config)
+                        .http1_only()
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .as_ref()
+                .map_err(Clone::clone),
+        };
+        built.map_err(|e| Error::Transport {
+            url: redact(url),
+            message: format!("cannot build the HTTP/1.1 client: {e}"),
+        })
     }
 
     /// The configuration.
@@ -339,27 +369,46 @@ impl HttpClient {
                 Some(e) => &e.http,
                 None => self.http(&url).map_err(Failure::Final)?,
             };
-            let mut builder = http
-                .request(method.clone(), url.clone())
-                .headers(req.headers.clone());
-            if let Some(endpoint) = &endpoint {
-                for (name, value) in &endpoint.headers {
-                    builder = builder.header(name, value);
+            let build = |http: &reqwest::Client| {
+                let mut builder = http
+                    .request(method.clone(), url.clone())
+                    .headers(req.headers.clone());
+                if let Some(endpoint) = &endpoint {
+                    for (name, value) in &endpoint.headers {
+                        builder = builder.header(name, value);
+                    }
                 }
-            }
-            // Credentials go to the origin they belong to, never to a redirect target.
-            if Origin::of(&url).as_ref() == Some(&origin)
-                && let Some(value) = &authorization
-            {
-                builder = builder.header(header::AUTHORIZATION, value);
-            }
-            if let Some(b) = &body {
-                builder = builder.body(b.clone());
-            }
-            let resp = builder
-                .send()
-                .await
-                .map_err(|e| transport_failure(&url, e))?;
+                // Credentials go to the origin they belong to, never to a redirect target.
+                if Origin::of(&url).as_ref() == Some(&origin)
+                    && let Some(value) = &authorization
+                {
+                    builder = builder.header(header::AUTHORIZATION, value);
+                }
+                if let Some(b) = &body {
+                    builder = builder.body(b.clone());
+                }
+                builder
+            };
+            let resp = match build(http).send().await {
+                Ok(resp) => resp,
+                // A server that refuses our client certificate (or its absence) says so
+                // with an alert after the TLS handshake. Over HTTP/2 the connection reads
+                // it before any request is written, and a request queued on it then fails
+                // as "channel closed", the alert's words lost, so the refusal would be
+                // retried as if transient. Once more over HTTP/1.1, the request is written
+                // first and the alert comes back as its answer.
+                Err(e) if url.scheme() == "https" && connection_closed_unheard(&e) => {
+                    let http1 = self
+                        .http1(&url, endpoint.as_deref())
+                        .map_err(Failure::Final)?;
+                    tracing::debug!(error = %e, "the connection closed before the request was sent; asking over HTTP/1.1");
+                    build(http1)
+                        .send()
+                        .await
+                        .map_err(|e| transport_failure(&url, e))?
+                }
+                Err(e) => return Err(transport_failure(&url, e)),
+            };
             let status = resp.status();
             tracing::debug!(
                 %status,
@@ -910,6 +959,10 @@ pub(crate) struct Endpoint {
     headers: Vec<(String, String)>,
     /// Its URL says `http://`: plain HTTP was asked for explicitly.
     plain_http: bool,
+    /// What its clients are built from, for the HTTP/1.1 one (see `send_inner`).
+    host: Host,
+    file: std::path::PathBuf,
+    http1: OnceLock<std::result::Result<reqwest::Client, String>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -933,7 +986,26 @@ impl Endpoint {
             http,
             headers: host.headers.clone(),
             plain_http: host.api.scheme() == "http",
+            host: host.clone(),
+            file: file.to_owned(),
+            http1: OnceLock::new(),
         })
+    }
+
+    /// Its client limited to HTTP/1.1, built on first use.
+    fn http1(&self, config: &ClientConfig) -> std::result::Result<&reqwest::Client, String> {
+        self.http1
+            .get_or_init(|| {
+                let failed = |message: String| Error::Transport {
+                    url: self.host.api.to_string(),
+                    message,
+                };
+                with_tls(base_builder(config).http1_only(), &self.host.tls, &failed)
+                    .and_then(|b| b.build().map_err(|e| failed(e.to_string())))
+                    .map_err(|e| format!("{e} (configured in {})", self.file.display()))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -1025,6 +1097,19 @@ fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal> {
         source = inner.source();
     }
     None
+}
+
+/// True when `e` says the connection closed before the request went out, without saying
+/// why: hyper's words for a request whose connection task ended first.
+fn connection_closed_unheard(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = source {
+        if inner.to_string() == "channel closed" {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 fn transport_failure(url: &Url, e: reqwest::Error) -> Failure {
