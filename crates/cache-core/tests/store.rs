@@ -535,21 +535,14 @@ async fn refs_and_derived_entries() {
     assert!(store.get_ref(&key).unwrap().is_none());
 
     // Tag lists live beside the refs without being mistaken for one.
-    assert!(
-        store
-            .get_tag_list("127.0.0.1:5000", "team/acme/app")
-            .unwrap()
-            .is_none()
-    );
+    let tag_list = |repository: &str| store.get_tag_list("127.0.0.1:5000", repository).unwrap();
+    assert!(tag_list("team/acme/app").is_none());
     let tags = vec!["1.0.0".to_owned(), "latest".to_owned()];
     store
         .set_tag_list("127.0.0.1:5000", "team/acme/app", &tags)
         .await
         .unwrap();
-    let list = store
-        .get_tag_list("127.0.0.1:5000", "team/acme/app")
-        .unwrap()
-        .unwrap();
+    let list = tag_list("team/acme/app").unwrap();
     assert_eq!(list.tags, tags);
     assert!(list.is_fresh(Duration::from_secs(60)));
     assert!(!list.is_fresh(Duration::ZERO));
@@ -566,19 +559,13 @@ async fn refs_and_derived_entries() {
         )
         .await
         .unwrap();
-    let list = store
-        .get_tag_list("127.0.0.1:5000", "team/acme/lib")
-        .unwrap()
-        .unwrap();
+    let list = tag_list("team/acme/lib").unwrap();
     assert_eq!(list.tags, ["2.0.0"]);
     assert_eq!(store.get_ref(&other).unwrap().unwrap().digest, d1);
     // Without a tag list, the one already remembered stays.
     let latest = RefKey::new("127.0.0.1:5000", "team/acme/lib", "latest").unwrap();
     store.set_tags_and_ref(&latest, None, &d1).await.unwrap();
-    let list = store
-        .get_tag_list("127.0.0.1:5000", "team/acme/lib")
-        .unwrap()
-        .unwrap();
+    let list = tag_list("team/acme/lib").unwrap();
     assert_eq!(list.tags, ["2.0.0"]);
     assert_eq!(store.get_ref(&latest).unwrap().unwrap().digest, d1);
 
