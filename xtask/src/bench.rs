@@ -223,36 +223,43 @@ pub fn run(options: &Options) -> Result<()> {
         let r = bench.jobs();
         attempt("jobs", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("fleet") {
         let r = crate::fleet::bench(&mut bench);
         attempt("fleet", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("lazy") {
         let r = crate::lazy_bench::bench(&mut bench);
         attempt("lazy", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("fetch") || options.wants("curl") {
         let r = bench.fetch(options.wants("fetch"), options.wants("curl"));
         attempt("fetch", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("unpack") || options.wants("warm-ls") {
         let r = bench.unpack(options.wants("unpack"), options.wants("warm-ls"));
         attempt("unpack", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("warm-load") {
         let r = bench.warm_load();
         attempt("warm-load", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("rss") {
         let r = bench.rss();
         attempt("rss", r);
         sync_filesystem();
+        bench.make_room();
     }
     if options.wants("rss-unpack") {
         let r = bench.rss_unpack();
@@ -574,6 +581,24 @@ impl Bench {
         let to = trash.join(n.to_string());
         fs::rename(dir, &to).map_err(io_err(dir))?;
         release_page_cache(&to)
+    }
+
+    /// Empties the set-aside directories once the disk runs low, then lets their freed
+    /// inodes age out (see [`Bench::discard`]); called between groups, never inside one.
+    /// A full run writes more than many disks have free (some 50 GB), and a nearly full
+    /// ext4 is slower to allocate in, which would charge the groups that run last.
+    fn make_room(&self) {
+        const LOW: u64 = 24 << 30;
+        let trash = self.work.join(".trash");
+        if !trash.exists() || free_bytes(&self.work).is_none_or(|free| free >= LOW) {
+            return;
+        }
+        eprintln!(
+            "bench: less than {} GiB free: deleting set-aside directories",
+            LOW >> 30
+        );
+        let _ = remove_dir(&trash);
+        settle_filesystem();
     }
 
     pub(crate) fn note(&self, what: &str, run: usize, took: Duration) {
@@ -1281,12 +1306,14 @@ impl Report<'_> {
             md,
             "\nRatios are pkgload's median over the peer's (for the `--jobs` row: `--jobs 1` over \
              `--jobs 32`). Every cold run starts from an empty cache and output directory; the \
-             directories of earlier runs are set aside and deleted only at the end, and the \
-             timed part starts after a `sync` and a {} s pause, because ext4 without a \
-             journal slows file creation down for a minute after a mass deletion; each \
-             group starts after a `sync`, so it does not share the disk with the previous \
-             group's writeback. The kernel page cache is not dropped between runs, so the \
-             loopback registry serves from memory. A criterion row shows criterion's low / \
+             directories of earlier runs are set aside (their page cache released, so every run \
+             fills reused memory, not memory the VM never touched) and deleted only between \
+             groups when the disk runs low, and the timed part starts after a `sync` and a \
+             {} s pause, because ext4 without a journal slows file creation down for a \
+             minute after a mass deletion; each group starts after a `sync`, so it does \
+             not share the disk with the previous group's writeback. Otherwise the kernel \
+             page cache is not dropped between runs, so the loopback registry serves from \
+             memory. A criterion row shows criterion's low / \
              estimate / high instead. `--jobs N` bounds both HTTP requests in flight and \
              volumes being unpacked, so `--jobs 1` is a strictly serial load; those rows go \
              through a loopback proxy that holds every request for the time they name. The \
@@ -1455,6 +1482,21 @@ fn machine() -> Vec<(String, String)> {
             sh("git", &["rev-parse", "--short", "HEAD"]),
         ),
     ]
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer statvfs(3) fills on success.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// Writes back everything dirty, then drops the cached pages of every file under `dir`
