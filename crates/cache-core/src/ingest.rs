@@ -226,26 +226,66 @@ pub(crate) fn finish(
     }
     // Errors from here on are the disk's, not the data's: drop the file, it will be re-fetched.
     sink.discard.store(true, Ordering::Release);
+    let (file, path, written) = (&sink.file, sink.path.clone(), sink.written);
+    let committed = &mut sink.committed;
+    let dest = publish(layout, file, &path, written, &actual, || *committed = true)?;
+    tracing::debug!(digest = %actual, bytes = written, "blob committed");
+    Ok((actual, dest))
+}
+
+/// Makes the complete and verified file `file` at `path` (`len` bytes) the blob `digest`:
+/// fsync, read-only, rename into `blobs/`, fsync of the directory. `renamed` runs as soon
+/// as the rename is done: from then on `path` may be someone else's new file.
+pub(crate) fn publish(
+    layout: &Layout,
+    file: &File,
+    path: &Path,
+    len: u64,
+    digest: &Digest,
+    renamed: impl FnOnce(),
+) -> Result<PathBuf> {
     // A small blob is hashed again on every read instead (`Store::get`), which costs less
     // than two fsyncs: one torn by a power cut is found there and fetched again.
-    let durable = sink.written >= VERIFIED_ON_READ_BELOW;
+    let durable = len >= VERIFIED_ON_READ_BELOW;
     if durable {
-        sink.file.sync_data().at("fsync", &sink.path)?;
+        file.sync_data().at("fsync", path)?;
     }
-    set_read_only(&sink.file, &sink.path)?;
-    let dest = layout.blob(&actual);
+    set_read_only(file, path)?;
+    let dest = layout.blob(digest);
     let parent = dest.parent().unwrap_or(layout.root());
     let created = ensure_dir(parent)?;
-    std::fs::rename(&sink.path, &dest).at("rename into", &dest)?;
-    sink.committed = true;
+    std::fs::rename(path, &dest).at("rename into", &dest)?;
+    renamed();
     if durable {
         sync_dir(parent)?;
         if created && let Some(grand) = parent.parent() {
             sync_dir(grand)?;
         }
     }
-    tracing::debug!(digest = %actual, bytes = sink.written, "blob committed");
-    Ok((actual, dest))
+    Ok(dest)
+}
+
+/// Writes `bytes`, whole and already verified as `digest`, to a fresh temp file and
+/// publishes it (see [`publish`]). No digest lock: nothing is visible before the rename,
+/// and a concurrent writer of the same digest can only rename the same bytes over it.
+pub(crate) fn publish_bytes(layout: &Layout, digest: &Digest, bytes: &[u8]) -> Result<PathBuf> {
+    std::fs::create_dir_all(layout.ingest_dir()).at("create", &layout.ingest_dir())?;
+    let path = layout.temp();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .at("create", &path)?;
+    let mut renamed = false;
+    let result = file.write_all(bytes).at("write", &path).and_then(|()| {
+        publish(layout, &file, &path, bytes.len() as u64, digest, || {
+            renamed = true
+        })
+    });
+    if !renamed {
+        let _ = std::fs::remove_file(&path);
+    }
+    result
 }
 
 fn set_read_only(file: &File, path: &Path) -> Result<()> {

@@ -350,6 +350,52 @@ impl Store {
         )))
     }
 
+    /// Store `bytes`, a whole body already in memory (a manifest, a config), as the blob
+    /// `digest`, checked first: one trip to a blocking thread, where an [`Ingest`] takes
+    /// three (open, write, commit). Published like an ingest (`ingest::publish`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use cache_core::{Algorithm, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path()).await?;
+    /// let body = bytes::Bytes::from_static(b"{\"schemaVersion\":2}");
+    /// let digest = Algorithm::Sha256.digest(&body);
+    /// let blob = store.put_bytes(digest, body.clone()).await?;
+    /// assert_eq!(&blob[..], &body[..]);
+    ///
+    /// let other = Algorithm::Sha256.digest(b"something else");
+    /// assert!(store.put_bytes(other, body).await.is_err());
+    /// assert!(store.get(&other)?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_bytes(&self, digest: Digest, bytes: bytes::Bytes) -> Result<Blob> {
+        if let Some(blob) = self.get(&digest)? {
+            return Ok(blob);
+        }
+        let actual = digest.algorithm().digest(&bytes);
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest,
+                actual,
+            });
+        }
+        let gate = self.inner.gate.clone().read_owned().await;
+        let layout = self.inner.layout.clone();
+        tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            ingest::publish_bytes(&layout, &digest, &bytes)
+        })
+        .await
+        .map_err(|e| Error::task("put", e))??;
+        tracing::debug!(%digest, "blob stored from memory");
+        self.get(&digest)?.ok_or_else(|| Error::NotFound {
+            digest,
+            root: self.root().to_owned(),
+        })
+    }
+
     /// Start writing a blob whose digest is not known in advance; [`Ingest::commit`] stores it
     /// under the digest of whatever was written.
     pub async fn begin_anonymous(&self, algorithm: Algorithm) -> Result<Ingest> {

@@ -109,6 +109,51 @@ async fn every_algorithm_and_the_async_write_interface() {
 }
 
 #[tokio::test]
+async fn bodies_in_memory_are_stored_like_ingests() {
+    let (_d, store) = store().await;
+    for len in [0usize, 877, 64 * 1024, 700_000] {
+        let data = body(len, 7);
+        let digest = Algorithm::Sha256.digest(&data);
+        let blob = store
+            .put_bytes(digest, Bytes::from(data.clone()))
+            .await
+            .unwrap();
+        assert_eq!(&blob[..], &data[..], "len {len}");
+        store.memory().clear();
+        assert_eq!(&store.get(&digest).unwrap().unwrap()[..], &data[..]);
+        let path = store.blob_path(&digest);
+        assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+        // Stored already: the same call is a lookup, and an ingest finds it present.
+        assert!(
+            store
+                .put_bytes(digest, Bytes::from(data.clone()))
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            store.begin(digest, Some(len as u64)).await.unwrap(),
+            Begin::Present(_)
+        ));
+    }
+    // Bytes that are not what they claim to be never reach the disk.
+    let data = body(100_000, 8);
+    let wrong = Algorithm::Sha256.digest(b"something else");
+    match store.put_bytes(wrong, Bytes::from(data.clone())).await {
+        Err(Error::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, Algorithm::Sha256.digest(&data));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!store.contains(&wrong));
+    assert!(
+        ingest_files(&store).is_empty(),
+        "{:?}",
+        ingest_files(&store)
+    );
+}
+
+#[tokio::test]
 async fn digest_mismatch_discards_everything() {
     let (_d, store) = store().await;
     let data = body(500_000, 1);

@@ -522,14 +522,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// Put bytes already in memory into the store under `digest` (verified by the store).
 pub(crate) async fn put_bytes(store: &Store, digest: Digest, bytes: Bytes) -> Result<Blob> {
-    let size = bytes.len() as u64;
+    let writer = store.clone();
     Ok(store
-        .get_or_ingest(digest, Some(size), move |mut ingest| async move {
-            let offset = usize::try_from(ingest.offset()).unwrap_or(usize::MAX);
-            if let Some(rest) = bytes.get(offset..) {
-                ingest.write(bytes.slice_ref(rest)).await?;
-            }
-            Ok::<_, cache_core::Error>(ingest)
+        .get_or_fetch(digest, move || async move {
+            writer.put_bytes(digest, bytes).await
         })
         .await?)
 }
