@@ -6,6 +6,14 @@
 //! blocks the async runtime. Chunks travel through bounded channels: memory stays at a few
 //! chunks per ingest whatever the blob's size.
 //!
+//! A blob of known size whose missing part is under 512 KiB (configs, small layers, most of
+//! a package tree) skips the worker: its bytes wait in memory, bounded by that size, and
+//! [`Ingest::commit`] writes, hashes and publishes them in one trip to a blocking thread.
+//! A worker costs a thread hand-off per chunk and one to start; on a tree of small packages
+//! those hand-offs were a large part of each package's CPU time. Such an ingest still holds
+//! its partial and its lock: dropped before commit, it writes what it holds to the partial,
+//! so a later ingest resumes from there exactly as from a worker's.
+//!
 //! [`Ingest::commit`] checks size, then digest, fsyncs the file, makes it read-only, renames
 //! it into `blobs/` and fsyncs the directory. Until that rename nothing is visible; if any
 //! check fails the data is discarded.
@@ -51,6 +59,9 @@ pub(crate) const VERIFIED_ON_READ_BELOW: u64 = 64 * 1024;
 const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 /// Below this many expected bytes, hashing inline is cheaper than a hashing thread.
 const INLINE_HASH_BELOW: u64 = 4 * 1024 * 1024;
+/// Below this many missing bytes (size known), an ingest buffers in memory instead of
+/// starting a worker (see the module docs).
+const BUFFER_BELOW: u64 = 512 * 1024;
 
 /// What the caller expects to ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +382,32 @@ fn run_worker(
 
 type WorkerHandle = JoinHandle<(Result<()>, Sink, Hasher)>;
 
+/// Where an ingest's bytes go until commit.
+#[derive(Debug)]
+enum Writer {
+    /// A blocking worker writes (and hashes) each chunk as it comes.
+    Worker {
+        tx: PollSender<Bytes>,
+        handle: Option<WorkerHandle>,
+    },
+    /// Everything stays in memory until commit: `chunks` as they came (not copied), then
+    /// `Ingest::buf` for small writes. The partial waits in `held`, `None` once handed to
+    /// commit or dropped.
+    Buffered {
+        held: Option<(Sink, Hasher)>,
+        chunks: Vec<Bytes>,
+    },
+}
+
+/// Writes `chunks` to the end of `sink` and hashes them. Blocking.
+fn append(sink: &mut Sink, hasher: &mut Hasher, chunks: &[Bytes]) -> Result<()> {
+    for chunk in chunks {
+        hasher.update(chunk);
+        sink.write(chunk)?;
+    }
+    Ok(())
+}
+
 /// The write side of one blob. See the [module docs](self).
 ///
 /// ```
@@ -399,21 +436,37 @@ pub struct Ingest {
     offset: u64,
     written: u64,
     buf: BytesMut,
-    tx: PollSender<Bytes>,
-    worker: Option<WorkerHandle>,
+    writer: Writer,
     discard: Arc<AtomicBool>,
     failed: Option<Error>,
 }
 
 impl Ingest {
     pub(crate) fn start(store: Store, target: Target, sink: Sink, hasher: Hasher) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
         let offset = sink.written;
         let discard = sink.discard.clone();
         let expected = match target {
             Target::Known { size, .. } => size,
             Target::Anonymous { .. } => None,
         };
+        let missing = expected.map(|size| size.saturating_sub(offset));
+        if missing.is_some_and(|m| m < BUFFER_BELOW) {
+            return Ingest {
+                store,
+                target,
+                offset,
+                written: offset,
+                // `check_room` keeps what is held within the declared size, `missing`.
+                buf: BytesMut::new(),
+                writer: Writer::Buffered {
+                    held: Some((sink, hasher)),
+                    chunks: Vec::new(),
+                },
+                discard,
+                failed: None,
+            };
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
         let worker = tokio::task::spawn_blocking(move || run_worker(sink, hasher, rx, expected));
         Ingest {
             store,
@@ -421,11 +474,29 @@ impl Ingest {
             offset,
             written: offset,
             buf: BytesMut::new(),
-            tx: PollSender::new(tx),
-            worker: Some(worker),
+            writer: Writer::Worker {
+                tx: PollSender::new(tx),
+                handle: Some(worker),
+            },
             discard,
             failed: None,
         }
+    }
+
+    fn buffered(&self) -> bool {
+        matches!(self.writer, Writer::Buffered { .. })
+    }
+
+    /// Everything a buffered ingest holds, in order.
+    fn take_held_chunks(&mut self) -> Vec<Bytes> {
+        let mut all = match &mut self.writer {
+            Writer::Buffered { chunks, .. } => std::mem::take(chunks),
+            Writer::Worker { .. } => Vec::new(),
+        };
+        if !self.buf.is_empty() {
+            all.push(self.buf.split().freeze());
+        }
+        all
     }
 
     /// How many bytes were already present when this ingest was opened: the caller should
@@ -498,6 +569,16 @@ impl Ingest {
 
     /// Append a chunk. Large chunks are passed on without copying.
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if self.buffered() {
+            self.check_room(chunk.len())?;
+            self.written += chunk.len() as u64;
+            let pending = (!self.buf.is_empty()).then(|| self.buf.split().freeze());
+            if let Writer::Buffered { chunks, .. } = &mut self.writer {
+                chunks.extend(pending);
+                chunks.push(chunk);
+            }
+            return Ok(());
+        }
         if chunk.len() < CHUNK / 4 {
             return self.write_all(&chunk).await;
         }
@@ -510,6 +591,11 @@ impl Ingest {
     /// Append a slice (copied into the ingest's chunk buffer).
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
         self.check_room(data.len())?;
+        if self.buffered() {
+            self.buf.extend_from_slice(data);
+            self.written += data.len() as u64;
+            return Ok(());
+        }
         while !data.is_empty() {
             if self.buf.len() >= CHUNK {
                 self.flush_buf().await?;
@@ -527,7 +613,7 @@ impl Ingest {
     }
 
     async fn flush_buf(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() || self.buffered() {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
@@ -535,9 +621,12 @@ impl Ingest {
     }
 
     async fn send(&mut self, chunk: Bytes) -> Result<()> {
-        let sent = match self.tx.get_ref() {
-            Some(tx) => tx.send(chunk).await.is_ok(),
-            None => false,
+        let sent = match &self.writer {
+            Writer::Worker { tx, .. } => match tx.get_ref() {
+                Some(tx) => tx.send(chunk).await.is_ok(),
+                None => false,
+            },
+            Writer::Buffered { .. } => false,
         };
         if sent {
             Ok(())
@@ -551,7 +640,11 @@ impl Ingest {
         if let Some(e) = &self.failed {
             return e.clone();
         }
-        let err = match self.worker.take() {
+        let handle = match &mut self.writer {
+            Writer::Worker { handle, .. } => handle.take(),
+            Writer::Buffered { .. } => None,
+        };
+        let err = match handle {
             Some(handle) => match handle.await {
                 Ok((Err(e), _, _)) => e,
                 Ok((Ok(()), _, _)) => Error::Task {
@@ -575,19 +668,37 @@ impl Ingest {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        self.flush_buf().await?;
-        self.tx.close();
-        let Some(worker) = self.worker.take() else {
-            return Err(self.worker_failure().await);
-        };
-        let (result, sink, hasher) = worker.await.map_err(|e| Error::task("ingest", e))?;
-        result?;
         let layout = self.store.layout().clone();
         let target = self.target;
-        let (digest, _path) =
-            tokio::task::spawn_blocking(move || finish(&layout, sink, hasher, target))
+        let (digest, _path) = match &mut self.writer {
+            Writer::Buffered { held, .. } => {
+                let Some((mut sink, mut hasher)) = held.take() else {
+                    return Err(self.worker_failure().await);
+                };
+                let data = self.take_held_chunks();
+                tokio::task::spawn_blocking(move || {
+                    append(&mut sink, &mut hasher, &data)?;
+                    finish(&layout, sink, hasher, target)
+                })
                 .await
-                .map_err(|e| Error::task("commit", e))??;
+                .map_err(|e| Error::task("commit", e))??
+            }
+            Writer::Worker { .. } => {
+                self.flush_buf().await?;
+                let Writer::Worker { tx, handle } = &mut self.writer else {
+                    return Err(self.worker_failure().await);
+                };
+                tx.close();
+                let Some(worker) = handle.take() else {
+                    return Err(self.worker_failure().await);
+                };
+                let (result, sink, hasher) = worker.await.map_err(|e| Error::task("ingest", e))?;
+                result?;
+                tokio::task::spawn_blocking(move || finish(&layout, sink, hasher, target))
+                    .await
+                    .map_err(|e| Error::task("commit", e))??
+            }
+        };
         self.store.get(&digest)?.ok_or_else(|| Error::NotFound {
             digest,
             root: self.store.root().to_owned(),
@@ -597,23 +708,32 @@ impl Ingest {
     /// Give up and delete what was written (instead of leaving it to be resumed).
     pub async fn abort(mut self) {
         self.discard.store(true, Ordering::Release);
-        self.tx.close();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.await;
+        match &mut self.writer {
+            Writer::Worker { tx, handle } => {
+                tx.close();
+                if let Some(worker) = handle.take() {
+                    let _ = worker.await;
+                }
+            }
+            // Dropping the sink deletes the partial (one unlink) and releases the lock.
+            Writer::Buffered { held, .. } => drop(held.take()),
         }
     }
 
     fn poll_flush_buf(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Writer::Worker { tx, .. } = &mut self.writer else {
+            return Poll::Ready(Ok(()));
+        };
         if self.buf.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        if ready!(self.tx.poll_reserve(cx)).is_err() {
+        if ready!(tx.poll_reserve(cx)).is_err() {
             return Poll::Ready(Err(std::io::Error::other(
                 "the ingest writer stopped; commit() reports why",
             )));
         }
         let chunk = self.buf.split().freeze();
-        if self.tx.send_item(chunk).is_err() {
+        if tx.send_item(chunk).is_err() {
             return Poll::Ready(Err(std::io::Error::other(
                 "the ingest writer stopped; commit() reports why",
             )));
@@ -632,11 +752,15 @@ impl AsyncWrite for Ingest {
         if this.buf.len() >= CHUNK {
             ready!(this.poll_flush_buf(cx))?;
         }
-        let n = data.len().min(CHUNK - this.buf.len());
+        let n = if this.buffered() {
+            data.len()
+        } else {
+            data.len().min(CHUNK.saturating_sub(this.buf.len()))
+        };
         if let Err(e) = this.check_room(n) {
             return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
         }
-        if this.buf.capacity() == 0 {
+        if this.buf.capacity() == 0 && !this.buffered() {
             this.buf.reserve(CHUNK);
         }
         this.buf
@@ -658,11 +782,36 @@ impl Drop for Ingest {
     fn drop(&mut self) {
         // Hand over what is still buffered, so a resumed ingest loses as little as possible.
         // Best effort: if the queue is full the tail is simply re-fetched later.
-        if !self.buf.is_empty()
-            && self.failed.is_none()
-            && let Some(tx) = self.tx.get_ref()
-        {
-            let _ = tx.try_send(self.buf.split().freeze());
+        let keep = self.failed.is_none() && !self.discard.load(Ordering::Acquire);
+        let data = self.take_held_chunks();
+        match &mut self.writer {
+            Writer::Worker { tx, .. } => {
+                if keep
+                    && let [chunk] = &data[..]
+                    && let Some(tx) = tx.get_ref()
+                {
+                    let _ = tx.try_send(chunk.clone());
+                }
+            }
+            Writer::Buffered { held, .. } => {
+                let Some((mut sink, mut hasher)) = held.take() else {
+                    return;
+                };
+                if !keep || data.is_empty() {
+                    // Deletes the partial if discarded, and releases the lock.
+                    drop(sink);
+                    return;
+                }
+                // The partial keeps what arrived; the lock is released once it is written.
+                let write = move || {
+                    let _ = append(&mut sink, &mut hasher, &data);
+                    drop(sink);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(write)),
+                    Err(_) => write(),
+                }
+            }
         }
     }
 }

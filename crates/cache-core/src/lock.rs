@@ -85,6 +85,11 @@ impl DigestLock {
 }
 
 impl DigestLock {
+    /// The length of the locked file: a partial download's bytes so far.
+    pub(crate) fn len(&self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
     /// The locked file, to write the blob into. The lock lasts as long as the file is open.
     pub(crate) fn into_file(self) -> File {
         self.file

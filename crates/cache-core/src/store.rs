@@ -337,11 +337,18 @@ impl Store {
         }
         let target = Target::Known { digest, size };
         let layout = self.inner.layout.clone();
-        let (sink, hasher) = tokio::task::spawn_blocking(move || {
-            ingest::open_partial(&layout, lock, digest, size, Some(gate))
-        })
-        .await
-        .map_err(|e| Error::task("begin", e))??;
+        // An empty partial (the usual case) opens in two cheap syscalls; only a prefix left
+        // by an interrupted writer needs re-hashing, which may take a while.
+        let resuming = lock.len().map_or(true, |len| len > 0);
+        let (sink, hasher) = if resuming {
+            tokio::task::spawn_blocking(move || {
+                ingest::open_partial(&layout, lock, digest, size, Some(gate))
+            })
+            .await
+            .map_err(|e| Error::task("begin", e))??
+        } else {
+            ingest::open_partial(&layout, lock, digest, size, Some(gate))?
+        };
         Ok(Begin::Write(Ingest::start(
             self.clone(),
             target,

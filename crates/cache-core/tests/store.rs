@@ -255,6 +255,38 @@ async fn interrupted_ingest_resumes_at_its_offset() {
     assert_eq!(&blob[..], &data[..]);
 }
 
+/// A small blob of known size is buffered in memory rather than handed to a writer thread
+/// (ingest.rs); dropped mid-way, it still leaves what it holds in the partial, exactly.
+#[tokio::test]
+async fn a_small_interrupted_ingest_keeps_every_byte_for_the_next() {
+    let (_d, store) = store().await;
+    let data = body(300_000, 9);
+    let digest = Algorithm::Sha256.digest(&data);
+    let size = Some(data.len() as u64);
+    let Begin::Write(mut ingest) = store.begin(digest, size).await.unwrap() else {
+        panic!()
+    };
+    ingest.write_all(&data[..123_456]).await.unwrap();
+    ingest
+        .write(Bytes::copy_from_slice(&data[123_456..200_000]))
+        .await
+        .unwrap();
+    drop(ingest);
+
+    let Begin::Write(mut ingest) = store.begin(digest, size).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(ingest.offset(), 200_000);
+    ingest.write_all(&data[200_000..]).await.unwrap();
+    let blob = ingest.commit().await.unwrap();
+    assert_eq!(&blob[..], &data[..]);
+    assert!(
+        ingest_files(&store).is_empty(),
+        "{:?}",
+        ingest_files(&store)
+    );
+}
+
 #[tokio::test]
 async fn garbage_prefix_fails_once_then_starts_over() {
     let (_d, store) = store().await;
