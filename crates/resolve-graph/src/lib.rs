@@ -56,7 +56,7 @@ pub use graph::{Cycle, GraphError, ResolvedGraph};
 pub use lock::{LOCK_VERSION, LockError, LockedPackage, LockedRoot, Lockfile, resolve_locked};
 pub use manifest::{Command, Dependency, FsMapping, Manifest};
 pub use merge::{MergeError, ResolvedCommand, ResolvedMapping, ResolvedPackage};
-pub use name::{NameError, PackageId, PackageName};
+pub use name::{GLOBAL_NAMESPACE, NameError, PackageId, PackageName};
 pub use path::AbsPath;
 pub use ranges::{opts_into_prerelease, req_to_ranges};
 pub use solver::{Resolution, ResolveError, ResolveOptions, resolve};

@@ -15,10 +15,14 @@ pub struct NameError {
     pub reason: &'static str,
 }
 
-/// A package name, `namespace/name`, each part `[a-z0-9][a-z0-9._-]*`.
+/// A package name, `namespace/name`, each part `[a-z0-9][a-z0-9._-]*`, or `_/name`.
 ///
 /// The grammar is deliberately narrow: names become OCI repository path components and
-/// must round-trip through registries that lower-case or reject anything else.
+/// must round-trip through registries that lower-case or reject anything else. The one
+/// exception is the namespace `_`, wapm's global namespace: packages published without a
+/// namespace (`python`, many webc v1 packages) live there, and Wasmer's registry still
+/// answers `_/python` for them. Such a package has no OCI repository of its own name; it
+/// is pushed under a repository the user names.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PackageName {
     // Kept whole so `as_str` and `Display` need no allocation; `slash` splits it.
@@ -36,7 +40,9 @@ impl PackageName {
         let (namespace, name) = text
             .split_once('/')
             .ok_or_else(|| err("expected `namespace/name`"))?;
-        check_part(namespace).map_err(err)?;
+        if namespace != GLOBAL_NAMESPACE {
+            check_part(namespace).map_err(err)?;
+        }
         check_part(name).map_err(err)?;
         Ok(Self {
             full: text.to_owned(),
@@ -59,6 +65,9 @@ impl PackageName {
         &self.full
     }
 }
+
+/// wapm's namespace for packages published without one.
+pub const GLOBAL_NAMESPACE: &str = "_";
 
 fn check_part(part: &str) -> Result<(), &'static str> {
     let mut bytes = part.bytes();
@@ -144,6 +153,15 @@ mod tests {
     }
 
     #[test]
+    fn the_global_namespace_is_a_namespace_only() {
+        let n = PackageName::new("_/python").unwrap();
+        assert_eq!((n.namespace(), n.name()), ("_", "python"));
+        for bad in ["_x/python", "__/python", "acme/_", "_/_", "_/"] {
+            assert!(PackageName::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn rejects() {
         for bad in [
             "", "acme", "/x", "acme/", "Acme/x", "acme/X", "acme/-x", "acme/.x", "a/b/c",
@@ -173,6 +191,9 @@ mod tests {
         fn accepted_names_match_grammar(s in "\\PC{0,20}") {
             if let Ok(name) = PackageName::new(&s) {
                 let ok = |p: &str| {
+                    if p == GLOBAL_NAMESPACE && s.starts_with("_/") {
+                        return true;
+                    }
                     let mut c = p.chars();
                     c.next().is_some_and(|f| f.is_ascii_lowercase() || f.is_ascii_digit())
                         && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || "._-".contains(x))

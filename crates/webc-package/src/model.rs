@@ -193,12 +193,15 @@ fn identity(manifest: &Manifest) -> Result<Option<Identity>, String> {
     };
     let version = Version::parse(&version)
         .map_err(|e| format!("the `wapm` annotation's version {version:?} is not semver: {e}"))?;
-    check_name(&name).map_err(|why| format!("the `wapm` annotation's name {name:?} {why}"))?;
+    let name =
+        qualified(&name).map_err(|why| format!("the `wapm` annotation's name {name:?} {why}"))?;
     Ok(Some(Identity::Named { name, version }))
 }
 
 /// `namespace/name`: two non-empty parts of `[a-z0-9_.-]`, as the Wasmer registry allows.
-pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
+/// A bare `name` is wapm's global namespace, `_/name`: packages published before
+/// namespaces (many v1 packages, `use` entries such as `python@^3`) are named so.
+pub(crate) fn qualified(name: &str) -> Result<String, &'static str> {
     let valid = |part: &str| {
         !part.is_empty()
             && part != "."
@@ -208,8 +211,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     };
     match name.split_once('/') {
-        Some((ns, n)) if valid(ns) && valid(n) => Ok(()),
-        _ => Err("is not `namespace/name`"),
+        Some((ns, n)) if valid(ns) && valid(n) => Ok(name.to_owned()),
+        None if valid(name) => Ok(format!("_/{name}")),
+        _ => Err("is not `namespace/name` or `name`"),
     }
 }
 
@@ -245,15 +249,12 @@ pub fn parse_use(text: &str) -> Result<DependencySource, String> {
         Some((name, req)) => (name, req.trim()),
         None => (text, "*"),
     };
-    check_name(name)?;
+    let name = qualified(name)?;
     let req = match req {
         "" | "latest" | "*" => VersionReq::STAR,
         req => VersionReq::parse(req).map_err(|_| "its version requirement is not semver")?,
     };
-    Ok(DependencySource::Registry {
-        name: name.to_owned(),
-        req,
-    })
+    Ok(DependencySource::Registry { name, req })
 }
 
 fn url_source(text: &str) -> Result<DependencySource, String> {
@@ -435,10 +436,18 @@ mod tests {
         );
         assert!(parse_use("https://x.test/a.webc#md5=00").is_err());
         assert_eq!(
+            parse_use("python@^3").unwrap(),
+            DependencySource::Registry {
+                name: "_/python".into(),
+                req: VersionReq::parse("^3").unwrap()
+            }
+        );
+        assert!(parse_use("a/b/c@1").is_err());
+        assert_eq!(
             parse_use("./deps/b.webc").unwrap(),
             DependencySource::Path("./deps/b.webc".into())
         );
-        assert!(parse_use("no-namespace@1").is_err());
+        assert!(parse_use("@1").is_err());
         assert!(parse_use("a/b@not a version").is_err());
         assert!(parse_use("../x/y@1").is_ok_and(|s| matches!(s, DependencySource::Path(_))));
     }

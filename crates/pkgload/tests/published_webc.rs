@@ -1,0 +1,211 @@
+//! Packages Wasmer published, loaded as a new user would.
+//!
+//! The repository holds no webc file made elsewhere, but the `webc` crate pkgload builds on
+//! ships two in its own source (for its compatibility tests): `cowsay.webc`, a webc v2
+//! package from the Wasmer registry (`wiqar/cowsay` 0.3.0, a real WASI program), and
+//! `bindings-package-test-3.webc`, a webc v1 package published without a namespace. Cargo
+//! unpacks that source to build pkgload, so the files are always there; a missing one fails
+//! the test rather than skipping it. What pkgload reports is checked against what the
+//! `webc` crate reads from the same bytes, and cowsay runs under Node's WASI.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{pkgload, run, sha256};
+use serde_json::Value;
+use webc::Container;
+
+/// The unpacked source of the `webc` crate this workspace builds with.
+fn webc_crate_source() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml")));
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let webc = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "webc")
+        .expect("the workspace depends on the webc crate");
+    Path::new(webc["manifest_path"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn published(file: &str) -> PathBuf {
+    let path = webc_crate_source().join("tests").join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: the webc crate's published source ships it",
+        path.display()
+    );
+    path
+}
+
+/// The container as the `webc` crate reads it on its own.
+fn open(file: &Path) -> Container {
+    let bytes = std::fs::read(file).unwrap();
+    let version = webc::detect(&bytes[..]).unwrap();
+    Container::from_bytes_and_version(bytes.into(), version).unwrap()
+}
+
+fn load_json(cache: &Path, root: &str) -> Value {
+    serde_json::from_slice(&run(pkgload(cache).args(["load", "--json", root])).stdout).unwrap()
+}
+
+/// Runs `wasm` as a WASI command with the arguments given and `root` preopened as `/`;
+/// preview0 (`wasi_unstable`, what older packages such as cowsay import) or preview1.
+const RUNNER: &str = r#"
+const { readFileSync } = require('node:fs');
+const { WASI } = require('node:wasi');
+const [wasmPath, root, ...args] = process.argv.slice(2);
+const compiled = new WebAssembly.Module(readFileSync(wasmPath));
+const unstable = WebAssembly.Module.imports(compiled).some((i) => i.module === 'wasi_unstable');
+const version = unstable ? 'unstable' : 'preview1';
+const wasi = new WASI({ version, args, env: {}, preopens: { '/': root }, returnOnExit: true });
+const instance = new WebAssembly.Instance(compiled, wasi.getImportObject());
+process.exitCode = wasi.start(instance);
+"#;
+
+#[test]
+fn wasmers_cowsay_v2_loads_and_runs_under_node_wasi() {
+    let work = tempfile::tempdir().unwrap();
+    let file = published("cowsay.webc");
+    let cache = work.path().join("cache");
+    let json = load_json(&cache, file.to_str().unwrap());
+    assert_eq!(common::package_names(&json), ["wiqar/cowsay@0.3.0"]);
+
+    // Both commands run the package's one atom, named by the sha256 of its bytes.
+    let container = open(&file);
+    let atom = container.get_atom("cowsay").expect("cowsay's atom");
+    let mut commands: Vec<(String, String)> = json["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["atom"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    commands.sort();
+    let digest = sha256(&atom);
+    assert_eq!(
+        commands,
+        [
+            ("cowsay".to_owned(), digest.clone()),
+            ("cowthink".to_owned(), digest)
+        ]
+    );
+
+    // A v2 package without `fs` mounts its (empty) `atom` volume at `/`, as Wasmer does;
+    // the `metadata` volume (README, LICENSE) is not mounted.
+    let tree = work.path().join("tree");
+    run(pkgload(&cache).args(["unpack", file.to_str().unwrap(), tree.to_str().unwrap()]));
+    assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
+
+    let wasm = work.path().join("cowsay.wasm");
+    std::fs::write(&wasm, &atom).unwrap();
+    let runner = work.path().join("run-wasi.cjs");
+    std::fs::write(&runner, RUNNER).unwrap();
+    let out = Command::new("node")
+        .arg(&runner)
+        .arg(&wasm)
+        .arg(&tree)
+        .args(["cowsay", "hello from pkgload"])
+        .output()
+        .expect("node (cargo xtask test installs nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cowsay: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("< hello from pkgload >"), "{stdout}");
+    assert!(stdout.contains("(oo)"), "no cow: {stdout}");
+}
+
+#[test]
+fn a_v1_package_without_a_namespace_loads_in_the_global_namespace() {
+    let work = tempfile::tempdir().unwrap();
+    let file = published("bindings-package-test-3.webc");
+    let cache = work.path().join("cache");
+    let json = load_json(&cache, file.to_str().unwrap());
+    assert_eq!(
+        common::package_names(&json),
+        ["_/bindings-package-test-3@1.0.0"]
+    );
+
+    // Its files are the `atom` volume's, byte for byte as the webc crate reads them.
+    let tree = work.path().join("tree");
+    run(pkgload(&cache).args(["unpack", file.to_str().unwrap(), tree.to_str().unwrap()]));
+    let container = open(&file);
+    let volume = container.get_volume("atom").expect("the atom volume");
+    let mut names: Vec<String> = std::fs::read_dir(&tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bindings.wit", "entry.wat"]);
+    for name in &names {
+        let (expected, _) = volume.read_file(format!("/{name}").as_str()).unwrap();
+        assert_eq!(
+            std::fs::read(tree.join(name)).unwrap(),
+            &expected[..],
+            "{name}"
+        );
+    }
+
+    // A directory holding both, and a package that uses the v1 one by its bare name.
+    let dir = work.path().join("pkgs");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&file, dir.join("bindings-package-test-3.webc")).unwrap();
+    std::fs::copy(published("cowsay.webc"), dir.join("cowsay.webc")).unwrap();
+    let registry = format!("dir:{}", dir.display());
+    let json: Value = serde_json::from_slice(
+        &run(pkgload(&cache).args([
+            "--registry",
+            &registry,
+            "load",
+            "--json",
+            "_/bindings-package-test-3@^1",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        common::package_names(&json),
+        ["_/bindings-package-test-3@1.0.0"]
+    );
+    let json: Value = serde_json::from_slice(
+        &run(pkgload(&cache).args([
+            "--registry",
+            &registry,
+            "load",
+            "--json",
+            "wiqar/cowsay@^0.3",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(common::package_names(&json), ["wiqar/cowsay@0.3.0"]);
+}
