@@ -57,16 +57,23 @@ impl Blob {
         let blob = if len == 0 {
             Blob::new(digest, Bytes::new(), false)
         } else if len < mmap_threshold {
-            let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            std::io::Read::read_to_end(&mut &file, &mut data).at("read blob", path)?;
+            // The length is known and the bytes never change: one read of exactly that many
+            // (`read_to_end` would stat and seek again to size its buffer).
+            let mut data = vec![0; usize::try_from(len).unwrap_or(0)];
+            std::io::Read::read_exact(&mut &file, &mut data).at("read blob", path)?;
             Blob::new(digest, Bytes::from(data), false)
         } else {
+            let size = usize::try_from(len)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))
+                .at("mmap blob", path)?;
             // SAFETY: store blobs are immutable: they are written once, made read-only and
             // only ever replaced by rename or removed by unlink, neither of which changes the
             // bytes of a mapping that already exists. A process that ignores the store's
             // permissions and writes into a blob in place breaks that contract;
             // `Store::verify` detects it.
-            let map = unsafe { memmap2::MmapOptions::new().map(&file) }.at("mmap blob", path)?;
+            // The length given is the file's, so the mapping needs no second stat.
+            let map = unsafe { memmap2::MmapOptions::new().len(size).map(&file) }
+                .at("mmap blob", path)?;
             Blob::new(digest, Bytes::from_owner(map), true)
         };
         Ok(Some((blob, file, meta)))

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use cache_core::Digest;
 use futures::future::{BoxFuture, FutureExt, join_all};
-use resolve_graph::{PackageId, PackageName, Source, SourceError, Summary};
+use resolve_graph::{GLOBAL_NAMESPACE, PackageId, PackageName, Source, SourceError, Summary};
 use semver::Version;
 
 use crate::artifact::ArtifactKind;
@@ -76,6 +76,11 @@ impl Source for PlaceSource {
         name: &'a PackageName,
     ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
         match self {
+            // No OCI repository can be named after a package of wapm's global namespace
+            // (`_/python`): a registry holds none, which is an answer, not a failure.
+            PlaceSource::Oci(_) if name.namespace() == GLOBAL_NAMESPACE => {
+                futures::future::ready(Ok(Vec::new())).boxed()
+            }
             PlaceSource::Oci(s) => s.versions(name),
             PlaceSource::WebcDir(s) => s.versions(name),
         }
@@ -83,6 +88,13 @@ impl Source for PlaceSource {
 
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
         match self {
+            PlaceSource::Oci(s) if id.name.namespace() == GLOBAL_NAMESPACE => {
+                futures::future::ready(Err(SourceError::NotFound {
+                    origin: s.place.describe(),
+                    package: id.to_string(),
+                }))
+                .boxed()
+            }
             PlaceSource::Oci(s) => s.summary(id),
             PlaceSource::WebcDir(s) => s.summary(id),
         }

@@ -80,6 +80,11 @@ pub async fn push_webc(
     tag: Option<&str>,
 ) -> Result<Packed> {
     let (_, spec) = crate::webc::parse(bytes.clone(), shown).await?;
+    if let (Repository::Registry { reference, .. }, Some(Identity::Named { name, .. })) =
+        (target, &spec.identity)
+    {
+        check_repository(name, reference.repository(), shown)?;
+    }
     let (name, version) = match spec.identity {
         Some(Identity::Named { name, version }) => (name, version.to_string()),
         _ => ("package".to_owned(), String::new()),
@@ -145,4 +150,35 @@ pub async fn push_webc(
         blobs: 2,
         bytes: bytes.len() as u64 + 2,
     })
+}
+
+/// A package its annotation names goes to `…/<namespace>/<name>`: where it is found is
+/// checked against that name when it is loaded, so a push anywhere else would only fail
+/// later. (A package without the annotation is named by where it is found.)
+fn check_repository(name: &str, repository: &str, shown: &str) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(LoadError::PackageDir {
+            path: shown.to_owned(),
+            reason,
+        })
+    };
+    if let Some(bare) = name.strip_prefix("_/") {
+        return refuse(format!(
+            "it is {name}, a package without a namespace (wapm's global namespace `_`), and \
+             no OCI repository can be named after it; load it from the file, a `dir:` \
+             registry or a URL, or publish it with a namespace (`<namespace>/{bare}`)"
+        ));
+    }
+    let fits = repository == name
+        || repository
+            .strip_suffix(name)
+            .is_some_and(|prefix| prefix.ends_with('/'));
+    if fits {
+        Ok(())
+    } else {
+        refuse(format!(
+            "it is {name}, so it goes to REGISTRY[/PREFIX]/{name}, not to the repository \
+             {repository:?} (a load checks the package's name against where it was found)"
+        ))
+    }
 }

@@ -130,7 +130,8 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
             if let Some(path) = &lock {
                 write_lock(&resolved, path)?;
             }
-            let mut out = std::io::stdout().lock();
+            // One write for the whole report, not one per line (stdout is line-buffered).
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
                 writeln!(out, "{}", resolution_json(&resolved))?;
             } else if dot {
@@ -143,6 +144,7 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
                     writeln!(out, "{} {} {}", p.name, p.version, p.digest)?;
                 }
             }
+            out.flush()?;
         }
         PackageCommand::Fetch { reference, lock } => {
             let loader = loader(global, true, true).await?;
@@ -172,7 +174,8 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
                 lazily(global),
             )
             .await?;
-            let mut out = std::io::stdout().lock();
+            // One write for the whole report, not one per line (stdout is line-buffered).
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if let Some(served) = served {
                 let mut report = loaded_json(&loaded);
                 if let Some(fields) = report.as_object_mut() {
@@ -193,7 +196,8 @@ pub async fn run(command: PackageCommand, global: &Global) -> Result<ExitCode> {
         } => {
             let loaded = load(global, &reference, None, lazily(global)).await?;
             let path = VfsPath::new(path.as_deref().unwrap_or("/"))?;
-            let mut out = std::io::stdout().lock();
+            // One write for the whole report, not one per line (stdout is line-buffered).
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             list(&mut out, loaded.fs.as_ref(), &path, recursive, long)?;
             out.flush()?;
             exit_without_unmapping(loaded);

@@ -615,8 +615,32 @@ fn webc_packages_travel_through_an_oci_registry() {
     ok(&world.run(&["--offline", "cat", &root, "/lib/lib.txt"]));
     assert_eq!(world.proxy.requests().len(), before);
 
-    // A webc under another package's name and tag.
-    ok(&push("app.webc", &world.reference("acme/other", "2.0.0")));
+    // A webc under another package's name and tag: `push` refuses to put it there...
+    let err = failed(&push("app.webc", &world.reference("acme/other", "2.0.0")));
+    assert!(
+        err.contains("app.webc") && err.contains("acme/app") && err.contains("acme/other"),
+        "{err}"
+    );
+    // ...and when another tool copied it there anyway, a load refuses it.
+    let registry = &world._registry;
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let manifest = registry
+        .request(
+            "GET",
+            &format!("/v2/{PREFIX}/acme/app/manifests/2.0.0"),
+            &[("Accept", oci)],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(manifest.status, 200, "{}", manifest.text());
+    let other = format!("{PREFIX}/acme/other");
+    registry.push_blob(&other, b"{}").unwrap();
+    registry
+        .push_blob(&other, &std::fs::read(files.join("app.webc")).unwrap())
+        .unwrap();
+    registry
+        .push_manifest(&other, "2.0.0", oci, &manifest.body)
+        .unwrap();
     let err = failed(&world.run(&["load", &world.reference("acme/other", "2.0.0")]));
     assert!(
         err.contains("acme/app@2.0.0") && err.contains("acme/other@2.0.0"),

@@ -22,6 +22,7 @@ use std::process::Command;
 
 use common::{pkgload, run, sha256};
 use serde_json::Value;
+use test_servers::webc::Package;
 use webc::Container;
 
 /// The unpacked source of the `webc` crate this workspace builds with.
@@ -175,7 +176,25 @@ fn a_v1_package_without_a_namespace_loads_in_the_global_namespace() {
         );
     }
 
-    // A directory holding both, and a package that uses the v1 one by its bare name.
+    // No OCI repository can be named after it, so `push` refuses it (before sending
+    // anything) and says where it can be loaded from.
+    let pushed = pkgload(&cache)
+        .args([
+            "push",
+            file.to_str().unwrap(),
+            "127.0.0.1:9/webc/bindings-package-test-3",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bindings-package-test-3.webc") && err.contains("global namespace"),
+        "{err}"
+    );
+
+    // A directory holding both, each found by its name, and a package of ours that
+    // `use`s the v1 one by its bare name, as wapm packages wrote it.
     let dir = work.path().join("pkgs");
     std::fs::create_dir(&dir).unwrap();
     std::fs::copy(&file, dir.join("bindings-package-test-3.webc")).unwrap();
@@ -208,4 +227,25 @@ fn a_v1_package_without_a_namespace_loads_in_the_global_namespace() {
     )
     .unwrap();
     assert_eq!(common::package_names(&json), ["wiqar/cowsay@0.3.0"]);
+
+    let mut app = Package::hello();
+    app.name = Some(("acme/app".into(), "1.0.0".into()));
+    app.uses = vec![("bindings".into(), "bindings-package-test-3@^1".into())];
+    let app_file = work.path().join("app.webc");
+    app.write(3, &app_file);
+    let json: Value = serde_json::from_slice(
+        &run(pkgload(&cache).args([
+            "--registry",
+            &registry,
+            "load",
+            "--json",
+            app_file.to_str().unwrap(),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        common::package_names(&json),
+        ["acme/app@1.0.0", "_/bindings-package-test-3@1.0.0"]
+    );
 }
