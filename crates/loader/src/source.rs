@@ -76,11 +76,6 @@ impl Source for PlaceSource {
         name: &'a PackageName,
     ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
         match self {
-            // No OCI repository can be named after a package of wapm's global namespace
-            // (`_/python`): a registry holds none, which is an answer, not a failure.
-            PlaceSource::Oci(_) if name.namespace() == GLOBAL_NAMESPACE => {
-                futures::future::ready(Ok(Vec::new())).boxed()
-            }
             PlaceSource::Oci(s) => s.versions(name),
             PlaceSource::WebcDir(s) => s.versions(name),
         }
@@ -88,13 +83,6 @@ impl Source for PlaceSource {
 
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
         match self {
-            PlaceSource::Oci(s) if id.name.namespace() == GLOBAL_NAMESPACE => {
-                futures::future::ready(Err(SourceError::NotFound {
-                    origin: s.place.describe(),
-                    package: id.to_string(),
-                }))
-                .boxed()
-            }
             PlaceSource::Oci(s) => s.summary(id),
             PlaceSource::WebcDir(s) => s.summary(id),
         }
@@ -367,6 +355,11 @@ impl Source for PackageSource {
         name: &'a PackageName,
     ) -> BoxFuture<'a, Result<Vec<Version>, SourceError>> {
         async move {
+            // No OCI repository can be named after a package of wapm's global namespace
+            // (`_/python`): a registry holds none, which is an answer, not a failure.
+            if name.namespace() == GLOBAL_NAMESPACE {
+                return Ok(Vec::new());
+            }
             let at = self.place.locate(name.as_str());
             let tags = self
                 .remote
@@ -389,6 +382,12 @@ impl Source for PackageSource {
 
     fn summary<'a>(&'a self, id: &'a PackageId) -> BoxFuture<'a, Result<Summary, SourceError>> {
         async move {
+            if id.name.namespace() == GLOBAL_NAMESPACE {
+                return Err(SourceError::NotFound {
+                    origin: self.place.describe(),
+                    package: id.to_string(),
+                });
+            }
             self.summarize(id)
                 .await
                 .map_err(|e| self.failed(id.to_string(), &e))

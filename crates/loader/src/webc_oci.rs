@@ -19,7 +19,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use cache_core::Algorithm;
 use fetch_http::Repository;
-use resolve_graph::PackageName;
+use resolve_graph::{GLOBAL_NAMESPACE, PackageName};
 use semver::Version;
 use serde_json::json;
 use webc_package::Identity;
@@ -162,7 +162,10 @@ fn check_repository(name: &str, repository: &str, shown: &str) -> Result<()> {
             reason,
         })
     };
-    if let Some(bare) = name.strip_prefix("_/") {
+    if let Some(bare) = name
+        .strip_prefix(GLOBAL_NAMESPACE)
+        .and_then(|n| n.strip_prefix('/'))
+    {
         return refuse(format!(
             "it is {name}, a package without a namespace (wapm's global namespace `_`), and \
              no OCI repository can be named after it; load it from the file, a `dir:` \

@@ -67,30 +67,18 @@ fn open(file: &Path) -> Container {
     Container::from_bytes_and_version(bytes.into(), version).unwrap()
 }
 
-fn load_json(cache: &Path, root: &str) -> Value {
-    serde_json::from_slice(&run(pkgload(cache).args(["load", "--json", root])).stdout).unwrap()
+/// `pkgload [ARGS…] load --json ROOT`, parsed.
+fn load_json(cache: &Path, args: &[&str], root: &str) -> Value {
+    let out = run(pkgload(cache).args(args).args(["load", "--json", root]));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
-
-/// Runs `wasm` as a WASI command with the arguments given and `root` preopened as `/`;
-/// preview0 (`wasi_unstable`, what older packages such as cowsay import) or preview1.
-const RUNNER: &str = r#"
-const { readFileSync } = require('node:fs');
-const { WASI } = require('node:wasi');
-const [wasmPath, root, ...args] = process.argv.slice(2);
-const compiled = new WebAssembly.Module(readFileSync(wasmPath));
-const unstable = WebAssembly.Module.imports(compiled).some((i) => i.module === 'wasi_unstable');
-const version = unstable ? 'unstable' : 'preview1';
-const wasi = new WASI({ version, args, env: {}, preopens: { '/': root }, returnOnExit: true });
-const instance = new WebAssembly.Instance(compiled, wasi.getImportObject());
-process.exitCode = wasi.start(instance);
-"#;
 
 #[test]
 fn wasmers_cowsay_v2_loads_and_runs_under_node_wasi() {
     let work = tempfile::tempdir().unwrap();
     let file = published("cowsay.webc");
     let cache = work.path().join("cache");
-    let json = load_json(&cache, file.to_str().unwrap());
+    let json = load_json(&cache, &[], file.to_str().unwrap());
     assert_eq!(common::package_names(&json), ["wiqar/cowsay@0.3.0"]);
 
     // Both commands run the package's one atom, named by the sha256 of its bytes.
@@ -123,23 +111,12 @@ fn wasmers_cowsay_v2_loads_and_runs_under_node_wasi() {
     run(pkgload(&cache).args(["unpack", file.to_str().unwrap(), tree.to_str().unwrap()]));
     assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
 
-    let wasm = work.path().join("cowsay.wasm");
-    std::fs::write(&wasm, &atom).unwrap();
-    let runner = work.path().join("run-wasi.cjs");
-    std::fs::write(&runner, RUNNER).unwrap();
-    let out = Command::new("node")
-        .arg(&runner)
-        .arg(&wasm)
-        .arg(&tree)
-        .args(["cowsay", "hello from pkgload"])
-        .output()
-        .expect("node (cargo xtask test installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "cowsay: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_wasi(
+        work.path(),
+        "cowsay",
+        &atom,
+        &tree,
+        &["cowsay", "hello from pkgload"],
     );
     assert!(stdout.contains("< hello from pkgload >"), "{stdout}");
     assert!(stdout.contains("(oo)"), "no cow: {stdout}");
@@ -150,7 +127,7 @@ fn a_v1_package_without_a_namespace_loads_in_the_global_namespace() {
     let work = tempfile::tempdir().unwrap();
     let file = published("bindings-package-test-3.webc");
     let cache = work.path().join("cache");
-    let json = load_json(&cache, file.to_str().unwrap());
+    let json = load_json(&cache, &[], file.to_str().unwrap());
     assert_eq!(
         common::package_names(&json),
         ["_/bindings-package-test-3@1.0.0"]
@@ -200,32 +177,13 @@ fn a_v1_package_without_a_namespace_loads_in_the_global_namespace() {
     std::fs::copy(&file, dir.join("bindings-package-test-3.webc")).unwrap();
     std::fs::copy(published("cowsay.webc"), dir.join("cowsay.webc")).unwrap();
     let registry = format!("dir:{}", dir.display());
-    let json: Value = serde_json::from_slice(
-        &run(pkgload(&cache).args([
-            "--registry",
-            &registry,
-            "load",
-            "--json",
-            "_/bindings-package-test-3@^1",
-        ]))
-        .stdout,
-    )
-    .unwrap();
+    let from_dir = ["--registry", registry.as_str()];
+    let json = load_json(&cache, &from_dir, "_/bindings-package-test-3@^1");
     assert_eq!(
         common::package_names(&json),
         ["_/bindings-package-test-3@1.0.0"]
     );
-    let json: Value = serde_json::from_slice(
-        &run(pkgload(&cache).args([
-            "--registry",
-            &registry,
-            "load",
-            "--json",
-            "wiqar/cowsay@^0.3",
-        ]))
-        .stdout,
-    )
-    .unwrap();
+    let json = load_json(&cache, &from_dir, "wiqar/cowsay@^0.3");
     assert_eq!(common::package_names(&json), ["wiqar/cowsay@0.3.0"]);
 
     let mut app = Package::hello();
@@ -233,17 +191,7 @@ fn a_v1_package_without_a_namespace_loads_in_the_global_namespace() {
     app.uses = vec![("bindings".into(), "bindings-package-test-3@^1".into())];
     let app_file = work.path().join("app.webc");
     app.write(3, &app_file);
-    let json: Value = serde_json::from_slice(
-        &run(pkgload(&cache).args([
-            "--registry",
-            &registry,
-            "load",
-            "--json",
-            app_file.to_str().unwrap(),
-        ]))
-        .stdout,
-    )
-    .unwrap();
+    let json = load_json(&cache, &from_dir, app_file.to_str().unwrap());
     assert_eq!(
         common::package_names(&json),
         ["acme/app@1.0.0", "_/bindings-package-test-3@1.0.0"]

@@ -13,22 +13,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{pkgload, run};
 use test_servers::webc::{Node, Package};
 use webc::metadata::annotations::FileSystemMapping;
-
-/// Runs `wasm` as a WASI preview1 command with `root` preopened as `/`.
-const RUNNER: &str = r#"
-const { readFileSync } = require('node:fs');
-const { WASI } = require('node:wasi');
-const [wasmPath, root] = process.argv.slice(2);
-const wasi = new WASI({ version: 'preview1', args: ['hello'], env: {}, preopens: { '/': root }, returnOnExit: true });
-const compiled = new WebAssembly.Module(readFileSync(wasmPath));
-const instance = new WebAssembly.Instance(compiled, wasi.getImportObject());
-process.exitCode = wasi.start(instance);
-"#;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello")
@@ -65,25 +53,9 @@ fn load_and_run(work: &Path, cache: &Path, reference: &str, tag: &str) -> String
         );
         module
     };
-    let wasm = work.join(format!("{tag}.wasm"));
-    std::fs::write(&wasm, &atom).unwrap();
     let tree = work.join(format!("{tag}-tree"));
     run(pkgload(cache).args(["unpack", reference, tree.to_str().unwrap()]));
-    let runner = work.join("run-wasi.cjs");
-    std::fs::write(&runner, RUNNER).unwrap();
-    let out = Command::new("node")
-        .arg(&runner)
-        .arg(&wasm)
-        .arg(&tree)
-        .output()
-        .expect("node (cargo xtask test installs nodejs)");
-    assert!(
-        out.status.success(),
-        "{tag}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::run_wasi(work, tag, &atom, &tree, &["hello"])
 }
 
 #[test]

@@ -301,3 +301,40 @@ pub fn verify_clean(cache: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `wasm` under Node's WASI (`node:wasi`) with `args` (the first is the program's
+/// name) and `root` preopened as `/`, as preview0 (`wasi_unstable`, what older packages
+/// such as Wasmer's cowsay import) or preview1; asserts it succeeded and returns its
+/// stdout. `tag` names the run's files under `work` and its failure.
+pub fn run_wasi(work: &Path, tag: &str, wasm: &[u8], root: &Path, args: &[&str]) -> String {
+    const RUNNER: &str = r#"
+const { readFileSync } = require('node:fs');
+const { WASI } = require('node:wasi');
+const [wasmPath, root, ...args] = process.argv.slice(2);
+const compiled = new WebAssembly.Module(readFileSync(wasmPath));
+const unstable = WebAssembly.Module.imports(compiled).some((i) => i.module === 'wasi_unstable');
+const version = unstable ? 'unstable' : 'preview1';
+const wasi = new WASI({ version, args, env: {}, preopens: { '/': root }, returnOnExit: true });
+const instance = new WebAssembly.Instance(compiled, wasi.getImportObject());
+process.exitCode = wasi.start(instance);
+"#;
+    let module = work.join(format!("{tag}.wasm"));
+    std::fs::write(&module, wasm).unwrap();
+    let runner = work.join("run-wasi.cjs");
+    std::fs::write(&runner, RUNNER).unwrap();
+    let out = Command::new("node")
+        .arg(&runner)
+        .arg(&module)
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("node (cargo xtask test installs nodejs)");
+    assert!(
+        out.status.success(),
+        "{tag}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
