@@ -186,6 +186,9 @@ pub(crate) struct DirectPackages {
     identified: Mutex<HashMap<PackageId, Arc<Met>>>,
     /// The files the solver has read a summary of (their dependencies identified).
     summarized: Mutex<HashMap<PackageId, Arc<WebcFile>>>,
+    /// The oldest time a server confirmed one of the URLs read without a sha256 (what a
+    /// tree snapshot's freshness counts from).
+    confirmed: Mutex<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for DirectPackages {
@@ -216,6 +219,7 @@ impl DirectPackages {
             located: Mutex::new(HashMap::new()),
             identified: Mutex::new(HashMap::new()),
             summarized: Mutex::new(HashMap::new()),
+            confirmed: Mutex::new(None),
         })
     }
 
@@ -240,9 +244,31 @@ impl DirectPackages {
             input: url.to_owned(),
             reason: format!("not a URL: {e}"),
         })?;
-        let blob = stored_url(&self.remote, &parsed_url, sha256).await?;
+        let blob = self.stored_url(&parsed_url, sha256).await?;
         let parsed = Parsed::from_url(&self.remote.store, blob, &parsed_url).await?;
         Links::new(self, parsed.base.clone()).read(parsed).await
+    }
+
+    /// [`stored_url`], remembering when the server last confirmed what it holds.
+    async fn stored_url(&self, url: &fetch_http::Url, sha256: Option<Digest>) -> Result<Blob> {
+        let (blob, confirmed) = stored_url(&self.remote, url, sha256).await?;
+        if let Some(at) = confirmed {
+            let mut oldest = self
+                .confirmed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+        Ok(blob)
+    }
+
+    /// The oldest time a server confirmed one of the URLs this resolution read without a
+    /// sha256; `None` when it read none.
+    pub(crate) fn oldest_confirmation(&self) -> Option<SystemTime> {
+        *self
+            .confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The digest a lockfile pinned for the file at `url`.
@@ -297,7 +323,7 @@ impl DirectPackages {
     async fn read(&self, location: &Location, key: String) -> Result<Arc<Met>> {
         let parsed = match location {
             Location::Url { url, sha256 } => {
-                let blob = stored_url(&self.remote, url, *sha256).await?;
+                let blob = self.stored_url(url, *sha256).await?;
                 Parsed::from_url(&self.remote.store, blob, url).await?
             }
             Location::File(path) => Parsed::from_file(&self.remote.store, path).await?,
@@ -442,16 +468,17 @@ impl UrlMemo {
 
 /// The file at `url` in the store: by its sha256 when one is given (downloaded, verified,
 /// resumable), else as the URL last served it, revalidated by ETag once the memo is older
-/// than the ref TTL.
+/// than the ref TTL; with the time the server last confirmed it (`None` when pinned by
+/// `sha256`: content-addressed, it needs no confirming).
 pub(crate) async fn stored_url(
     remote: &Remote,
     url: &fetch_http::Url,
     sha256: Option<Digest>,
-) -> Result<Blob> {
+) -> Result<(Blob, Option<SystemTime>)> {
     let shown = url.to_string();
     if let Some(digest) = sha256 {
         if let Some(blob) = remote.store.get(&digest)? {
-            return Ok(blob);
+            return Ok((blob, None));
         }
         if remote.offline {
             return Err(LoadError::Offline {
@@ -468,6 +495,7 @@ pub(crate) async fn stored_url(
             .client
             .fetch_blob(request, &remote.store)
             .await
+            .map(|blob| (blob, None))
             .map_err(|e| LoadError::fetch(shown, e));
     }
     let key = Algorithm::Sha256.digest(format!("webc url\0{url}").as_bytes());
@@ -483,7 +511,7 @@ pub(crate) async fn stored_url(
     if let Some((memo, blob)) = &kept
         && (remote.offline || memo.is_fresh(remote.ttl))
     {
-        return Ok(blob.clone());
+        return Ok((blob.clone(), Some(memo.checked)));
     }
     if remote.offline {
         return Err(LoadError::Offline {
@@ -520,7 +548,7 @@ pub(crate) async fn stored_url(
         checked: SystemTime::now(),
     };
     remote.store.put_memo(&key, &kind, memo.encode()).await?;
-    Ok(blob)
+    Ok((blob, Some(memo.checked)))
 }
 
 /// The largest webc file fetched by URL without a known digest: a server cannot fill the

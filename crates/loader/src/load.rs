@@ -24,6 +24,7 @@ use crate::prefetch::Prefetch;
 use crate::reference::PackageRef;
 use crate::remote::{Found, Located, Place, Remote, place_of};
 use crate::source::{PlaceSource, TreeSource};
+use crate::tree_snapshot::{SnapshotPlan, SnapshotTree};
 use crate::volume::OpenedVolumes;
 use crate::webc::{WebcFile, WebcRoot};
 use crate::webc_dir::WebcDirSource;
@@ -80,6 +81,11 @@ pub struct Resolved {
     /// Packages whose own volumes and atoms are local: a package under development, webc
     /// files.
     pub(crate) local: HashMap<PackageId, Arc<LocalRoot>>,
+    /// Where the tree's snapshot goes once it is loaded (a webc tree by URL, resolved
+    /// rather than read from its snapshot).
+    pub(crate) snapshot: Option<SnapshotPlan>,
+    /// What the assembled tree holds, when its snapshot says.
+    pub(crate) kept_footprint: Option<vfs_overlay::Footprint>,
 }
 
 /// A command of the loaded tree, with its code.
@@ -386,9 +392,22 @@ impl Loader {
                 return self.resolve_webc(path, lock, &direct).await;
             }
             PackageRef::WebcUrl { url, sha256 } => {
+                let key = crate::tree_snapshot::key(url, sha256.as_ref(), &self.places);
+                if lock.is_none() {
+                    let (store, ttl, offline) =
+                        (&self.remote.store, self.remote.ttl, self.remote.offline);
+                    if let Some(tree) = crate::tree_snapshot::read(store, &key, ttl, offline) {
+                        tracing::info!(%url, packages = tree.packages.len(), "read from the tree snapshot");
+                        return resolved_from_snapshot(tree);
+                    }
+                }
                 let file = direct.open_url(url, *sha256).await?;
                 let root = WebcRoot::new(file, ".".into(), &self.places)?;
-                return self.resolve_webc_root(root, lock, &direct).await;
+                let mut resolved = self.resolve_webc_root(root, lock, &direct).await?;
+                if lock.is_none() {
+                    resolved.snapshot = Some(SnapshotPlan::new(key, direct.oldest_confirmation()));
+                }
+                return Ok(resolved);
             }
         };
         let artifact = Arc::new(self.remote.artifact(&at, tag.as_deref(), trust).await?);
@@ -462,6 +481,8 @@ impl Loader {
                     local: HashMap::new(),
                     _prefetch: None,
                     volumes: OpenedVolumes::default(),
+                    snapshot: None,
+                    kept_footprint: None,
                 })
             }
         }
@@ -683,21 +704,8 @@ impl Loader {
                     source,
                 })?,
         };
-        let graph = ResolvedGraph::new(&resolution)?;
-        if let Some(cycle) = graph.find_cycle() {
-            return Err(LoadError::Graph(resolve_graph::GraphError::Cycle(cycle)));
-        }
-        let merged = ResolvedPackage::new(&resolution).map_err(|source| LoadError::Merge {
-            root: root_id.to_string(),
-            source,
-        })?;
         let mut found = HashMap::new();
         found.insert(root_id.clone(), root_found.clone());
-        let mut packages = vec![PackageInfo {
-            name: root_id.name.to_string(),
-            version: root_id.version.to_string(),
-            digest: root_found.artifact.digest.to_string(),
-        }];
         for (name, summary) in &resolution.packages {
             let id = PackageId::new(name.clone(), summary.manifest.version.clone());
             if let Some((f, parts)) = source.found(&id) {
@@ -706,31 +714,11 @@ impl Loader {
                     local.insert(id.clone(), Arc::new(parts));
                 }
             }
-            packages.push(PackageInfo {
-                name: name.to_string(),
-                version: summary.manifest.version.to_string(),
-                digest: summary.digest.clone(),
-            });
         }
-        Ok(Resolved {
-            root: packages
-                .first()
-                .cloned()
-                .ok_or_else(|| LoadError::Inconsistent {
-                    reference: root_id.to_string(),
-                    reason: "empty resolution".to_owned(),
-                })?,
-            packages,
-            kind: ArtifactKind::Package,
-            resolution: Some(resolution),
-            graph: Some(graph),
-            merged: Some(merged),
-            root_found,
-            found,
-            local,
-            _prefetch: prefetch,
-            volumes,
-        })
+        let mut resolved = resolved_package(resolution, root_found, found, local)?;
+        resolved._prefetch = prefetch;
+        resolved.volumes = volumes;
+        Ok(resolved)
     }
 
     /// Fetch every blob the resolved tree uses, `jobs` at a time, largest first; blobs in
@@ -918,7 +906,20 @@ impl Loader {
             (None, ArtifactKind::Wasm) => commands.first().map(|c| c.name.clone()),
             (None, _) => None,
         };
-        let footprint = footprint(fs.clone()).await?;
+        let footprint = match resolved.kept_footprint {
+            Some(kept) => kept,
+            None => footprint(fs.clone()).await?,
+        };
+        if let (Some(plan), Some(resolution)) = (&resolved.snapshot, &resolved.resolution) {
+            let store = &self.remote.store;
+            let (found, opened) = (&resolved.found, &local.opened);
+            let written =
+                crate::tree_snapshot::write(store, plan, resolution, found, opened, footprint)
+                    .await;
+            if let Err(error) = written {
+                tracing::warn!(%error, "could not keep the tree snapshot; the next load resolves again");
+            }
+        }
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
             "assembled the filesystem"
@@ -1117,6 +1118,93 @@ fn layer_error(found: &Found, source: vfs_overlay::LayerError) -> LoadError {
         digest: found.artifact.digest,
         source,
     }
+}
+
+/// The [`Resolved`] of a package tree: its graph and merged view checked, `found` and
+/// `local` saying where each package's parts are.
+fn resolved_package(
+    resolution: Resolution,
+    root_found: Found,
+    found: HashMap<PackageId, Found>,
+    local: HashMap<PackageId, Arc<LocalRoot>>,
+) -> Result<Resolved> {
+    let root_id = resolution.root.id();
+    let graph = ResolvedGraph::new(&resolution)?;
+    if let Some(cycle) = graph.find_cycle() {
+        return Err(LoadError::Graph(resolve_graph::GraphError::Cycle(cycle)));
+    }
+    let merged = ResolvedPackage::new(&resolution).map_err(|source| LoadError::Merge {
+        root: root_id.to_string(),
+        source,
+    })?;
+    let root = PackageInfo {
+        name: root_id.name.to_string(),
+        version: root_id.version.to_string(),
+        digest: root_found.artifact.digest.to_string(),
+    };
+    let mut packages = vec![root.clone()];
+    packages.extend(
+        resolution
+            .packages
+            .iter()
+            .map(|(name, summary)| PackageInfo {
+                name: name.to_string(),
+                version: summary.manifest.version.to_string(),
+                digest: summary.digest.clone(),
+            }),
+    );
+    Ok(Resolved {
+        root,
+        packages,
+        kind: ArtifactKind::Package,
+        resolution: Some(resolution),
+        graph: Some(graph),
+        merged: Some(merged),
+        root_found,
+        found,
+        local,
+        _prefetch: None,
+        volumes: OpenedVolumes::default(),
+        snapshot: None,
+        kept_footprint: None,
+    })
+}
+
+/// The [`Resolved`] of a tree read back from its snapshot.
+fn resolved_from_snapshot(tree: SnapshotTree) -> Result<Resolved> {
+    let SnapshotTree {
+        packages,
+        rounds,
+        footprint,
+    } = tree;
+    let mut found = HashMap::with_capacity(packages.len());
+    let mut local = HashMap::with_capacity(packages.len());
+    let mut root = None;
+    let mut solution = BTreeMap::new();
+    for package in packages {
+        let id = package.summary.manifest.id();
+        found.insert(id.clone(), package.found.clone());
+        local.insert(id, Arc::new(package.local));
+        match root {
+            None => root = Some((package.summary.manifest, package.found)),
+            Some(_) => {
+                solution.insert(package.summary.manifest.name.clone(), package.summary);
+            }
+        }
+    }
+    let (root, root_found) = root.ok_or_else(|| LoadError::Inconsistent {
+        reference: "tree snapshot".to_owned(),
+        reason: "no packages".to_owned(),
+    })?;
+    let resolution = Resolution {
+        root,
+        packages: solution,
+        rounds,
+        warnings: Vec::new(),
+    };
+    let mut resolved = resolved_package(resolution, root_found, found, local)?;
+    resolved.kept_footprint = Some(footprint);
+    Ok(resolved)
 }
 
 /// The `namespace/name` and version a repository and tag spell (`…/acme/app:1.2.0`), if

@@ -11,8 +11,10 @@ use vfs_overlay::{DirVolume, FileSystem};
 use webc_package::{Checked, WebcContainer};
 
 use crate::error::{LoadError, Result};
+use crate::kept_volume::KeptVolume;
 use crate::package_dir::PackageDir;
 use crate::remote::blocking;
+use crate::tree_snapshot::{KeptAtom, KeptParts, OpenedParts};
 use crate::webc_precheck::Precheck;
 
 /// Where a local package's parts come from.
@@ -28,6 +30,9 @@ pub(crate) enum LocalRoot {
         recorded: Checked,
         precheck: Precheck,
     },
+    /// A webc file's parts as a tree snapshot kept them (`tree_snapshot.rs`): checked when
+    /// the snapshot was made, indexed, nothing to parse.
+    Kept(KeptParts),
 }
 
 /// A package and the name of one of its volumes or atoms.
@@ -38,6 +43,8 @@ pub(crate) type PartKey = (PackageId, String);
 pub(crate) struct LocalParts {
     pub(crate) volumes: HashMap<PartKey, Arc<dyn FileSystem>>,
     pub(crate) atoms: HashMap<PartKey, Blob>,
+    /// What was opened of each webc package, for a tree snapshot.
+    pub(crate) opened: HashMap<PackageId, OpenedParts>,
 }
 
 impl LocalParts {
@@ -73,35 +80,54 @@ impl LocalParts {
         let opened = futures::future::try_join_all(volumes.into_iter().map(|key| {
             let root = package(&key.0);
             async move {
-                let volume: Option<Arc<dyn FileSystem>> = match &*root? {
+                let volume: Option<(Arc<dyn FileSystem>, Option<_>)> = match &*root? {
                     LocalRoot::Directory(dir) => match dir.volumes.get(&key.1) {
-                        Some(path) => Some(Arc::new(
-                            DirVolume::open(path)
-                                .map_err(|e| LoadError::io("open volume", path, e))?,
+                        Some(path) => Some((
+                            Arc::new(
+                                DirVolume::open(path)
+                                    .map_err(|e| LoadError::io("open volume", path, e))?,
+                            ),
+                            None,
                         )),
                         None => None,
                     },
                     // Indexing a volume checked before reads its index only: no need to
                     // leave this task. A first opening hashes every file.
                     LocalRoot::Webc { container, .. } if container.volume_is_checked(&key.1) => {
-                        Some(Arc::new(container.volume(&key.1)?))
+                        let volume = container.volume(&key.1)?;
+                        let index = volume.index().clone();
+                        Some((Arc::new(volume), Some(index)))
                     }
                     LocalRoot::Webc { container, .. } => {
                         let (container, name) = (container.clone(), key.1.clone());
-                        Some(Arc::new(
+                        let volume =
                             blocking(
                                 "opening a webc volume",
                                 move || Ok(container.volume(&name)?),
                             )
-                            .await?,
-                        ))
+                            .await?;
+                        let index = volume.index().clone();
+                        Some((Arc::new(volume), Some(index)))
+                    }
+                    LocalRoot::Kept(kept) => {
+                        let index = kept.volumes.get(&key.1).ok_or_else(|| kept.lacks(&key))?;
+                        let shown = format!("volume {:?} of {}", key.1, key.0);
+                        let data = kept.blob.bytes().clone();
+                        let volume = KeptVolume::new(data, index.clone(), shown);
+                        Some((Arc::new(volume), None))
                     }
                 };
                 Ok::<_, LoadError>(volume.map(|v| (key, v)))
             }
         }))
         .await?;
-        parts.volumes.extend(opened.into_iter().flatten());
+        for (key, (volume, index)) in opened.into_iter().flatten() {
+            if let Some(index) = index {
+                let opened = parts.opened.entry(key.0.clone()).or_default();
+                opened.volumes.push((key.1.clone(), index));
+            }
+            parts.volumes.insert(key, volume);
+        }
         for key in atoms {
             let blob = match &*package(&key.0)? {
                 LocalRoot::Directory(dir) => {
@@ -115,6 +141,7 @@ impl LocalParts {
                 } => {
                     // An atom checked before is a slice; a first one is hashed.
                     let checked = container.atom_is_checked(&key.1);
+                    let file = blob.bytes().clone();
                     let (container, blob, name) = (container.clone(), blob.clone(), key.1.clone());
                     let open =
                         move || {
@@ -126,12 +153,18 @@ impl LocalParts {
                                 })?;
                             Ok(Blob::verified_part(&blob, digest, atom.bytes))
                         };
-                    if checked {
+                    let atom = if checked {
                         open()?
                     } else {
                         blocking("opening a webc atom", open).await?
+                    };
+                    if let Some(kept) = KeptAtom::of(&file, &atom) {
+                        let opened = parts.opened.entry(key.0.clone()).or_default();
+                        opened.atoms.push((key.1.clone(), kept));
                     }
+                    atom
                 }
+                LocalRoot::Kept(kept) => kept.atom(&key.1).ok_or_else(|| kept.lacks(&key))?,
             };
             parts.atoms.insert(key, blob);
         }
@@ -144,7 +177,7 @@ impl LocalParts {
                     recorded,
                     ..
                 } => record_checks(store, blob.digest(), container, recorded).await,
-                LocalRoot::Directory(_) => Ok(()),
+                LocalRoot::Directory(_) | LocalRoot::Kept(_) => Ok(()),
             }
         }))
         .await?;

@@ -269,7 +269,7 @@ pub(crate) async fn parse(bytes: Bytes, shown: &str) -> Result<(WebcContainer, P
 
 /// How a webc file that is not an OCI artifact (a file, a URL) appears to the solver and
 /// the fetch plan: a package whose one blob is the file.
-fn found_as_file(reference: &str, at: Located, blob: &Blob) -> Found {
+pub(crate) fn found_as_file(reference: &str, at: Located, blob: &Blob) -> Found {
     let artifact = Artifact {
         reference: reference.to_owned(),
         digest: *blob.digest(),

@@ -928,3 +928,163 @@ fn a_root_command_may_shadow_the_dependency_command_whose_atom_it_runs() {
     assert_eq!(named[0]["atom"], sha256(&python.atoms[0].1), "{json}");
     assert_eq!(json["entrypoint"], "python");
 }
+
+/// A tree of webc files linked by URL loads warm from its snapshot: the same packages,
+/// commands, files and contents as the load that wrote it, with nothing asked of the
+/// server. The snapshot is as fresh as the URLs it came from (past the TTL the files are
+/// revalidated and a changed one is served), and one that is damaged, or that names a file
+/// the cache lost, or that a lockfile overrides, is passed over for the normal path.
+#[test]
+fn a_webc_tree_by_url_loads_warm_from_its_snapshot() {
+    use test_servers::fault::{FaultServer, Route};
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let server = FaultServer::start("127.0.0.1".parse().unwrap()).unwrap();
+    let tool = small("acme/tool", "2.0.0", "tool.txt", "tool");
+    let tool_path = "/tools/acme--tool@2.0.0.webc";
+    server.route(tool_path, Route::new(tool.build(3)));
+    let mut lib = small("acme/lib", "1.0.0", "lib.txt", "lib");
+    lib.uses = vec![("tool".into(), "../tools/acme--tool@2.0.0.webc".into())];
+    let lib_path = "/pkgs/acme--lib@1.0.0.webc";
+    server.route(lib_path, Route::new(lib.build(3)));
+    let mut app = small("acme/app", "1.0.0", "app.txt", "app");
+    app.uses = vec![("lib".into(), server.url(lib_path))];
+    let app_path = "/pkgs/acme--app@1.0.0.webc";
+    server.route(app_path, Route::new(app.build(3)));
+    let url = server.url(app_path);
+
+    // What a load says and serves, and whether it came from the snapshot.
+    let observe = |args: &[&str]| -> (serde_json::Value, String, String, bool) {
+        let out = run(pkgload(&cache)
+            .args(args)
+            .args(["-v", "load", "--json", &url]));
+        let from_snapshot =
+            String::from_utf8_lossy(&out.stderr).contains("read from the tree snapshot");
+        let json = serde_json::from_slice(&out.stdout).unwrap();
+        let listing = stdout(&run(pkgload(&cache).args(args).args(["ls", "-R", &url])));
+        let text = stdout(&run(pkgload(&cache).args(args).args([
+            "cat",
+            &url,
+            "/acme-lib/lib.txt",
+        ])));
+        (json, listing, text, from_snapshot)
+    };
+    let without_served = |mut json: serde_json::Value| {
+        json.as_object_mut().unwrap().remove("served");
+        json
+    };
+
+    let (cold, cold_listing, text, from_snapshot) = observe(&[]);
+    assert!(!from_snapshot);
+    assert_eq!(text, "1.0.0");
+    assert_eq!(
+        package_ids(&cold),
+        ["acme/app@1.0.0", "acme/lib@1.0.0", "acme/tool@2.0.0"],
+        "{cold}"
+    );
+    let listed = paths(&cold_listing);
+    for path in [
+        "/acme-app/app.txt",
+        "/acme-lib/lib.txt",
+        "/acme-tool/tool.txt",
+    ] {
+        assert!(listed.iter().any(|l| l == path), "{listed:?}");
+    }
+
+    // Warm: from the snapshot, the same tree, nothing asked.
+    server.clear_requests();
+    let (warm, warm_listing, text, from_snapshot) = observe(&[]);
+    assert!(from_snapshot);
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert_eq!(without_served(warm.clone()), without_served(cold.clone()));
+    assert_eq!(warm_listing, cold_listing);
+    assert_eq!(text, "1.0.0");
+    let unpacked = work.path().join("unpacked");
+    run(pkgload(&cache).args(["unpack", &url, unpacked.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("acme-tool/tool.txt")).unwrap(),
+        "2.0.0"
+    );
+    let resolved = run(pkgload(&cache).args(["resolve", "--json", &url]));
+    let resolved: serde_json::Value = serde_json::from_slice(&resolved.stdout).unwrap();
+    assert_eq!(
+        resolved["packages"].as_array().unwrap().len(),
+        3,
+        "{resolved}"
+    );
+
+    // The server's file changes. Within the TTL the snapshot still serves what the server
+    // last confirmed (as the URL memos would); past it, the files are revalidated and the
+    // changed one is fetched and served, and its new snapshot serves it from then on.
+    let mut lib2 = lib.clone();
+    lib2.files[0].2 = Node::File(b"changed".to_vec());
+    server.route(lib_path, Route::new(lib2.build(3)));
+    assert_eq!(observe(&[]).2, "1.0.0");
+    server.clear_requests();
+    let out = run(pkgload(&cache).args(["-v", "--ref-ttl", "0", "cat", &url, "/acme-lib/lib.txt"]));
+    assert_eq!(stdout(&out), "changed");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("read from the tree snapshot"));
+    let requests = server.requests_to(app_path);
+    assert!(
+        requests.len() == 1 && requests[0].header("if-none-match").is_some(),
+        "{requests:?}"
+    );
+    server.clear_requests();
+    let (_, _, text, from_snapshot) = observe(&[]);
+    assert_eq!(text, "changed");
+    assert!(from_snapshot);
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+
+    // Offline, a snapshot of any age serves.
+    let (_, _, text, from_snapshot) = observe(&["--offline", "--ref-ttl", "0"]);
+    assert_eq!((text.as_str(), from_snapshot), ("changed", true));
+
+    // A damaged snapshot is passed over (and written anew).
+    let snapshots: Vec<_> = walk_files(&cache)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "webctree"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let mut bytes = std::fs::read(&snapshots[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    set_writable(&snapshots[0]);
+    std::fs::write(&snapshots[0], &bytes).unwrap();
+    let (json, listing, text, from_snapshot) = observe(&[]);
+    assert!(!from_snapshot);
+    assert_eq!(text, "changed");
+    assert_eq!(package_ids(&json), package_ids(&cold));
+    assert_eq!(paths(&listing), paths(&cold_listing));
+    assert!(
+        observe(&[]).3,
+        "rewritten after the damaged one was passed over"
+    );
+
+    // A file the cache lost (as `cache gc` may remove it) is fetched again.
+    let tool_blob = sha256(&tool.build(3));
+    let tool_hex = tool_blob.trim_start_matches("sha256:");
+    let stored = cache
+        .join("v1/blobs/sha256")
+        .join(&tool_hex[..2])
+        .join(tool_hex);
+    assert!(stored.is_file(), "{}", stored.display());
+    set_writable(&stored);
+    std::fs::remove_file(&stored).unwrap();
+    server.clear_requests();
+    let (_, listing, _, from_snapshot) = observe(&[]);
+    assert!(!from_snapshot);
+    assert_eq!(paths(&listing), paths(&cold_listing));
+    assert_eq!(server.requests_to(tool_path).len(), 1);
+
+    // A locked load checks the lock on the normal path.
+    let lock = work.path().join("app.lock");
+    run(pkgload(&cache).args(["resolve", "--lock", lock.to_str().unwrap(), &url]));
+    let out = run(pkgload(&cache).args(["-v", "load", "--lock", lock.to_str().unwrap(), &url]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("read from the tree snapshot"));
+}
+
+/// Store files are read-only; a test that damages one makes it writable first.
+fn set_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use semver::{Version, VersionReq};
-use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use crate::name::{PackageId, PackageName};
 use crate::path::AbsPath;
@@ -119,6 +119,108 @@ impl Manifest {
         let manifest = raw.convert(&package)?;
         manifest.validate()?;
         Ok(manifest)
+    }
+}
+
+impl Manifest {
+    /// The config blob of this manifest (schema v1), which [`Manifest::from_json`] reads
+    /// back as an equal manifest: dependencies and commands keep their declaration order.
+    pub fn to_json(&self) -> Vec<u8> {
+        let config = ConfigOut {
+            schema_version: 1,
+            name: self.name.as_str(),
+            version: self.version.to_string(),
+            dependencies: InOrder(
+                self.dependencies
+                    .iter()
+                    .map(|d| {
+                        let out = DependencyOut {
+                            package: d.package.as_str(),
+                            version: d.req.to_string(),
+                        };
+                        (d.alias.as_str(), out)
+                    })
+                    .collect(),
+            ),
+            commands: InOrder(
+                self.commands
+                    .iter()
+                    .map(|c| {
+                        let out = CommandOut {
+                            runner: &c.runner,
+                            atom: &c.atom,
+                            dependency: c.dependency.as_deref(),
+                            annotations: &c.annotations,
+                        };
+                        (c.name.as_str(), out)
+                    })
+                    .collect(),
+            ),
+            entrypoint: self.entrypoint.as_deref(),
+            fs: self
+                .fs
+                .iter()
+                .map(|m| FsOut {
+                    volume: &m.volume,
+                    mount: m.mount.as_str(),
+                    dependency: m.dependency.as_deref(),
+                    path: m.path.as_str(),
+                })
+                .collect(),
+        };
+        // Nothing in it can fail to serialize: strings, numbers and JSON values.
+        serde_json::to_vec(&config).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigOut<'a> {
+    schema_version: u32,
+    name: &'a str,
+    version: String,
+    dependencies: InOrder<'a, DependencyOut<'a>>,
+    commands: InOrder<'a, CommandOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<&'a str>,
+    fs: Vec<FsOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct DependencyOut<'a> {
+    package: &'a str,
+    version: String,
+}
+
+#[derive(Serialize)]
+struct CommandOut<'a> {
+    runner: &'a str,
+    atom: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dependency: Option<&'a str>,
+    annotations: &'a BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct FsOut<'a> {
+    volume: &'a str,
+    mount: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dependency: Option<&'a str>,
+    path: &'a str,
+}
+
+/// Pairs written as one JSON object, in their order (the reading side is [`Ordered`]).
+struct InOrder<'a, T>(Vec<(&'a str, T)>);
+
+impl<T: Serialize> Serialize for InOrder<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
     }
 }
 
@@ -300,6 +402,20 @@ mod tests {
       ],
       "somethingNew": true
     }"#;
+
+    #[test]
+    fn to_json_reads_back_as_the_same_manifest() {
+        let m = Manifest::from_json(EXAMPLE.as_bytes()).unwrap();
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        let aliases: Vec<_> = back.dependencies.iter().map(|d| d.alias.as_str()).collect();
+        assert_eq!(aliases, ["py", "tools"]);
+        let bare = Manifest::new(
+            PackageName::new("acme/bare").unwrap(),
+            Version::new(0, 1, 0),
+        );
+        assert_eq!(Manifest::from_json(&bare.to_json()).unwrap(), bare);
+    }
 
     #[test]
     fn parses_design_example() {
