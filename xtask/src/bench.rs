@@ -1240,6 +1240,8 @@ struct Report<'a> {
 fn figure(value: Option<f64>, unit: Unit) -> String {
     match (value, unit) {
         (None, _) => "—".to_owned(),
+        // A few milliseconds (a warm load) need the tenth to be told apart.
+        (Some(v), Unit::Seconds) if v < 0.02 => format!("{:.1} ms", v * 1e3),
         (Some(v), Unit::Seconds) if v < 1.0 => format!("{:.0} ms", v * 1e3),
         (Some(v), Unit::Seconds) => format!("{v:.2} s"),
         (Some(v), Unit::Mib) => format!("{v:.1} MiB"),
@@ -1328,7 +1330,9 @@ impl Report<'_> {
                 md,
                 "\nThe `wasmer-` rows compare pkgload with Wasmer's own loader (wasmer-wasix \
                  0.704 in `wasmer-peer`, resolve + `load_package_tree`), each sample a fresh \
-                 process under `/usr/bin/time -v`, the two alternating. Directory case: \
+                 process, the two alternating: a cold one under `/usr/bin/time -v` (for its \
+                 peak RSS), then 15 warm ones each, started directly (the wrapper's own start \
+                 would add ~0.6 ms to both sides of a few-millisecond load). Directory case: \
                  pkgload with an empty cache vs Wasmer on a fresh copy of the directory (it \
                  writes `.webc.sha256` sidecars there); warm = the same cache or copy again. \
                  URL case: the tree served by `wasmer-peer serve` with the latency named; \

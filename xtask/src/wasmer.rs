@@ -786,24 +786,53 @@ pub fn bench(bench: &mut Bench, scale: f64) -> Result<()> {
     Ok(())
 }
 
-/// Runs one sample of both loaders (pkgload first: the two alternate) and logs it.
-/// One run of a case: both loaders cold, then both again warm (the cold samples filled
-/// their caches), each sample noted.
+/// Warm samples per run and loader. A warm load takes a few milliseconds, where one
+/// sample says little on this machine.
+const WARM_SAMPLES: usize = 15;
+
+/// One run of a case: both loaders cold (pkgload first), then both warm, alternating,
+/// [`WARM_SAMPLES`] times (the cold samples filled their caches), each sample noted.
 fn cold_then_warm(
     run: usize,
     runs: usize,
     case: &str,
     (pkgload, pkgload_args): (&Path, &[&std::ffi::OsStr]),
     (peer, peer_args): (&Path, &[&std::ffi::OsStr]),
-    (ours, theirs): (&mut [Samples; 2], &mut [Samples; 2]),
+    ([ours_cold, ours_warm], [theirs_cold, theirs_warm]): (&mut [Samples; 2], &mut [Samples; 2]),
 ) -> Result<()> {
-    for (i, (o, t)) in ours.iter_mut().zip(theirs.iter_mut()).enumerate() {
-        let state = if i == 0 { "cold" } else { "warm" };
-        note(run, runs, &format!("{case}, {state}"), o, t, || {
-            Ok((measure(pkgload, pkgload_args)?, measure(peer, peer_args)?))
-        })?;
+    note(
+        run,
+        runs,
+        &format!("{case}, cold"),
+        ours_cold,
+        theirs_cold,
+        || Ok((measure(pkgload, pkgload_args)?, measure(peer, peer_args)?)),
+    )?;
+    for _ in 0..WARM_SAMPLES {
+        note(
+            run,
+            runs,
+            &format!("{case}, warm"),
+            ours_warm,
+            theirs_warm,
+            || {
+                Ok((
+                    (measure_time(pkgload, pkgload_args)?, 0.0),
+                    (measure_time(peer, peer_args)?, 0.0),
+                ))
+            },
+        )?;
     }
     Ok(())
+}
+
+/// One timed load, wall seconds only: started directly, not under `/usr/bin/time`, whose
+/// own start (~0.6 ms here) would be counted on both sides of a few-millisecond load.
+fn measure_time(program: &Path, args: &[&std::ffi::OsStr]) -> Result<f64> {
+    let mut command = Command::new(program);
+    command.args(args).stdout(Stdio::null());
+    let (took, _) = timed_output(&mut command)?;
+    Ok(took.as_secs_f64())
 }
 
 fn note(

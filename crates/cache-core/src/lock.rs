@@ -145,6 +145,21 @@ impl StoreLock {
         Ok(lock)
     }
 
+    /// [`Self::shared`] if the lock file exists and the lock can be had without waiting;
+    /// `None` otherwise.
+    pub(crate) fn try_shared(path: PathBuf) -> Result<Option<Self>> {
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open store lock", &path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(StoreLock { file, path })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+        }
+    }
+
     /// Upgrade to exclusive (blocking the calling thread, polling up to `timeout`).
     pub(crate) fn upgrade(&self, timeout: Duration) -> Result<()> {
         self.wait(

@@ -227,15 +227,21 @@ impl Store {
         let layout = Layout::new(root);
         let timeout = options.lock_timeout;
         let l = layout.clone();
-        let store_lock = tokio::task::spawn_blocking(move || {
-            for dir in [l.blobs_dir(), l.ingest_dir(), l.refs_dir(), l.derived_dir()] {
-                std::fs::create_dir_all(&dir).at("create directory", &dir)?;
-            }
-            tag_cache_dir(&l);
-            StoreLock::shared(l.lock_file(), timeout)
-        })
-        .await
-        .map_err(|e| Error::task("open", e))??;
+        // A store set up before and not held exclusively (by a gc) opens in a few metadata
+        // syscalls, done here: a blocking thread would cost more than the work (it was a
+        // tenth of a warm load). Anything else may create files or wait for the lock.
+        let store_lock = match open_in_place(&layout)? {
+            Some(lock) => lock,
+            None => tokio::task::spawn_blocking(move || {
+                for dir in [l.blobs_dir(), l.ingest_dir(), l.refs_dir(), l.derived_dir()] {
+                    std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+                }
+                tag_cache_dir(&l);
+                StoreLock::shared(l.lock_file(), timeout)
+            })
+            .await
+            .map_err(|e| Error::task("open", e))??,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 memory: MemoryTier::new(options.memory_budget),
@@ -781,6 +787,21 @@ const CACHEDIR_TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc5
 /// Write `CACHEDIR.TAG` at the root unless it is there (one `stat` per open). Written to a
 /// temporary file and renamed, so a reader never sees a torn tag. Failing to write it only
 /// costs backups some space, so it is a warning, not an error (a read-only cache still opens).
+/// The shared store lock, when the store's directories and tag exist and the lock is free
+/// to share now; `None` when opening needs more (creating, waiting).
+fn open_in_place(layout: &Layout) -> Result<Option<StoreLock>> {
+    let dirs = [
+        layout.blobs_dir(),
+        layout.ingest_dir(),
+        layout.refs_dir(),
+        layout.derived_dir(),
+    ];
+    if !dirs.iter().all(|dir| dir.is_dir()) || !layout.cachedir_tag().is_file() {
+        return Ok(None);
+    }
+    StoreLock::try_shared(layout.lock_file())
+}
+
 fn tag_cache_dir(layout: &Layout) {
     let tag = layout.cachedir_tag();
     if tag.exists() {

@@ -101,6 +101,16 @@ impl Manifest {
 
     /// Parses and validates a config blob.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        // A well-formed v1 config is read in one pass; anything else takes the careful path
+        // below, whose errors are the ones users see.
+        if let Ok(raw) = serde_json::from_slice::<RawManifest>(bytes)
+            && raw.schema_version == Some(1)
+        {
+            let package = raw.name.clone().unwrap_or_else(|| "<unnamed>".to_owned());
+            let manifest = raw.convert(&package)?;
+            manifest.validate()?;
+            return Ok(manifest);
+        }
         // Look at the version and name before anything else: a future schema may change every
         // other field, and its error should say "unsupported schema", not "missing field".
         let head: RawHead = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
@@ -233,6 +243,10 @@ struct RawHead {
 
 #[derive(Deserialize)]
 struct RawManifest {
+    #[serde(rename = "schemaVersion", default)]
+    schema_version: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
     version: String,
     #[serde(default)]
     dependencies: Ordered<RawDependency>,
