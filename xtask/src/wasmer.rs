@@ -568,6 +568,19 @@ fn compare_case(
             pkgload_tree(&text, &unpacked)
         })
         .map_err(|e| format!("  pkgload failed: {e}"))?;
+    // Warm, the same tree (a tree by URL then comes from its snapshot, as the `unpack`
+    // above already did).
+    let warm = output(pkgload_cmd().args(["load", "--json"]).arg(root))
+        .and_then(|text| pkgload_tree(&text, &unpacked))
+        .map_err(|e| format!("  pkgload failed warm: {e}"))?;
+    let changed = differences(&warm, &ours);
+    if !changed.is_empty() {
+        return Err(format!(
+            "  pkgload's warm load differs from its cold one (below, \"pkgload\" is the warm \
+             load, \"Wasmer\" the cold one):\n{}",
+            changed.join("\n")
+        ));
+    }
     // Two empty descriptions would agree: a case that loaded nothing proves nothing.
     if ours.packages.is_empty() || ours.commands.is_empty() || ours.files.is_empty() {
         return Err(format!(

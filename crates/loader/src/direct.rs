@@ -189,6 +189,8 @@ pub(crate) struct DirectPackages {
     /// The oldest time a server confirmed one of the URLs read without a sha256 (what a
     /// tree snapshot's freshness counts from).
     confirmed: Mutex<Option<SystemTime>>,
+    /// Whether a URL was found serving another file than its memo said.
+    saw_change: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for DirectPackages {
@@ -220,6 +222,7 @@ impl DirectPackages {
             identified: Mutex::new(HashMap::new()),
             summarized: Mutex::new(HashMap::new()),
             confirmed: Mutex::new(None),
+            saw_change: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -251,15 +254,24 @@ impl DirectPackages {
 
     /// [`stored_url`], remembering when the server last confirmed what it holds.
     async fn stored_url(&self, url: &fetch_http::Url, sha256: Option<Digest>) -> Result<Blob> {
-        let (blob, confirmed) = stored_url(&self.remote, url, sha256).await?;
-        if let Some(at) = confirmed {
+        let stored = stored_url(&self.remote, url, sha256).await?;
+        if let Some(at) = stored.confirmed {
             let mut oldest = self
                 .confirmed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             *oldest = Some(oldest.map_or(at, |o| o.min(at)));
         }
-        Ok(blob)
+        if stored.changed {
+            self.saw_change
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(stored.blob)
+    }
+
+    /// Whether this resolution found a URL serving another file than its memo said.
+    pub(crate) fn saw_change(&self) -> bool {
+        self.saw_change.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The oldest time a server confirmed one of the URLs this resolution read without a
@@ -466,6 +478,25 @@ impl UrlMemo {
     }
 }
 
+/// What [`stored_url`] found.
+pub(crate) struct StoredUrl {
+    pub(crate) blob: Blob,
+    /// When the server last confirmed it (`None` when pinned by a sha256).
+    pub(crate) confirmed: Option<SystemTime>,
+    /// The URL now serves another file than its memo said.
+    pub(crate) changed: bool,
+}
+
+impl StoredUrl {
+    fn pinned(blob: Blob) -> StoredUrl {
+        StoredUrl {
+            blob,
+            confirmed: None,
+            changed: false,
+        }
+    }
+}
+
 /// The file at `url` in the store: by its sha256 when one is given (downloaded, verified,
 /// resumable), else as the URL last served it, revalidated by ETag once the memo is older
 /// than the ref TTL; with the time the server last confirmed it (`None` when pinned by
@@ -474,11 +505,11 @@ pub(crate) async fn stored_url(
     remote: &Remote,
     url: &fetch_http::Url,
     sha256: Option<Digest>,
-) -> Result<(Blob, Option<SystemTime>)> {
+) -> Result<StoredUrl> {
     let shown = url.to_string();
     if let Some(digest) = sha256 {
         if let Some(blob) = remote.store.get(&digest)? {
-            return Ok((blob, None));
+            return Ok(StoredUrl::pinned(blob));
         }
         if remote.offline {
             return Err(LoadError::Offline {
@@ -495,7 +526,7 @@ pub(crate) async fn stored_url(
             .client
             .fetch_blob(request, &remote.store)
             .await
-            .map(|blob| (blob, None))
+            .map(StoredUrl::pinned)
             .map_err(|e| LoadError::fetch(shown, e));
     }
     let key = Algorithm::Sha256.digest(format!("webc url\0{url}").as_bytes());
@@ -511,7 +542,11 @@ pub(crate) async fn stored_url(
     if let Some((memo, blob)) = &kept
         && (remote.offline || memo.is_fresh(remote.ttl))
     {
-        return Ok((blob.clone(), Some(memo.checked)));
+        return Ok(StoredUrl {
+            blob: blob.clone(),
+            confirmed: Some(memo.checked),
+            changed: false,
+        });
     }
     if remote.offline {
         return Err(LoadError::Offline {
@@ -542,13 +577,56 @@ pub(crate) async fn stored_url(
             ));
         }
     };
+    let changed = memo
+        .as_ref()
+        .is_some_and(|old| old.digest != *blob.digest());
     let memo = UrlMemo {
         digest: *blob.digest(),
         etag,
         checked: SystemTime::now(),
     };
     remote.store.put_memo(&key, &kind, memo.encode()).await?;
-    Ok((blob, Some(memo.checked)))
+    if changed {
+        tracing::info!(url = %shown, digest = %blob.digest(), "the URL serves another file than before");
+        let mark = format!("{} {}", blob.digest(), nanos_now());
+        remote
+            .store
+            .put_memo(&url_change_key(), &url_change_kind()?, mark)
+            .await?;
+    }
+    Ok(StoredUrl {
+        blob,
+        confirmed: Some(memo.checked),
+        changed,
+    })
+}
+
+/// The derived entry that changes whenever a URL without a sha256 is found to serve another
+/// file than its memo said: what a tree snapshot made before then may hold stale content
+/// (`tree_snapshot.rs`), even if its own URLs' memos are still fresh.
+const URL_CHANGE_KIND: &str = "webcurlchange";
+
+fn url_change_key() -> Digest {
+    Algorithm::Sha256.digest(b"webc url change")
+}
+
+fn url_change_kind() -> Result<cache_core::DerivedKind> {
+    Ok(cache_core::DerivedKind::new(URL_CHANGE_KIND)?)
+}
+
+/// The current URL change mark (empty before any change was seen).
+pub(crate) fn url_change_mark(store: &cache_core::Store) -> String {
+    url_change_kind()
+        .ok()
+        .and_then(|kind| store.get_derived(&url_change_key(), &kind).ok().flatten())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+fn nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The largest webc file fetched by URL without a known digest: a server cannot fill the

@@ -393,10 +393,13 @@ impl Loader {
             }
             PackageRef::WebcUrl { url, sha256 } => {
                 let key = crate::tree_snapshot::key(url, sha256.as_ref(), &self.places);
+                // Read before any URL is: see `tree_snapshot::write`.
+                let mark = crate::direct::url_change_mark(&self.remote.store);
                 if lock.is_none() {
                     let (store, ttl, offline) =
                         (&self.remote.store, self.remote.ttl, self.remote.offline);
-                    if let Some(tree) = crate::tree_snapshot::read(store, &key, ttl, offline) {
+                    if let Some(tree) = crate::tree_snapshot::read(store, &key, ttl, offline, &mark)
+                    {
                         tracing::info!(%url, packages = tree.packages.len(), "read from the tree snapshot");
                         return resolved_from_snapshot(tree);
                     }
@@ -405,7 +408,9 @@ impl Loader {
                 let root = WebcRoot::new(file, ".".into(), &self.places)?;
                 let mut resolved = self.resolve_webc_root(root, lock, &direct).await?;
                 if lock.is_none() {
-                    resolved.snapshot = Some(SnapshotPlan::new(key, direct.oldest_confirmation()));
+                    let confirmed = direct.oldest_confirmation();
+                    let changed = direct.saw_change();
+                    resolved.snapshot = Some(SnapshotPlan::new(key, confirmed, mark, changed));
                 }
                 return Ok(resolved);
             }

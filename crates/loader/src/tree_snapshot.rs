@@ -14,7 +14,10 @@
 //! - **As fresh as the URL memos it was made from.** The entry records the oldest time a
 //!   server confirmed one of the tree's URLs (URLs pinned by `#sha256=` need none); past the
 //!   loader's ref TTL from then, the normal path runs, revalidating by ETag, and writes a
-//!   new entry. Offline, as for the memos, any age is used.
+//!   new entry. Offline, as for the memos, any age is used. And stale at once when any
+//!   load finds one of the cache's URLs serving another file than its memo said (the
+//!   `webcurlchange` mark in `direct.rs`): that URL may be one of this tree's, and the
+//!   cache keeps one view of a URL whichever tree asks.
 //! - **Only what was checked.** It is written after a load succeeded, so every volume and
 //!   atom it lists had been checked against its hashes, as the store's `webcchecked`
 //!   record would vouch.
@@ -52,6 +55,11 @@ pub(crate) struct SnapshotPlan {
     key: Digest,
     /// The oldest confirmation by a server of one of the tree's unpinned URLs.
     confirmed: Option<SystemTime>,
+    /// The URL change mark when the resolution started (`direct::url_change_mark`).
+    mark: String,
+    /// Whether the resolution itself found a URL serving another file (and so moved the
+    /// mark).
+    changed: bool,
 }
 
 /// The key of the snapshot of the tree rooted at `url` (pinned to `sha256`), resolved with
@@ -71,8 +79,18 @@ pub(crate) fn key(url: &str, sha256: Option<&Digest>, places: &[Place]) -> Diges
 }
 
 impl SnapshotPlan {
-    pub(crate) fn new(key: Digest, confirmed: Option<SystemTime>) -> SnapshotPlan {
-        SnapshotPlan { key, confirmed }
+    pub(crate) fn new(
+        key: Digest,
+        confirmed: Option<SystemTime>,
+        mark: String,
+        changed: bool,
+    ) -> SnapshotPlan {
+        SnapshotPlan {
+            key,
+            confirmed,
+            mark,
+            changed,
+        }
     }
 }
 
@@ -161,6 +179,9 @@ struct Header {
     footprint: [u64; 5],
     /// The sha256 of the body.
     body_sha256: String,
+    /// The URL change mark it was made under: once another load finds one of the cache's
+    /// URLs serving another file, it is stale (that URL may be one of this tree's).
+    url_change_mark: String,
     /// The root first.
     packages: Vec<PackageHeader>,
 }
@@ -202,10 +223,11 @@ pub(crate) fn read(
     key: &Digest,
     ttl: Duration,
     offline: bool,
+    mark: &str,
 ) -> Option<SnapshotTree> {
     let kind = cache_core::DerivedKind::new(SNAPSHOT_KIND).ok()?;
     let entry = store.get_derived(key, &kind).ok().flatten()?;
-    match decode(store, &entry, ttl, offline) {
+    match decode(store, &entry, ttl, offline, mark) {
         Ok(tree) => tree,
         Err(reason) => {
             tracing::debug!(%key, reason, "tree snapshot unusable; resolving");
@@ -220,6 +242,7 @@ fn decode(
     entry: &Bytes,
     ttl: Duration,
     offline: bool,
+    mark: &str,
 ) -> Result<Option<SnapshotTree>, String> {
     let rest = entry.strip_prefix(MAGIC).ok_or("another format")?;
     let (header_len, rest) = rest.split_at_checked(8).ok_or("truncated")?;
@@ -230,6 +253,10 @@ fn decode(
         .ok_or("truncated header")?;
     let body = entry.slice(entry.len() - rest.len() + header_len..);
     let header: Header = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    if header.url_change_mark != mark {
+        tracing::debug!("a URL changed since the tree snapshot was made; resolving");
+        return Ok(None);
+    }
     if let Some(secs) = header.confirmed {
         let confirmed = UNIX_EPOCH + Duration::from_secs(secs);
         let fresh = SystemTime::now()
@@ -337,7 +364,14 @@ pub(crate) async fn write(
     opened: &HashMap<PackageId, OpenedParts>,
     footprint: Footprint,
 ) -> crate::Result<()> {
-    let Some(entry) = encode(plan, resolution, found, opened, footprint) else {
+    // A URL that changed while this tree was resolved may be one it read before the
+    // change: its snapshot would hold the old file under the new mark. Unless the change
+    // was this resolution's own, the next load makes the snapshot.
+    let mark = crate::direct::url_change_mark(store);
+    if mark != plan.mark && !plan.changed {
+        return Ok(());
+    }
+    let Some(entry) = encode(plan, resolution, found, opened, footprint, mark) else {
         return Ok(());
     };
     let kind = cache_core::DerivedKind::new(SNAPSHOT_KIND)?;
@@ -351,6 +385,7 @@ fn encode(
     found: &HashMap<PackageId, Found>,
     opened: &HashMap<PackageId, OpenedParts>,
     footprint: Footprint,
+    url_change_mark: String,
 ) -> Option<Vec<u8>> {
     if !resolution.warnings.is_empty() {
         return None;
@@ -418,6 +453,7 @@ fn encode(
             footprint.bytes,
         ],
         body_sha256: Algorithm::Sha256.digest(&body).to_string(),
+        url_change_mark,
         packages: headers,
     };
     let header = serde_json::to_vec(&header).ok()?;

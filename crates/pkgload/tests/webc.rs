@@ -1081,6 +1081,31 @@ fn a_webc_tree_by_url_loads_warm_from_its_snapshot() {
     run(pkgload(&cache).args(["resolve", "--lock", lock.to_str().unwrap(), &url]));
     let out = run(pkgload(&cache).args(["-v", "load", "--lock", lock.to_str().unwrap(), &url]));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("read from the tree snapshot"));
+
+    // Another tree shares acme/lib. When a load of it finds the file changed again, this
+    // tree's snapshot, still within its TTL, is passed over: the cache has one view of a
+    // URL, whichever tree asked.
+    let mut other = small("acme/other", "1.0.0", "other.txt", "other");
+    other.uses = vec![("lib".into(), server.url(lib_path))];
+    let other_path = "/pkgs/acme--other@1.0.0.webc";
+    server.route(other_path, Route::new(other.build(3)));
+    let other_url = server.url(other_path);
+    run(pkgload(&cache).args(["load", &other_url]));
+    assert!(observe(&[]).3);
+    let mut lib3 = lib.clone();
+    lib3.files[0].2 = Node::File(b"changed again".to_vec());
+    server.route(lib_path, Route::new(lib3.build(3)));
+    let text = stdout(&run(pkgload(&cache).args([
+        "--ref-ttl",
+        "0",
+        "cat",
+        &other_url,
+        "/acme-lib/lib.txt",
+    ])));
+    assert_eq!(text, "changed again");
+    let (_, _, text, from_snapshot) = observe(&[]);
+    assert_eq!((text.as_str(), from_snapshot), ("changed again", false));
+    assert!(observe(&[]).3, "a new snapshot, under the new mark");
 }
 
 /// Store files are read-only; a test that damages one makes it writable first.
