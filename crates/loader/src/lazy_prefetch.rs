@@ -91,10 +91,20 @@ impl LazyPrefetch {
         program: Vec<Vec<VfsPath>>,
         jobs: usize,
     ) -> LazyPrefetch {
+        // What earlier loads read is taken now, before this load's own reads (the program's
+        // first) add to the records: those are no earlier load's, and counting them would
+        // race with the program's fetch.
+        let layers: Vec<_> = layers
+            .into_iter()
+            .map(|layer| {
+                let wanted = layer.record.paths();
+                (layer, wanted)
+            })
+            .collect();
         let task = runtime.spawn(async move {
             let program = tokio::task::spawn_blocking(move || read_program(fs.as_ref(), program));
             let mut report = futures::stream::iter(layers)
-                .map(prefetch_recorded)
+                .map(|(layer, wanted)| prefetch_recorded(layer, wanted))
                 .buffer_unordered(jobs.max(1))
                 .fold(PrefetchReport::default(), |mut total, one| async move {
                     total.files += one.files;
@@ -231,9 +241,8 @@ fn shebang(head: &[u8]) -> Option<VfsPath> {
 }
 
 /// The files of one layer its record names, fetched in merged range requests.
-async fn prefetch_recorded(layer: LayerPrefetch) -> PrefetchReport {
+async fn prefetch_recorded(layer: LayerPrefetch, wanted: Vec<VfsPath>) -> PrefetchReport {
     let mut report = PrefetchReport::default();
-    let wanted = layer.record.paths();
     if wanted.is_empty() {
         return report;
     }
